@@ -1,0 +1,26 @@
+# cxr-attention: where does MedGemma look when it answers a question about a chest X-ray?
+# Stages: preprocess -> inference -> maps -> metrics -> figures -> report (one rules/*.smk each).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/preprocess.smk"
+include: "rules/inference.smk"
+include: "rules/maps.smk"
+include: "rules/metrics.smk"
+include: "rules/figures.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

@@ -1,0 +1,115 @@
+# Configuration checks and input functions. No rules here: one .smk per stage holds those.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, "../config/config.schema.json")
+
+RUN = config["run"]
+SHARDS = [f"{k:03d}" for k in range(config["selection"]["shards"])]
+MIMIC_TABLES = ["metadata", "split", config["data"]["labels"]]
+
+
+wildcard_constraints:
+    run=RUN,
+    shard=r"\d{3}",
+
+
+def library(*modules):
+    """The src/cxr_attention modules a rule runs: listed as inputs so an edit reruns the rule."""
+    return [f"src/cxr_attention/{module}" for module in ("__init__.py", "io.py", *modules)]
+
+
+PREPROCESS_CODE = library(
+    "preprocess/__init__.py",
+    "preprocess/decode.py",
+    "preprocess/masks.py",
+    "preprocess/pipeline.py",
+)
+MANIFEST_CODE = library("preprocess/__init__.py", "preprocess/mimic.py")
+QUESTIONS_CODE = library("inference/__init__.py", "inference/questions.py")
+MODEL_CODE = library("inference/__init__.py", "inference/model.py", "inference/prompting.py")
+INFERENCE_CODE = MODEL_CODE + library(
+    "inference/capture.py",
+    "inference/scoring.py",
+    "inference/answers.py",
+    "inference/questions.py",
+    "inference/runner.py",
+)
+MAPS_CODE = MODEL_CODE + library(
+    "geometry.py",
+    "maps/__init__.py",
+    "maps/terms.py",
+    "maps/attention.py",
+    "maps/gradcam.py",
+    "maps/activation.py",
+    "maps/cascade.py",
+    "maps/shard.py",
+)
+PER_MAP_METRICS_CODE = library("geometry.py", "metrics/__init__.py", "metrics/per_map.py")
+STUDY_CODE = library("metrics/__init__.py", "metrics/study.py")
+PAPER_CODE = library("metrics/__init__.py", "metrics/study.py", "metrics/paper.py")
+FIGURES_CODE = library(
+    "geometry.py",
+    "figures/__init__.py",
+    "figures/overlay.py",
+    "figures/panels.py",
+    "figures/sensitivity.py",
+    "figures/summary.py",
+)
+REPORT_CODE = library("report/__init__.py", "report/summary.py", "report/paper.py")
+
+
+def mimic_table(name):
+    """A MIMIC-CXR table as the download has it: .csv.gz, or .csv when unpacked."""
+    root = Path(config["data"]["root"])
+    gz = root / f"mimic-cxr-2.0.0-{name}.csv.gz"
+    plain = root / f"mimic-cxr-2.0.0-{name}.csv"
+    return str(plain if plain.exists() and not gz.exists() else gz)
+
+
+def get_mimic_tables(wildcards):
+    return {name: mimic_table(name) for name in MIMIC_TABLES}
+
+
+def get_question_source(wildcards):
+    if config["questions"]["source"] == "vqa_table":
+        return config["questions"]["vqa_table"]
+    return config["questions"]["bank"]
+
+
+def get_model_folder(wildcards):
+    """The model folder when the workflow builds it or it is local; a hub id is no file input."""
+    model_id = config["model"]["id"]
+    if config["model"]["build_tiny"] or Path(model_id).is_dir():
+        return model_id
+    return []
+
+
+def shard_outputs(pattern):
+    return expand(pattern, run=RUN, shard=SHARDS)
+
+
+def get_final_output():
+    outputs = [
+        f"results/{RUN}/metrics/summary.json",
+        f"results/{RUN}/failures.csv",
+        f"results/{RUN}/report.html",
+    ]
+    if config["paper"]["activate"]:
+        outputs.append(f"results/{RUN}/paper_comparison.csv")
+    return outputs
+
+
+def get_report_inputs(wildcards):
+    """Every file the HTML report shows (the report rule runs `snakemake --report` over them)."""
+    inputs = shard_outputs("results/{run}/figures/samples/shard-{shard}") + [
+        f"results/{RUN}/figures/summary",
+        f"results/{RUN}/report/summary.html",
+        f"results/{RUN}/metrics/maps.csv",
+        f"results/{RUN}/failures.csv",
+    ]
+    if config["paper"]["activate"]:
+        inputs.append(f"results/{RUN}/report/paper_comparison.html")
+    return inputs

@@ -1,0 +1,52 @@
+# Stage 5: figures. Per-sample overlays, panels and prompt-sensitivity figures for a few images
+# of each shard, and study-level summary plots.
+
+
+rule sample_figures:
+    input:
+        answers="results/{run}/inference/shard-{shard}.csv",
+        maps="results/{run}/maps/shard-{shard}.csv",
+        arrays="results/{run}/maps/shard-{shard}.npz",
+        images="results/{run}/preprocess/shard-{shard}.csv",
+        code=FIGURES_CODE,
+    output:
+        report(
+            directory("results/{run}/figures/samples/shard-{shard}"),
+            patterns=["{name}.png"],
+            caption="../report/sample_figures.rst",
+            category="Samples",
+            subcategory="shard {shard}",
+            labels={"figure": "{name}"},
+        ),
+    params:
+        settings=config["figures"],
+    log:
+        "logs/{run}/sample_figures/{shard}.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/sample_figures.py"
+
+
+rule summary_figures:
+    input:
+        answers="results/{run}/metrics/answers.csv",
+        maps="results/{run}/metrics/maps.csv",
+        accuracy_by_strategy="results/{run}/metrics/accuracy_by_strategy.csv",
+        accuracy_by_finding="results/{run}/metrics/accuracy_by_finding.csv",
+        js_divergence="results/{run}/metrics/js_divergence.csv",
+        code=FIGURES_CODE,
+    output:
+        report(
+            directory("results/{run}/figures/summary"),
+            patterns=["{name}.png"],
+            caption="../report/summary_figures.rst",
+            category="Summary plots",
+            labels={"figure": "{name}"},
+        ),
+    log:
+        "logs/{run}/summary_figures.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/summary_figures.py"

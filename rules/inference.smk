@@ -1,0 +1,60 @@
+# Stage 2: build the questions, then let the model answer them while capturing its attention.
+
+
+rule build_tiny_model:
+    input:
+        code=library("inference/__init__.py", "inference/tiny_model.py"),
+    output:
+        directory(config["model"]["id"]),
+    params:
+        seed=config["seed"],
+    log:
+        "logs/build_tiny_model.log",
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/build_tiny_model.py"
+
+
+rule questions:
+    input:
+        source=get_question_source,
+        code=QUESTIONS_CODE,
+    output:
+        "results/{run}/questions.csv",
+    params:
+        settings=config["questions"],
+    log:
+        "logs/{run}/questions.log",
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/questions.py"
+
+
+rule inference:
+    input:
+        manifest="results/{run}/manifest.csv",
+        questions="results/{run}/questions.csv",
+        images="results/{run}/preprocess/shard-{shard}.csv",
+        model=get_model_folder,
+        code=INFERENCE_CODE,
+    output:
+        answers="results/{run}/inference/shard-{shard}.csv",
+        captures=directory("results/{run}/inference/shard-{shard}"),
+        failures="results/{run}/inference/shard-{shard}.failures.csv",
+    params:
+        model=config["model"],
+        settings=config["inference"],
+        questions=config["questions"],
+        seed=config["seed"],
+    resources:
+        gpu=1,
+    log:
+        "logs/{run}/inference/{shard}.log",
+    benchmark:
+        "benchmarks/{run}/inference/{shard}.tsv"
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/inference.py"

@@ -1,0 +1,107 @@
+# Stage 4: per-map metrics per shard, then study-level statistics over every shard.
+
+
+rule map_metrics:
+    input:
+        maps="results/{run}/maps/shard-{shard}.csv",
+        arrays="results/{run}/maps/shard-{shard}.npz",
+        images="results/{run}/preprocess/shard-{shard}.csv",
+        code=PER_MAP_METRICS_CODE,
+    output:
+        "results/{run}/metrics/shard-{shard}.csv",
+    params:
+        paper=config["paper"],
+    log:
+        "logs/{run}/map_metrics/{shard}.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/map_metrics.py"
+
+
+rule gather:
+    input:
+        answers=shard_outputs("results/{run}/inference/shard-{shard}.csv"),
+        maps=shard_outputs("results/{run}/maps/shard-{shard}.csv"),
+        metrics=shard_outputs("results/{run}/metrics/shard-{shard}.csv"),
+        manifest="results/{run}/manifest.csv",
+        code=library("workflow.py"),
+    output:
+        answers="results/{run}/metrics/answers.csv",
+        maps=report(
+            "results/{run}/metrics/maps.csv",
+            caption="../report/maps_table.rst",
+            category="Tables",
+            labels={"table": "maps and metrics"},
+        ),
+    log:
+        "logs/{run}/gather.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/gather.py"
+
+
+rule study_statistics:
+    input:
+        answers="results/{run}/metrics/answers.csv",
+        maps="results/{run}/metrics/maps.csv",
+        code=STUDY_CODE,
+    output:
+        summary="results/{run}/metrics/summary.json",
+        accuracy_by_strategy="results/{run}/metrics/accuracy_by_strategy.csv",
+        accuracy_by_finding="results/{run}/metrics/accuracy_by_finding.csv",
+        auroc="results/{run}/metrics/auroc.csv",
+        consistency="results/{run}/metrics/consistency.csv",
+        js_divergence="results/{run}/metrics/js_divergence.csv",
+        correct_vs_incorrect="results/{run}/metrics/correct_vs_incorrect.csv",
+        paired_tests="results/{run}/metrics/paired_tests.csv",
+    params:
+        settings=config["metrics"],
+        seed=config["seed"],
+    log:
+        "logs/{run}/study_statistics.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/study_statistics.py"
+
+
+rule paper_comparison:
+    input:
+        answers="results/{run}/metrics/answers.csv",
+        maps="results/{run}/metrics/maps.csv",
+        reference=config["paper"]["reference"],
+        code=PAPER_CODE,
+    output:
+        "results/{run}/paper_comparison.csv",
+    params:
+        settings=config["metrics"],
+        seed=config["seed"],
+    log:
+        "logs/{run}/paper_comparison.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/paper_comparison.py"
+
+
+rule failures:
+    input:
+        preprocess=shard_outputs("results/{run}/preprocess/shard-{shard}.failures.csv"),
+        inference=shard_outputs("results/{run}/inference/shard-{shard}.failures.csv"),
+        maps=shard_outputs("results/{run}/maps/shard-{shard}.failures.csv"),
+        code=library(),
+    output:
+        report(
+            "results/{run}/failures.csv",
+            caption="../report/failures.rst",
+            category="Tables",
+            labels={"table": "failures"},
+        ),
+    log:
+        "logs/{run}/failures.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/failures.py"

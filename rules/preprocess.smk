@@ -1,0 +1,37 @@
+# Stage 1: select the images (manifest), decode them to normalised PNGs, draw body and lung masks.
+
+
+rule manifest:
+    input:
+        unpack(get_mimic_tables),
+        code=MANIFEST_CODE,
+    output:
+        "results/{run}/manifest.csv",
+    params:
+        data=config["data"],
+        selection=config["selection"],
+        seed=config["seed"],
+    log:
+        "logs/{run}/manifest.log",
+    conda:
+        "../envs/imaging.yaml"
+    script:
+        "../scripts/manifest.py"
+
+
+rule preprocess:
+    input:
+        manifest="results/{run}/manifest.csv",
+        code=PREPROCESS_CODE,
+    output:
+        table="results/{run}/preprocess/shard-{shard}.csv",
+        images=directory("results/{run}/preprocess/shard-{shard}"),
+        failures="results/{run}/preprocess/shard-{shard}.failures.csv",
+    params:
+        settings=config["preprocess"],
+    log:
+        "logs/{run}/preprocess/{shard}.log",
+    conda:
+        "../envs/imaging.yaml"
+    script:
+        "../scripts/preprocess.py"

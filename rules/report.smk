@@ -1,0 +1,65 @@
+# Stage 6: the run summary page, the paper comparison page and the HTML report itself.
+
+
+rule run_summary:
+    input:
+        manifest="results/{run}/manifest.csv",
+        questions="results/{run}/questions.csv",
+        answers="results/{run}/metrics/answers.csv",
+        maps="results/{run}/metrics/maps.csv",
+        failures="results/{run}/failures.csv",
+        summary="results/{run}/metrics/summary.json",
+        code=REPORT_CODE,
+    output:
+        report(
+            "results/{run}/report/summary.html",
+            caption="../report/run_summary.rst",
+            category="Run summary",
+            labels={"page": "summary"},
+        ),
+    params:
+        config=config,
+    log:
+        "logs/{run}/run_summary.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/run_summary.py"
+
+
+rule paper_page:
+    input:
+        comparison="results/{run}/paper_comparison.csv",
+        code=REPORT_CODE + PAPER_CODE,
+    output:
+        report(
+            "results/{run}/report/paper_comparison.html",
+            caption="../report/paper_comparison.rst",
+            category="Paper comparison",
+            labels={"page": "paper comparison"},
+        ),
+    log:
+        "logs/{run}/paper_page.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/paper_page.py"
+
+
+rule report:
+    input:
+        get_report_inputs,
+    output:
+        "results/{run}/report.html",
+    log:
+        "logs/{run}/report.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/report.py"
+
+
+rule report_items:
+    input:
+        get_report_inputs,
+    localrule: True

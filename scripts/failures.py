@@ -1,0 +1,8 @@
+"""Gather every stage's failure rows into one table."""
+
+from cxr_attention.io import read_failures, write_csv
+from cxr_attention.workflow import job_logging
+
+with job_logging(snakemake.log[0]):
+    shards = [*snakemake.input.preprocess, *snakemake.input.inference, *snakemake.input.maps]
+    write_csv(read_failures(shards), snakemake.output[0])

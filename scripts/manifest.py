@@ -1,0 +1,12 @@
+"""Select the study's images from the MIMIC-CXR tables into the manifest."""
+
+from cxr_attention.preprocess.mimic import write_manifest
+from cxr_attention.workflow import job_logging
+
+with job_logging(snakemake.log[0]):
+    write_manifest(
+        data=snakemake.params.data,
+        selection=snakemake.params.selection,
+        seed=snakemake.params.seed,
+        out_csv=snakemake.output[0],
+    )

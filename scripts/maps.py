@@ -1,0 +1,21 @@
+"""Turn one shard's captured attention into token-conditioned maps (with the fallback cascade)."""
+
+from cxr_attention.maps.shard import run_maps_shard
+from cxr_attention.workflow import job_logging
+
+with job_logging(snakemake.log[0]):
+    run_maps_shard(
+        answers_csv=snakemake.input.answers,
+        captures_dir=snakemake.input.captures,
+        questions_csv=snakemake.input.questions,
+        model_id=snakemake.params.model["id"],
+        out_csv=snakemake.output.table,
+        out_npz=snakemake.output.arrays,
+        failures_csv=snakemake.output.failures,
+        params={
+            **snakemake.params.settings,
+            "seed": snakemake.params.seed,
+            "min_free_gpu_gb": snakemake.params.model["min_free_gpu_gb"],
+            "reference_compat": snakemake.params.paper["reference_compat"],
+        },
+    )

@@ -1,0 +1,12 @@
+"""Study-level statistics: accuracy, AUROC, consistency, JS divergence, CIs and paired tests."""
+
+from cxr_attention.metrics.study import run_study_statistics
+from cxr_attention.workflow import job_logging
+
+with job_logging(snakemake.log[0]):
+    run_study_statistics(
+        answers_csv=snakemake.input.answers,
+        maps_csv=snakemake.input.maps,
+        out_dir=snakemake.output.summary.rsplit("/", 1)[0],
+        params={**snakemake.params.settings, "seed": snakemake.params.seed},
+    )

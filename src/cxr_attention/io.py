@@ -1,0 +1,146 @@
+"""Atomic file writers and the failures table shared by every stage.
+
+Every output goes to a temporary file in its destination folder and is then moved into place with
+``os.replace``, so that a killed job never leaves a half-written file that a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "FAILURE_COLUMNS",
+    "ConfigError",
+    "Failure",
+    "InputError",
+    "atomic_path",
+    "read_failures",
+    "read_table",
+    "write_csv",
+    "write_failures",
+    "write_json",
+    "write_npz",
+    "write_png",
+]
+
+FAILURE_COLUMNS = ["stage", "dicom_id", "path", "error_type", "message"]
+
+# MIMIC identifiers are digit strings; read as numbers they would lose leading zeros and dtype.
+ID_DTYPES = {"dicom_id": str, "subject_id": str, "study_id": str}
+
+
+class InputError(Exception):
+    """One input file cannot be used; the shard records it and goes on."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, *, error_type: str = "bad_input"):
+        self.path = str(path)
+        self.reason = reason
+        self.error_type = error_type
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ConfigError(Exception):
+    """The run cannot start: a missing file, column or setting. Stops the run at once."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One row of a failures table."""
+
+    stage: str
+    dicom_id: str
+    path: str
+    error_type: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, stage: str, dicom_id: str, path: str, error: BaseException) -> Failure:
+        error_type = getattr(error, "error_type", type(error).__name__)
+        message = getattr(error, "reason", None) or str(error) or type(error).__name__
+        return cls(stage, str(dicom_id), str(path), error_type, message)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read one of the workflow's CSV tables, identifiers as strings; an empty file is no rows."""
+    if Path(path).stat().st_size == 0:
+        return pd.DataFrame()
+    return pd.read_csv(path, dtype=ID_DTYPES)
+
+
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a table atomically, without the index, with a fixed float format (determinism)."""
+    with atomic_path(path, ".csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.10g", lineterminator="\n")
+
+
+def write_json(data: Any, path: str | os.PathLike) -> None:
+    with atomic_path(path, ".json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write arrays to a compressed ``.npz`` atomically."""
+    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def write_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write an 8-bit (or 16-bit) grayscale or colour image as PNG atomically."""
+    import cv2  # OpenCV is heavy to import; only image stages need it.
+
+    with atomic_path(path, ".png") as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"OpenCV could not write {path}")
+
+
+def write_failures(failures: list[Failure], path: str | os.PathLike) -> None:
+    frame = pd.DataFrame([asdict(f) for f in failures], columns=FAILURE_COLUMNS)
+    write_csv(frame, path)
+
+
+def read_failures(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate failure tables (missing or empty ones count as no failures)."""
+    frames = [
+        pd.read_csv(p, dtype=str, keep_default_na=False)
+        for p in paths
+        if Path(p).exists() and Path(p).stat().st_size > 0
+    ]
+    if not frames:
+        return pd.DataFrame(columns=FAILURE_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[FAILURE_COLUMNS]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,130 @@
+"""Glue between Snakemake jobs and the library: logging, shard selection, gathering shards."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from cxr_attention.io import atomic_path, read_table, write_csv
+
+__all__ = [
+    "gather_study_tables",
+    "gather_tables",
+    "job_logging",
+    "read_shard",
+    "render_report",
+]
+
+
+@contextlib.contextmanager
+def job_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
+    """Send the job's log records, warnings and stderr (progress bars) to its Snakemake log file."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as handle, contextlib.redirect_stderr(handle):
+        handler = logging.StreamHandler(handle)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        logging.captureWarnings(True)
+        try:
+            yield logging.getLogger("cxr_attention")
+        finally:
+            root.removeHandler(handler)
+            sys.stderr.flush()
+
+
+def read_shard(manifest_csv: str | os.PathLike, shard: int | str) -> pd.DataFrame:
+    """The manifest rows of one shard (identifiers kept as strings)."""
+    manifest = read_table(manifest_csv)
+    return manifest[manifest["shard"] == int(shard)].reset_index(drop=True)
+
+
+def gather_tables(paths: Sequence[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
+    """Concatenate per-shard tables in shard order; empty shards contribute no rows."""
+    table = _concat(paths)
+    write_csv(table, out_csv)
+    return table
+
+
+# Sample-level columns copied onto every map row, so that one tidy table serves the statistics,
+# the figures and DVC plots.
+_SAMPLE_COLUMNS = [
+    "sample_id",
+    "subject_id",
+    "finding",
+    "strategy",
+    "baseline_question_id",
+    "variant_index",
+    "variant_kind",
+    "answer",
+    "expected",
+    "correct",
+    "p_yes",
+]
+
+
+def gather_study_tables(
+    *,
+    answers: Sequence[str | os.PathLike],
+    maps: Sequence[str | os.PathLike],
+    metrics: Sequence[str | os.PathLike],
+    manifest_csv: str | os.PathLike,
+    answers_out: str | os.PathLike,
+    maps_out: str | os.PathLike,
+) -> None:
+    """Write the study's answers table and its maps table (maps + metrics + sample columns)."""
+    del manifest_csv  # listed as an input so that a new selection regathers
+    answer_table = gather_tables(answers, answers_out)
+    map_table = _concat(maps)
+    metric_table = _concat(metrics)
+    if map_table.empty:
+        write_csv(map_table, maps_out)
+        return
+    joined = map_table.merge(metric_table, on="map_id", how="left", validate="one_to_one")
+    sample_columns = [c for c in _SAMPLE_COLUMNS if c in answer_table.columns]
+    joined = joined.merge(
+        answer_table[sample_columns], on="sample_id", how="left", validate="many_to_one"
+    )
+    write_csv(joined.sort_values("map_id", kind="stable"), maps_out)
+
+
+def _concat(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    frames = [frame for frame in map(read_table, paths) if len(frame.columns)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def render_report(
+    *, config: dict, snakefile: str | os.PathLike, target: str, out_html: str | os.PathLike
+) -> None:
+    """Run ``snakemake --report`` over ``target`` with this run's config, from inside a job.
+
+    The job itself holds the working directory's lock, hence ``--nolock``; the report only reads.
+    """
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(out_html, ".html") as tmp_html:
+        config_file = Path(tmp) / "config.yaml"
+        config_file.write_text(yaml.safe_dump(dict(config), sort_keys=True))
+        command = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(snakefile),
+            "--configfile",
+            str(config_file),
+            "--nolock",
+            "--report",
+            str(tmp_html),
+            target,
+        ]
+        logging.getLogger(__name__).info("running %s", " ".join(command))
+        subprocess.run(command, check=True, stdout=sys.stderr, stderr=sys.stderr)
