@@ -1,0 +1,558 @@
+"""MIMIC-CXR input tables and the manifest: which images a run studies, and in which shard.
+
+Reads the four tables that MIMIC-CXR-JPG v2.x ships beside its ``files/`` tree
+(``mimic-cxr-2.0.0-{metadata,chexpert,negbio,split}.csv[.gz]``), checks their real column names,
+and selects the images of a study into the ``manifest`` table that every later stage reads
+(docs/architecture.md). A missing table or column is a configuration error: it stops the run at
+once with a message naming the file and the column.
+
+Selection, in order:
+
+1. join metadata and split on ``dicom_id``; keep the configured splits and view positions;
+2. join the labels on ``(subject_id, study_id)`` (a study without a label row gets blanks);
+3. optional per-finding balance: for each entry ``{finding, positives, negatives}`` in turn, draw
+   that many images labelled 1.0 and 0.0 for the finding from the images not drawn yet;
+4. optional sample size: without balance, a random sample of that many images; with balance, the
+   balanced draw topped up at random to that many;
+5. sort by ``dicom_id`` and cut into ``n_shards`` contiguous blocks of sizes differing by at most
+   one.
+
+Every random draw uses one ``numpy.random.default_rng(seed)`` on a pool sorted by ``dicom_id``, so
+the manifest depends only on the tables' content and the seed, not on their row order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxr_attention.io import ConfigError, write_csv
+
+__all__ = [
+    "CHEXPERT_FINDINGS",
+    "LABEL_COLUMNS",
+    "LABEL_TABLES",
+    "LAYOUT_SUFFIXES",
+    "MANIFEST_COLUMNS",
+    "METADATA_COLUMNS",
+    "SPLIT_COLUMNS",
+    "TABLE_BASENAMES",
+    "BalanceRequest",
+    "MimicTables",
+    "find_table",
+    "image_path",
+    "read_mimic_tables",
+    "select_manifest",
+    "write_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+CHEXPERT_FINDINGS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+]
+"""The 14 CheXpert label columns, in the order of the MIMIC-CXR-JPG tables."""
+
+METADATA_COLUMNS = [
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+]
+LABEL_COLUMNS = ["subject_id", "study_id", *CHEXPERT_FINDINGS]
+SPLIT_COLUMNS = ["dicom_id", "study_id", "subject_id", "split"]
+
+TABLE_BASENAMES = {
+    "metadata": "mimic-cxr-2.0.0-metadata",
+    "chexpert": "mimic-cxr-2.0.0-chexpert",
+    "negbio": "mimic-cxr-2.0.0-negbio",
+    "split": "mimic-cxr-2.0.0-split",
+}
+"""Table name -> file name without ``.csv`` / ``.csv.gz``."""
+
+LABEL_TABLES = ("chexpert", "negbio")
+LAYOUT_SUFFIXES = {"jpg": ".jpg", "dicom": ".dcm"}
+SPLITS = ("train", "validate", "test")
+DEFAULT_VIEWS = ("PA", "AP")
+
+MANIFEST_COLUMNS = [
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "split",
+    "view_position",
+    "image_path",
+    "shard",
+    *CHEXPERT_FINDINGS,
+]
+
+_ID_COLUMNS = ("dicom_id", "subject_id", "study_id")
+_LABEL_VALUES = (1.0, 0.0, -1.0)
+
+
+@dataclass(frozen=True)
+class MimicTables:
+    """The three tables a selection needs, identifiers as strings.
+
+    Attributes
+    ----------
+    metadata : pandas.DataFrame
+        ``mimic-cxr-2.0.0-metadata``; ``ViewPosition`` blank as ``""``.
+    labels : pandas.DataFrame
+        ``mimic-cxr-2.0.0-chexpert`` or ``-negbio``; label columns float (1.0, 0.0, -1.0, NaN).
+    split : pandas.DataFrame
+        ``mimic-cxr-2.0.0-split``.
+    labeller : str
+        ``"chexpert"`` or ``"negbio"``: which table ``labels`` came from.
+    paths : dict of str to pathlib.Path
+        The file each table was read from (for messages).
+    """
+
+    metadata: pd.DataFrame
+    labels: pd.DataFrame
+    split: pd.DataFrame
+    labeller: str = "chexpert"
+    paths: Mapping[str, Path] | None = None
+
+
+@dataclass(frozen=True)
+class BalanceRequest:
+    """Draw ``positives`` images labelled 1.0 and ``negatives`` labelled 0.0 for ``finding``.
+
+    Uncertain (-1.0) and blank labels count as neither, unless ``blank_as_negative`` is set, in
+    which case blank ("not mentioned in the report") also counts as negative.
+    """
+
+    finding: str
+    positives: int
+    negatives: int
+    blank_as_negative: bool = False
+
+    @classmethod
+    def from_config(cls, entry: Mapping[str, Any]) -> BalanceRequest:
+        """Build from one config entry ``{finding, positives, negatives[, blank_as_negative]}``."""
+        try:
+            request = cls(
+                finding=str(entry["finding"]),
+                positives=int(entry["positives"]),
+                negatives=int(entry["negatives"]),
+                blank_as_negative=bool(entry.get("blank_as_negative", False)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(
+                f"selection.balance entry {dict(entry)!r} needs finding, positives and negatives"
+                f" ({error})"
+            ) from error
+        if request.finding not in CHEXPERT_FINDINGS:
+            raise ConfigError(
+                f"selection.balance: unknown finding {request.finding!r}; "
+                f"expected one of {CHEXPERT_FINDINGS}"
+            )
+        if request.positives < 0 or request.negatives < 0:
+            raise ConfigError(f"selection.balance: negative count in {dict(entry)!r}")
+        return request
+
+
+def find_table(root: str | os.PathLike, name: str) -> Path:
+    """Path of a MIMIC-CXR table under ``root``: ``.csv.gz`` as downloaded, or ``.csv`` unpacked.
+
+    Parameters
+    ----------
+    root : path-like
+        Folder holding ``files/`` and the ``mimic-cxr-2.0.0-*`` tables.
+    name : str
+        ``"metadata"``, ``"chexpert"``, ``"negbio"`` or ``"split"``.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``.csv.gz`` file when it exists, else the ``.csv`` file.
+
+    Raises
+    ------
+    ConfigError
+        When neither file exists.
+    """
+    base = TABLE_BASENAMES[name]
+    root = Path(root)
+    candidates = [root / f"{base}.csv.gz", root / f"{base}.csv"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"missing MIMIC-CXR table {base}: neither {candidates[0]} nor {candidates[1]} exists"
+    )
+
+
+def _read_table(path: Path, required: Sequence[str], dtypes: Mapping[str, Any]) -> pd.DataFrame:
+    """Read a table after checking its header, so a wrong file fails fast with a clear message."""
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise ConfigError(f"{path}: cannot read the table ({error})") from error
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
+    try:
+        return pd.read_csv(path, dtype=dict(dtypes), keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise ConfigError(f"{path}: cannot read the table ({error})") from error
+
+
+def _check_labels(labels: pd.DataFrame, path: Path) -> None:
+    """Make the label columns float (in place) and reject anything but 1.0, 0.0, -1.0, blank."""
+    for finding in CHEXPERT_FINDINGS:
+        raw = labels[finding]
+        values = pd.to_numeric(raw, errors="coerce").astype("float64")
+        bad = raw.notna() & ~values.isin(_LABEL_VALUES)
+        if bad.any():
+            raise ConfigError(
+                f"{path}: column {finding!r} holds {raw[bad].iloc[0]!r}; "
+                "expected 1.0, 0.0, -1.0 or blank"
+            )
+        labels[finding] = values
+    duplicated = labels.duplicated(["subject_id", "study_id"])
+    if duplicated.any():
+        row = labels.loc[duplicated].iloc[0]
+        raise ConfigError(
+            f"{path}: study {row['subject_id']}/{row['study_id']} has more than one label row"
+        )
+
+
+def read_mimic_tables(root: str | os.PathLike, *, labels: str = "chexpert") -> MimicTables:
+    """Read the metadata, split and one label table of a MIMIC-CXR(-JPG) download.
+
+    Parameters
+    ----------
+    root : path-like
+        Folder holding the ``mimic-cxr-2.0.0-*.csv[.gz]`` tables.
+    labels : {"chexpert", "negbio"}
+        Which labeller's table to read.
+
+    Returns
+    -------
+    MimicTables
+        Identifiers as strings; ``ViewPosition`` blank as ``""``; label columns float.
+
+    Raises
+    ------
+    ConfigError
+        A table is missing, lacks a required column (named with its file), holds a label other
+        than 1.0 / 0.0 / -1.0 / blank, or has two label rows for one study.
+    """
+    if labels not in LABEL_TABLES:
+        raise ConfigError(f"data.labels must be one of {LABEL_TABLES}, not {labels!r}")
+    if not Path(root).is_dir():
+        raise ConfigError(f"MIMIC-CXR root {root} is not a folder")
+    paths = {name: find_table(root, name) for name in ("metadata", "split", labels)}
+    id_dtypes = dict.fromkeys(_ID_COLUMNS, str)
+
+    # Only identifiers and ViewPosition are given a type: the other metadata columns keep
+    # pandas' inference (Rows and Columns are integers, the descriptions text).
+    metadata = _read_table(paths["metadata"], METADATA_COLUMNS, {**id_dtypes, "ViewPosition": str})
+    metadata["ViewPosition"] = metadata["ViewPosition"].fillna("").str.strip()
+    split = _read_table(paths["split"], SPLIT_COLUMNS, {**id_dtypes, "split": str})
+    label_table = _read_table(paths[labels], LABEL_COLUMNS, {"subject_id": str, "study_id": str})
+    _check_labels(label_table, paths[labels])
+    return MimicTables(metadata, label_table, split, labels, paths)
+
+
+def image_path(
+    root: str | os.PathLike, layout: str, subject_id: str, study_id: str, dicom_id: str
+) -> Path:
+    """Path of one image in the MIMIC-CXR tree: ``root/files/pNN/pSUBJECT/sSTUDY/DICOM_ID.ext``.
+
+    Parameters
+    ----------
+    root : path-like
+        The download's top folder (holding ``files/``).
+    layout : {"jpg", "dicom"}
+        MIMIC-CXR-JPG (``.jpg``) or MIMIC-CXR (``.dcm``).
+    subject_id, study_id, dicom_id : str
+        MIMIC identifiers; ``pNN`` is the first two digits of the subject id.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    suffix = _layout_suffix(layout)
+    subject, study = str(subject_id), str(study_id)
+    return (
+        Path(root)
+        / "files"
+        / f"p{subject[:2]}"
+        / f"p{subject}"
+        / f"s{study}"
+        / (f"{dicom_id}{suffix}")
+    )
+
+
+def _layout_suffix(layout: str) -> str:
+    try:
+        return LAYOUT_SUFFIXES[layout]
+    except KeyError:
+        raise ConfigError(
+            f"data.layout must be one of {sorted(LAYOUT_SUFFIXES)}, not {layout!r}"
+        ) from None
+
+
+def _image_paths(root: str | os.PathLike, layout: str, frame: pd.DataFrame) -> pd.Series:
+    """:func:`image_path` for every row, with vectorised string operations."""
+    suffix = _layout_suffix(layout)
+    prefix = Path(root).joinpath("files").as_posix() + "/p"
+    subject, study = frame["subject_id"], frame["study_id"]
+    return (
+        prefix
+        + subject.str[:2]
+        + "/p"
+        + subject
+        + "/s"
+        + study
+        + "/"
+        + frame["dicom_id"]
+        + (suffix)
+    )
+
+
+def _draw(rng: np.random.Generator, candidates: np.ndarray, count: int) -> np.ndarray:
+    """``count`` positions drawn without replacement from ``candidates`` (all when too few)."""
+    if count >= candidates.size:
+        return candidates
+    return rng.choice(candidates, size=count, replace=False)
+
+
+def _balanced_positions(
+    pool: pd.DataFrame, requests: Sequence[BalanceRequest], rng: np.random.Generator
+) -> np.ndarray:
+    """Row positions of the balanced draw; an image is drawn at most once across requests."""
+    taken = np.zeros(len(pool), dtype=bool)
+    chosen: list[np.ndarray] = []
+    for request in requests:
+        values = pool[request.finding].to_numpy()
+        negative = values == 0.0
+        if request.blank_as_negative:
+            negative |= np.isnan(values)
+        for kind, mask, count in (
+            ("positives", values == 1.0, request.positives),
+            ("negatives", negative, request.negatives),
+        ):
+            candidates = np.flatnonzero(mask & ~taken)
+            if candidates.size < count:
+                logger.warning(
+                    "balance %s: asked for %d %s, only %d available; taking all of them",
+                    request.finding,
+                    count,
+                    kind,
+                    candidates.size,
+                )
+            drawn = _draw(rng, candidates, count)
+            taken[drawn] = True
+            chosen.append(drawn)
+    return np.concatenate(chosen) if chosen else np.empty(0, dtype=np.intp)
+
+
+def _as_requests(
+    balance: Sequence[Mapping[str, Any] | BalanceRequest] | Mapping[str, Any] | None,
+) -> list[BalanceRequest]:
+    if balance is None:
+        return []
+    if isinstance(balance, Mapping):
+        balance = [balance]
+    return [
+        entry if isinstance(entry, BalanceRequest) else BalanceRequest.from_config(entry)
+        for entry in balance
+    ]
+
+
+def select_manifest(
+    tables: MimicTables,
+    *,
+    root: str | os.PathLike,
+    layout: str = "jpg",
+    splits: Sequence[str] | None = SPLITS,
+    views: Sequence[str] | None = DEFAULT_VIEWS,
+    sample_size: int | None = None,
+    balance: Sequence[Mapping[str, Any] | BalanceRequest] | Mapping[str, Any] | None = None,
+    seed: int = 0,
+    n_shards: int = 1,
+) -> pd.DataFrame:
+    """Select a study's images into the manifest table (docs/architecture.md).
+
+    Parameters
+    ----------
+    tables : MimicTables
+        From :func:`read_mimic_tables`.
+    root : path-like
+        The download's top folder; ``image_path`` is ``root/files/...`` (relative when ``root``
+        is).
+    layout : {"jpg", "dicom"}
+        Image file type in the tree.
+    splits : sequence of str or None
+        Splits to keep (``train``, ``validate``, ``test``); None keeps every split.
+    views : sequence of str or None
+        ``ViewPosition`` values to keep (default PA and AP); ``""`` keeps images without one;
+        None keeps every view.
+    sample_size : int or None
+        Number of images: a random sample without balance, the balanced draw topped up at
+        random with it. None: every image (without balance) or only the balanced draw.
+    balance : list of dict or BalanceRequest, dict, or None
+        ``{finding, positives, negatives[, blank_as_negative]}`` entries, drawn in order, each
+        from the images not drawn yet: ``positives`` images labelled 1.0 for the finding and
+        ``negatives`` labelled 0.0 (or blank too, with ``blank_as_negative``). When too few
+        exist, all are taken and a warning is logged.
+    seed : int
+        Seed of ``numpy.random.default_rng``; the same tables and seed give the same manifest.
+    n_shards : int
+        Number of shards: contiguous blocks of the ``dicom_id``-sorted manifest, sizes differing
+        by at most one (``shard = row * n_shards // n_rows``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`MANIFEST_COLUMNS`, sorted by ``dicom_id``; identifiers as strings, ``shard`` int,
+        label columns float with NaN for blank.
+
+    Raises
+    ------
+    ConfigError
+        Unknown split, layout or finding, a bad count, or a balanced draw larger than
+        ``sample_size``.
+    """
+    # A single name from a config ("views: PA") means a list of one.
+    splits = [splits] if isinstance(splits, str) else splits
+    views = [views] if isinstance(views, str) else views
+    if n_shards < 1:
+        raise ConfigError(f"selection.shards must be at least 1, not {n_shards}")
+    if sample_size is not None and sample_size < 1:
+        raise ConfigError(f"selection.sample_size must be at least 1 or null, not {sample_size}")
+    if splits is not None and (unknown := sorted(set(splits) - set(SPLITS))):
+        raise ConfigError(f"selection.splits: unknown split(s) {unknown}; expected {SPLITS}")
+    requests = _as_requests(balance)
+    _layout_suffix(layout)
+
+    metadata = tables.metadata
+    if views is not None:
+        metadata = metadata[metadata["ViewPosition"].isin([str(v).strip() for v in views])]
+    split = tables.split[["dicom_id", "split"]]
+    if splits is not None:
+        split = split[split["split"].isin(list(splits))]
+    try:
+        pool = metadata[["dicom_id", "subject_id", "study_id", "ViewPosition"]].merge(
+            split, on="dicom_id", how="inner", validate="one_to_one"
+        )
+    except pd.errors.MergeError as error:
+        raise ConfigError(
+            f"a dicom_id appears twice in the metadata or split table ({error})"
+        ) from error
+    pool = pool.merge(
+        tables.labels[LABEL_COLUMNS], on=["subject_id", "study_id"], how="left", validate="m:1"
+    )
+    n_candidates = len(pool)
+    # Sorting first makes every draw independent of the tables' row order.
+    pool = pool.sort_values("dicom_id", kind="stable", ignore_index=True)
+
+    rng = np.random.default_rng(seed)
+    if requests:
+        positions = _balanced_positions(pool, requests, rng)
+        if sample_size is not None:
+            if positions.size > sample_size:
+                raise ConfigError(
+                    f"selection.balance draws {positions.size} images, more than "
+                    f"selection.sample_size ({sample_size})"
+                )
+            rest = np.setdiff1d(np.arange(len(pool)), positions, assume_unique=True)
+            positions = np.concatenate([positions, _draw(rng, rest, sample_size - positions.size)])
+        pool = pool.iloc[np.sort(positions)]
+    elif sample_size is not None:
+        if sample_size > len(pool):
+            logger.warning(
+                "sample_size %d is larger than the %d images selected; taking all of them",
+                sample_size,
+                len(pool),
+            )
+        pool = pool.iloc[np.sort(_draw(rng, np.arange(len(pool)), sample_size))]
+
+    manifest = pool.reset_index(drop=True).rename(columns={"ViewPosition": "view_position"})
+    manifest["image_path"] = _image_paths(root, layout, manifest)
+    manifest["shard"] = np.arange(len(manifest), dtype=np.int64) * n_shards // max(len(manifest), 1)
+    manifest[CHEXPERT_FINDINGS] = manifest[CHEXPERT_FINDINGS].astype("float64")
+    logger.info(
+        "manifest: %d of %d images passing the split and view filters, in %d shard(s)",
+        len(manifest),
+        n_candidates,
+        n_shards,
+    )
+    return manifest[MANIFEST_COLUMNS]
+
+
+def write_manifest(
+    *,
+    data: Mapping[str, Any],
+    selection: Mapping[str, Any],
+    seed: int,
+    out_csv: str | os.PathLike,
+) -> pd.DataFrame:
+    """Read the tables named by a config's ``data`` section, select, write ``manifest.csv``.
+
+    Parameters
+    ----------
+    data : mapping
+        The config's ``data`` section: ``root``, ``layout`` (default ``"jpg"``), ``labels``
+        (default ``"chexpert"``).
+    selection : mapping
+        The config's ``selection`` section: ``splits``, ``views``, ``sample_size``, ``balance``,
+        ``shards`` (defaults as in config.schema.json).
+    seed : int
+        The config's ``seed``.
+    out_csv : path-like
+        Where to write the manifest (atomically).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The manifest written.
+    """
+    if "root" not in data:
+        raise ConfigError("config data.root is not set")
+    tables = read_mimic_tables(data["root"], labels=data.get("labels", "chexpert"))
+    manifest = select_manifest(
+        tables,
+        root=data["root"],
+        layout=data.get("layout", "jpg"),
+        splits=selection.get("splits", SPLITS),
+        views=selection.get("views", DEFAULT_VIEWS),
+        sample_size=selection.get("sample_size"),
+        balance=selection.get("balance"),
+        seed=int(seed),
+        n_shards=int(selection.get("shards", 1)),
+    )
+    write_csv(manifest, out_csv)
+    return manifest
