@@ -18,7 +18,8 @@ wildcard_constraints:
 
 def library(*modules):
     """The src/cxr_attention modules a rule runs: listed as inputs so an edit reruns the rule."""
-    return [f"src/cxr_attention/{module}" for module in ("__init__.py", "io.py", *modules)]
+    base = ("__init__.py", "io.py", "workflow.py")
+    return [f"src/cxr_attention/{module}" for module in (*base, *modules)]
 
 
 PREPROCESS_CODE = library(

@@ -25,7 +25,7 @@ rule gather:
         maps=shard_outputs("results/{run}/maps/shard-{shard}.csv"),
         metrics=shard_outputs("results/{run}/metrics/shard-{shard}.csv"),
         manifest="results/{run}/manifest.csv",
-        code=library("workflow.py"),
+        code=library(),
     output:
         answers="results/{run}/metrics/answers.csv",
         maps=report(

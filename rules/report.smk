@@ -48,7 +48,8 @@ rule paper_page:
 
 rule report:
     input:
-        get_report_inputs,
+        pages=get_report_inputs,
+        code=library(),
     output:
         "results/{run}/report.html",
     log:
