@@ -49,8 +49,8 @@ MAPS_CODE = MODEL_CODE + library(
     "maps/shard.py",
 )
 PER_MAP_METRICS_CODE = library("geometry.py", "metrics/__init__.py", "metrics/per_map.py")
-STUDY_CODE = library("metrics/__init__.py", "metrics/study.py")
-PAPER_CODE = library("metrics/__init__.py", "metrics/study.py", "metrics/paper.py")
+STUDY_CODE = library("metrics/__init__.py", "metrics/pairwise.py", "metrics/study.py")
+PAPER_CODE = STUDY_CODE + library("metrics/paper.py")
 FIGURES_CODE = library(
     "geometry.py",
     "figures/__init__.py",

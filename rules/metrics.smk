@@ -8,9 +8,8 @@ rule map_metrics:
         images="results/{run}/preprocess/shard-{shard}.csv",
         code=PER_MAP_METRICS_CODE,
     output:
-        "results/{run}/metrics/shard-{shard}.csv",
-    params:
-        paper=config["paper"],
+        table="results/{run}/metrics/shard-{shard}.csv",
+        failures="results/{run}/metrics/shard-{shard}.failures.csv",
     log:
         "logs/{run}/map_metrics/{shard}.log",
     conda:
@@ -46,6 +45,7 @@ rule study_statistics:
     input:
         answers="results/{run}/metrics/answers.csv",
         maps="results/{run}/metrics/maps.csv",
+        arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
         code=STUDY_CODE,
     output:
         summary="results/{run}/metrics/summary.json",
@@ -71,6 +71,7 @@ rule paper_comparison:
     input:
         answers="results/{run}/metrics/answers.csv",
         maps="results/{run}/metrics/maps.csv",
+        arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
         reference=config["paper"]["reference"],
         code=PAPER_CODE,
     output:
@@ -91,6 +92,7 @@ rule failures:
         preprocess=shard_outputs("results/{run}/preprocess/shard-{shard}.failures.csv"),
         inference=shard_outputs("results/{run}/inference/shard-{shard}.failures.csv"),
         maps=shard_outputs("results/{run}/maps/shard-{shard}.failures.csv"),
+        metrics=shard_outputs("results/{run}/metrics/shard-{shard}.failures.csv"),
         code=library(),
     output:
         report(

@@ -4,5 +4,6 @@ from cxr_attention.io import read_failures, write_csv
 from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):
-    shards = [*snakemake.input.preprocess, *snakemake.input.inference, *snakemake.input.maps]
+    stages = ("preprocess", "inference", "maps", "metrics")
+    shards = [path for stage in stages for path in snakemake.input[stage]]
     write_csv(read_failures(shards), snakemake.output[0])

@@ -8,5 +8,6 @@ with job_logging(snakemake.log[0]):
         maps_csv=snakemake.input.maps,
         maps_npz=snakemake.input.arrays,
         preprocess_csv=snakemake.input.images,
-        out_csv=snakemake.output[0],
+        out_csv=snakemake.output.table,
+        failures_csv=snakemake.output.failures,
     )

@@ -7,6 +7,7 @@ with job_logging(snakemake.log[0]):
     run_paper_comparison(
         answers_csv=snakemake.input.answers,
         maps_csv=snakemake.input.maps,
+        maps_npz=snakemake.input.arrays,
         reference_yaml=snakemake.input.reference,
         out_csv=snakemake.output[0],
         params={**snakemake.params.settings, "seed": snakemake.params.seed},

@@ -1,5 +1,7 @@
 """Study-level statistics: accuracy, AUROC, consistency, JS divergence, CIs and paired tests."""
 
+from pathlib import Path
+
 from cxr_attention.metrics.study import run_study_statistics
 from cxr_attention.workflow import job_logging
 
@@ -7,6 +9,7 @@ with job_logging(snakemake.log[0]):
     run_study_statistics(
         answers_csv=snakemake.input.answers,
         maps_csv=snakemake.input.maps,
-        out_dir=snakemake.output.summary.rsplit("/", 1)[0],
+        maps_npz=snakemake.input.arrays,
+        out_dir=Path(snakemake.output.summary).parent,
         params={**snakemake.params.settings, "seed": snakemake.params.seed},
     )
