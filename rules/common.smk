@@ -53,13 +53,35 @@ STUDY_CODE = library("metrics/__init__.py", "metrics/pairwise.py", "metrics/stud
 PAPER_CODE = STUDY_CODE + library("metrics/paper.py")
 FIGURES_CODE = library(
     "geometry.py",
+    "metrics/__init__.py",
+    "metrics/pairwise.py",
+    "metrics/per_map.py",
     "figures/__init__.py",
+    "figures/_style.py",
     "figures/overlay.py",
     "figures/panels.py",
     "figures/sensitivity.py",
     "figures/summary.py",
+    "figures/samples.py",
 )
-REPORT_CODE = library("report/__init__.py", "report/summary.py", "report/paper.py")
+REFERENCE_COMPAT_CODE = library(
+    "geometry.py",
+    "maps/__init__.py",
+    "maps/attention.py",
+    "metrics/__init__.py",
+    "metrics/per_map.py",
+    "reference_compat.py",
+)
+REPORT_CODE = library(
+    "report/__init__.py",
+    "report/_html.py",
+    "report/summary.py",
+    "report/paper.py",
+    "figures/_style.py",
+    "metrics/__init__.py",
+    "metrics/per_map.py",
+    "metrics/paper.py",
+)
 
 
 def mimic_table(name):

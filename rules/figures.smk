@@ -30,7 +30,6 @@ rule sample_figures:
 
 rule summary_figures:
     input:
-        answers="results/{run}/metrics/answers.csv",
         maps="results/{run}/metrics/maps.csv",
         accuracy_by_strategy="results/{run}/metrics/accuracy_by_strategy.csv",
         accuracy_by_finding="results/{run}/metrics/accuracy_by_finding.csv",

@@ -16,7 +16,6 @@ rule maps:
     params:
         model=config["model"],
         settings=config["maps"],
-        paper=config["paper"],
         seed=config["seed"],
     resources:
         gpu=1,

@@ -107,3 +107,25 @@ rule failures:
         "../envs/analysis.yaml"
     script:
         "../scripts/failures.py"
+
+
+if config["paper"]["reference_compat"]:
+
+    rule reference_compat:
+        input:
+            answers="results/{run}/inference/shard-{shard}.csv",
+            captures="results/{run}/inference/shard-{shard}",
+            images="results/{run}/preprocess/shard-{shard}.csv",
+            model=get_model_folder,
+            code=REFERENCE_COMPAT_CODE,
+        output:
+            table="results/{run}/reference_compat/shard-{shard}.csv",
+            failures="results/{run}/reference_compat/shard-{shard}.failures.csv",
+        params:
+            model=config["model"],
+        log:
+            "logs/{run}/reference_compat/{shard}.log",
+        conda:
+            "../envs/analysis.yaml"
+        script:
+            "../scripts/reference_compat.py"

@@ -38,6 +38,8 @@ rule paper_page:
             category="Paper comparison",
             labels={"page": "paper comparison"},
         ),
+    params:
+        note=config["paper"].get("note"),
     log:
         "logs/{run}/paper_page.log",
     conda:

@@ -16,6 +16,5 @@ with job_logging(snakemake.log[0]):
             **snakemake.params.settings,
             "seed": snakemake.params.seed,
             "min_free_gpu_gb": snakemake.params.model["min_free_gpu_gb"],
-            "reference_compat": snakemake.params.paper["reference_compat"],
         },
     )

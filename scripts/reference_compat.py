@@ -1,0 +1,13 @@
+"""The reference study's maps and metrics beside the corrected ones, for one shard."""
+
+from cxr_attention.reference_compat import run_reference_compat_shard
+from cxr_attention.workflow import job_logging
+
+with job_logging(snakemake.log[0]):
+    run_reference_compat_shard(
+        answers_csv=snakemake.input.answers,
+        captures_dir=snakemake.input.captures,
+        preprocess_csv=snakemake.input.images,
+        out_csv=snakemake.output.table,
+        params={"model_id": snakemake.params.model["id"]},
+    )

@@ -1,0 +1,222 @@
+"""The per-sample figures of one shard: overlay, method panels and prompt sensitivity.
+
+For the first ``samples_per_shard`` images of the shard (sorted by ``dicom_id``) that have maps,
+and for each finding asked about them, this writes into one folder:
+
+- ``overlay__<dicom_id>__<finding>.png``: the baseline question's map over the radiograph;
+- ``panels__<dicom_id>__<finding>.png``: every strategy (rows) and method (columns);
+- ``sensitivity__<dicom_id>__<finding>__<strategy>.png``: the baseline's map against each
+  other strategy's map of the same term and source.
+
+The file-name prefixes are what ``report/sample_figures.rst`` keys its caption on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from cxr_attention.figures._style import METHODS, STRATEGIES
+from cxr_attention.figures.overlay import plot_overlay
+from cxr_attention.figures.panels import plot_method_panels
+from cxr_attention.figures.sensitivity import plot_prompt_sensitivity
+from cxr_attention.io import ConfigError, read_table
+
+__all__ = ["choose_maps", "write_sample_figures"]
+
+_LOG = logging.getLogger(__name__)
+
+PREFERRED_SOURCE = "answer"
+"""Maps of all generated tokens: every sample has one, so strategies compare like with like."""
+
+
+def choose_maps(maps: pd.DataFrame) -> pd.DataFrame:
+    """One row per (sample, method): the map of the preferred source and term.
+
+    The preferred source is ``answer`` when the sample has it, else the first source in sorted
+    order; among its terms the first in sorted order.
+    """
+    if maps.empty:
+        return maps
+    ranked = maps.assign(
+        _source_rank=(maps["source"] != PREFERRED_SOURCE).astype(int),
+        _method_rank=maps["method"].map({m: i for i, m in enumerate(METHODS)}).fillna(len(METHODS)),
+    )
+    ranked = ranked.sort_values(
+        ["sample_id", "_source_rank", "source", "term", "_method_rank", "map_id"], kind="mergesort"
+    )
+    first = ranked.drop_duplicates("sample_id")[["sample_id", "source", "term"]]
+    chosen = ranked.merge(first, on=["sample_id", "source", "term"], how="inner")
+    chosen = chosen.drop_duplicates(["sample_id", "method"])
+    return chosen.drop(columns=["_source_rank", "_method_rank"]).reset_index(drop=True)
+
+
+def write_sample_figures(
+    *,
+    answers_csv: str | os.PathLike,
+    maps_csv: str | os.PathLike,
+    maps_npz: str | os.PathLike,
+    images_csv: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    samples_per_shard: int = 2,
+    root: str | os.PathLike = ".",
+) -> list[Path]:
+    """Write the per-sample figures of one shard into ``out_dir`` (created, possibly empty).
+
+    Parameters
+    ----------
+    answers_csv, maps_csv, maps_npz, images_csv : path-like
+        The shard's answers table, maps table, map arrays and preprocess table
+        (docs/architecture.md).
+    out_dir : path-like
+        Folder for the PNGs.
+    samples_per_shard : int
+        Images that get figures; 0 writes none.
+    root : path-like
+        Folder the preprocess table's paths are relative to (the repository root).
+
+    Returns
+    -------
+    list of Path
+        The figures written, in order.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    answers, maps, images = (read_table(p) for p in (answers_csv, maps_csv, images_csv))
+    if samples_per_shard <= 0 or maps.empty or answers.empty:
+        return []
+    for name, table, columns in (
+        ("answers", answers, ("sample_id", "finding", "strategy", "question_id", "answer")),
+        ("maps", maps, ("map_id", "sample_id", "dicom_id", "term", "source", "method")),
+        ("preprocess", images, ("dicom_id", "image", "body_mask", "lung_mask")),
+    ):
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise ConfigError(f"{name} table lacks columns {missing}")
+    chosen = choose_maps(maps)
+    sample_columns = ["finding", "strategy", "question_id", "answer"]
+    sample_columns = [c for c in sample_columns if c not in chosen.columns]
+    chosen = chosen.merge(answers[["sample_id", *sample_columns]], on="sample_id", how="inner")
+    images = images.set_index("dicom_id")
+    dicom_ids = sorted(set(chosen["dicom_id"]) & set(images.index))[:samples_per_shard]
+    written: list[Path] = []
+    with np.load(maps_npz) as arrays:
+        for dicom_id in dicom_ids:
+            try:
+                image, body, lungs = _read_image(images.loc[dicom_id], Path(root))
+            except OSError as error:
+                _LOG.warning("no figures for %s: %s", dicom_id, error)
+                continue
+            of_image = chosen[chosen["dicom_id"] == dicom_id]
+            for finding, group in of_image.groupby("finding", sort=True):
+                written += _figures_of_finding(
+                    dicom_id, str(finding), group, arrays, image, body, lungs, out_dir
+                )
+    return written
+
+
+def _figures_of_finding(
+    dicom_id: str,
+    finding: str,
+    maps: pd.DataFrame,
+    arrays: Mapping[str, np.ndarray],
+    image: np.ndarray,
+    body: np.ndarray,
+    lungs: np.ndarray,
+    out_dir: Path,
+) -> list[Path]:
+    """Overlay, panels and sensitivity figures of one image and finding."""
+    maps = maps[[m in arrays for m in maps["map_id"]]]
+    # One question per strategy: the first (baseline variant 0, then the lowest question id).
+    per_strategy = {
+        strategy: group[group["question_id"] == sorted(group["question_id"])[0]]
+        for strategy, group in maps.groupby("strategy", sort=True)
+    }
+    strategies = [s for s in STRATEGIES if s in per_strategy]
+    strategies += sorted(set(per_strategy) - set(strategies))
+    if not strategies:
+        return []
+    masks = {"body_mask": body, "lung_labels": lungs}
+    stem = f"{dicom_id}__{_slug(finding)}"
+    reference = strategies[0]
+    first = per_strategy[reference].iloc[0]  # the preferred method (choose_maps' order)
+    written = [
+        plot_overlay(
+            image,
+            arrays[first["map_id"]],
+            title=(
+                f"{dicom_id}, {finding.replace('_', ' ')}: term '{first['term']}' "
+                f"({first['source']})\n{first['method']} map; {reference} question, "
+                f"answer: {first['answer']}"
+            ),
+            value_label=f"{first['method']} share per token",
+            out_path=out_dir / f"overlay__{stem}.png",
+            **masks,
+        )
+    ]
+    panel_maps = {
+        (strategy, row.method): arrays[row.map_id]
+        for strategy in strategies
+        for row in per_strategy[strategy].itertuples(index=False)
+    }
+    methods = [m for m in METHODS if any(key[1] == m for key in panel_maps)]
+    methods += sorted({key[1] for key in panel_maps} - set(methods))
+    written.append(
+        plot_method_panels(
+            image,
+            panel_maps,
+            strategies=strategies,
+            methods=methods,
+            answers={s: str(per_strategy[s].iloc[0]["answer"]) for s in strategies},
+            title=f"{dicom_id}, {finding.replace('_', ' ')}: term '{first['term']}'",
+            out_path=out_dir / f"panels__{stem}.png",
+            **masks,
+        )
+    )
+    for strategy in strategies[1:]:
+        other = per_strategy[strategy]
+        match = other[(other["term"] == first["term"]) & (other["source"] == first["source"])]
+        if match.empty:
+            continue
+        second = match.iloc[0]
+        written.append(
+            plot_prompt_sensitivity(
+                image,
+                arrays[first["map_id"]],
+                arrays[second["map_id"]],
+                label_a=f"{reference} ({first['method']}), answer {first['answer']}",
+                label_b=f"{strategy} ({second['method']}), answer {second['answer']}",
+                title=f"{dicom_id}, {finding.replace('_', ' ')}: term '{first['term']}'",
+                out_path=out_dir / f"sensitivity__{stem}__{_slug(strategy)}.png",
+                **masks,
+            )
+        )
+    return written
+
+
+def _read_image(row: pd.Series | Any, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The preprocessed image, body mask (0/255) and lung labels (0/1/2) of one image."""
+    arrays = []
+    for column in ("image", "body_mask", "lung_mask"):
+        path = root / str(row[column])
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise OSError(f"cannot read {path}")
+        if array.ndim == 3:  # a colour PNG: the figures show gray levels
+            array = cv2.cvtColor(array, cv2.COLOR_BGR2GRAY)
+        if column == "image" and array.dtype == np.uint16:
+            array = (array.astype(np.float64) / 257.0).round().astype(np.uint8)
+        arrays.append(array)
+    image, body, lungs = arrays
+    return image, body, lungs
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text).lower())

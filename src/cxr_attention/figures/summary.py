@@ -1,0 +1,566 @@
+"""Study-level plots from the run's tidy tables: metric distributions, accuracy, JS, method usage.
+
+Each function reads one table with the column names of docs/architecture.md and
+:mod:`cxr_attention.metrics.study` and writes one PNG. An empty table gives a figure that says
+so instead of an error, so a small run (the demo) still gets every figure of the report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+
+from cxr_attention.figures._style import (
+    DPI,
+    METHOD_COLOURS,
+    METHOD_LABELS,
+    METHODS,
+    STRATEGIES,
+    figure_style,
+    new_figure,
+    save_figure,
+)
+from cxr_attention.io import read_table
+from cxr_attention.metrics.pairwise import JS_BANDS
+from cxr_attention.metrics.per_map import (
+    BORDER_TARGET,
+    ENTROPY_DIFFUSE,
+    ENTROPY_FOCUSED,
+    INSIDE_BODY_TARGET,
+    LEFT_RIGHT_BALANCED,
+)
+
+__all__ = [
+    "DISTRIBUTION_METRICS",
+    "METRIC_LABELS",
+    "REFERENCE_LINES",
+    "SUMMARY_FIGURES",
+    "group_order",
+    "plot_accuracy",
+    "plot_js_histogram",
+    "plot_method_usage",
+    "plot_metric_distributions",
+    "with_question_parts",
+    "write_summary_figures",
+]
+
+DISTRIBUTION_METRICS = (
+    "inside_body",
+    "border_fraction",
+    "entropy",
+    "focus",
+    "left_right",
+    "apical_basal",
+)
+"""Per-map metrics shown by :func:`plot_metric_distributions` by default."""
+
+METRIC_LABELS = {
+    "inside_body": "share of mass inside the body",
+    "border_fraction": "share of mass on the border ring",
+    "entropy": "entropy (nats; uniform = 5.55)",
+    "entropy_normalised": "entropy / log(tokens)",
+    "focus": "mass of the top 5% of tokens",
+    "focus_max": "largest token share",
+    "left_right": "share of lung mass in the left lung",
+    "apical_basal": "share of lung mass in the upper halves",
+}
+
+REFERENCE_LINES = {
+    # metric: ((value, label), ...) drawn as dashed lines with their meaning.
+    "inside_body": ((INSIDE_BODY_TARGET, f"target >= {INSIDE_BODY_TARGET:g}"),),
+    "border_fraction": ((BORDER_TARGET, f"target <= {BORDER_TARGET:g}"),),
+    "entropy": (
+        (ENTROPY_FOCUSED, f"focused < {ENTROPY_FOCUSED:g}"),
+        (ENTROPY_DIFFUSE, f"diffuse > {ENTROPY_DIFFUSE:g}"),
+    ),
+    "left_right": tuple(
+        (v, f"balanced {LEFT_RIGHT_BALANCED[0]:g}-{LEFT_RIGHT_BALANCED[1]:g}")
+        for v in LEFT_RIGHT_BALANCED
+    ),
+}
+
+SUMMARY_FIGURES = (
+    "metrics_by_strategy",
+    "metrics_by_finding",
+    "accuracy_by_strategy",
+    "accuracy_by_finding",
+    "js_histogram",
+    "method_usage",
+)
+"""File stems written by :func:`write_summary_figures` (``report/summary_figures.rst`` keys its
+caption on these prefixes)."""
+
+_ACCURACY_STATS = {"accuracy", "ci_low", "ci_high", "n", "n_correct", "n_subjects"}
+
+
+def with_question_parts(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``finding`` and ``strategy`` from ``question_id`` where the table lacks them.
+
+    ``question_id`` is ``<finding_slug>.<strategy>.<variant_index>`` (docs/architecture.md);
+    a user VQA table's ``vqa.<row>`` gets finding ``vqa`` and strategy ``vqa``.
+    """
+    if {"finding", "strategy"} <= set(table.columns) or "question_id" not in table.columns:
+        return table
+    parts = table["question_id"].astype(str).str.split(".", n=2, expand=True)
+    parts = parts.reindex(columns=range(3))
+    table = table.copy()
+    is_vqa = parts[0].eq("vqa")
+    if "finding" not in table.columns:
+        table["finding"] = parts[0]
+    if "strategy" not in table.columns:
+        table["strategy"] = parts[1].where(~is_vqa, "vqa")
+    return table
+
+
+def group_order(values: pd.Series | Sequence[str], by: str) -> list[str]:
+    """Display order of groups: the study's strategy order, else sorted; ``"all"`` first."""
+    present = sorted({str(v) for v in values if pd.notna(v)})
+    known = STRATEGIES if by in ("strategy", "strategy_b", "strategy_a") else ()
+    ordered = [s for s in known if s in present] + [s for s in present if s not in known]
+    if "all" in ordered:
+        ordered.remove("all")
+        ordered.insert(0, "all")
+    return ordered
+
+
+def plot_metric_distributions(
+    table: pd.DataFrame,
+    *,
+    by: str,
+    out_path: str | os.PathLike,
+    metrics: Sequence[str] = DISTRIBUTION_METRICS,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = DPI,
+) -> Path:
+    """Box plots with every map as a point, one panel per metric, one box per group of ``by``.
+
+    Dashed lines mark the quality targets and bands (inside_body >= 0.7, border_fraction <= 0.05,
+    entropy < 3.0 focused and > 4.5 diffuse, left_right balanced in 0.3-0.7).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Per-map metrics joined with the maps table (``metrics/maps.csv``): the ``metrics``
+        columns and ``by`` (or ``question_id``, from which ``strategy`` and ``finding`` are read).
+    by : str
+        Grouping column, e.g. ``"strategy"``, ``"finding"`` or ``"method"``.
+    out_path : path-like
+        PNG to write.
+    metrics : sequence of str
+        Metric columns, one panel each.
+    title : str, optional
+    figsize : (width, height), optional
+        Inches; default grows with the number of groups.
+    dpi : int
+
+    Returns
+    -------
+    Path
+    """
+    table = with_question_parts(table)
+    missing = [c for c in (by, *metrics) if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks columns {missing}")
+    groups = group_order(table[by], by)
+    n_cols = min(3, len(metrics))
+    n_rows = -(-len(metrics) // n_cols)
+    rotate = len(groups) > 4 or any(len(g) > 10 for g in groups)
+    if figsize is None:
+        panel_width = max(3.2, 0.45 * len(groups) + 1.2)
+        figsize = (panel_width * n_cols, (3.4 if rotate else 2.8) * n_rows + 0.6)
+
+    with figure_style():
+        figure = new_figure(figsize, dpi=dpi, layout="constrained")
+        axes = figure.subplots(n_rows, n_cols, squeeze=False).ravel()
+        for ax, metric in zip(axes, metrics, strict=False):
+            values = [
+                pd.to_numeric(table.loc[table[by].astype(str) == g, metric], errors="coerce")
+                .dropna()
+                .to_numpy()
+                for g in groups
+            ]
+            _box_and_points(ax, values)
+            for value, label in REFERENCE_LINES.get(metric, ()):
+                ax.axhline(value, color="#CC3311", linestyle="--", linewidth=0.9, label=label)
+            handles, labels = ax.get_legend_handles_labels()
+            if handles:  # one entry per distinct meaning
+                unique = dict(zip(labels, handles, strict=True))
+                ax.legend(unique.values(), unique.keys(), loc="best", framealpha=0.85)
+            ax.set_xticks(
+                range(1, len(groups) + 1),
+                [f"{g}\n(n={len(v)})" for g, v in zip(groups, values, strict=True)],
+                rotation=45 if rotate else 0,
+                ha="right" if rotate else "center",
+            )
+            ax.set_title(METRIC_LABELS.get(metric, metric))
+            ax.set_ylabel(metric)
+            if not groups:
+                _say_empty(ax)
+        for ax in axes[len(metrics) :]:
+            ax.set_axis_off()
+        figure.suptitle(title or f"Map metrics per {by.replace('_', ' ')} (one point per map)")
+        return save_figure(figure, out_path, dpi=dpi)
+
+
+def plot_accuracy(
+    table: pd.DataFrame,
+    *,
+    out_path: str | os.PathLike,
+    by: str | None = None,
+    hue: str | None = None,
+    title: str | None = None,
+    ci_label: str = "95% CI, bootstrap over patients",
+    figsize: tuple[float, float] | None = None,
+    dpi: int = DPI,
+) -> Path:
+    """Accuracy per group as points with confidence-interval error bars and the count of answers.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``accuracy_by_strategy.csv`` (group column ``strategy``) or ``accuracy_by_finding.csv``
+        (``finding, strategy``) from :func:`cxr_attention.metrics.study.accuracy_table`: the
+        group columns, ``accuracy, ci_low, ci_high, n``. Groups named ``"all"`` pool the others
+        and are drawn first, in black.
+    out_path : path-like
+        PNG to write.
+    by : str, optional
+        Column of the rows of the plot; default the first column that is not a statistic.
+    hue : str, optional
+        Second group column, shown as coloured points side by side within a row; default the
+        second non-statistic column if there is one.
+    title : str, optional
+    ci_label : str
+        How the intervals were computed, for the axis label.
+    figsize : (width, height), optional
+        Inches; default grows with the number of rows.
+    dpi : int
+
+    Returns
+    -------
+    Path
+    """
+    group_columns = _group_columns(table)
+    by = by or (group_columns[0] if group_columns else None)
+    if hue is None:
+        hue = next((c for c in group_columns if c != by), None)
+    missing = [c for c in (by, "accuracy", "ci_low", "ci_high", "n") if c not in table.columns]
+    if by is None or missing:
+        raise ValueError(f"accuracy table lacks columns {missing or ['a group column']}")
+    rows = table.copy()
+    rows[by] = rows[by].astype(str)
+    rows["_hue"] = rows[hue].astype(str) if hue else "all"
+    groups = group_order(rows[by], by)
+    hues = group_order(rows["_hue"], hue or "")
+    palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]
+    colours = dict(zip([h for h in hues if h != "all"], palette * len(hues), strict=False))
+    colours["all"] = "black"
+    step = 0.8 / max(len(hues), 1)
+    if figsize is None:
+        figsize = (6.8, 1.4 + (0.3 + 0.12 * len(hues)) * max(len(groups), 2))
+
+    with figure_style():
+        figure = new_figure(figsize, dpi=dpi, layout="constrained")
+        ax = figure.add_subplot()
+        for hue_index, hue_value in enumerate(hues):
+            offset = (hue_index - (len(hues) - 1) / 2) * step if len(hues) > 1 else 0.0
+            subset = rows[rows["_hue"] == hue_value].set_index(by)
+            label = None if hue is None else hue_value.replace("_", " ")
+            for position, group in enumerate(groups):
+                if group not in subset.index:
+                    continue
+                row = subset.loc[group]
+                row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
+                accuracy, low, high = (float(row[c]) for c in ("accuracy", "ci_low", "ci_high"))
+                error = None
+                if np.isfinite(low) and np.isfinite(high):
+                    error = [[max(accuracy - low, 0.0)], [max(high - accuracy, 0.0)]]
+                pooled = group == "all" or (hue is not None and hue_value == "all")
+                colour = colours[hue_value] if hue else ("black" if pooled else palette[0])
+                ax.errorbar(
+                    accuracy,
+                    position + offset,
+                    xerr=error,
+                    fmt="D" if pooled else "o",
+                    color=colour,
+                    capsize=2.5,
+                    markersize=4.5,
+                    label=label,
+                )
+                label = None  # one legend entry per hue
+                ax.text(
+                    1.02,
+                    position + offset,
+                    f"n = {int(row['n'])}",
+                    va="center",
+                    fontsize="x-small",
+                    color=colour,
+                )
+        ax.set_yticks(range(len(groups)), [g.replace("_", " ") for g in groups])
+        ax.set_ylim(max(len(groups), 1) - 0.5, -0.5)
+        ax.set_xlim(0, 1.14)
+        ax.set_xticks(np.linspace(0, 1, 6))
+        ax.axvline(0.5, color="#BBBBBB", linewidth=0.8, linestyle=":")
+        ax.set_xlabel(f"accuracy ({ci_label})")
+        ax.set_ylabel(by.replace("_", " "))
+        ax.grid(axis="x", color="#EEEEEE")
+        if hue is not None and hues:
+            figure.legend(title=hue.replace("_", " "), loc="outside right upper", frameon=False)
+        if not groups:
+            _say_empty(ax)
+        ax.set_title(title or f"Answer accuracy per {by.replace('_', ' ')}")
+        return save_figure(figure, out_path, dpi=dpi)
+
+
+def plot_js_histogram(
+    table: pd.DataFrame,
+    *,
+    out_path: str | os.PathLike,
+    value_column: str = "js_divergence",
+    group_column: str | None = "strategy_b",
+    bins: int = 20,
+    title: str | None = None,
+    figsize: tuple[float, float] = (6.4, 3.8),
+    dpi: int = DPI,
+) -> Path:
+    """Histogram of base-2 Jensen-Shannon divergences with the interpretation bands.
+
+    Bars are stacked by ``group_column`` (the strategy compared with the baseline); dashed lines
+    at 0.2 and 0.5 separate minor, moderate and large changes.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``js_divergence.csv`` (:func:`cxr_attention.metrics.study.js_pairs_table`).
+    out_path : path-like
+        PNG to write.
+    value_column : str
+        Divergences in [0, 1].
+    group_column : str or None
+        Stack by this column; ``None`` or absent: one colour.
+    bins : int
+        Equal bins over [0, 1]; 20 puts the band limits on bin edges.
+    title : str, optional
+    figsize : (width, height)
+    dpi : int
+
+    Returns
+    -------
+    Path
+    """
+    if value_column not in table.columns:
+        raise ValueError(f"JS table lacks column {value_column!r}")
+    values = pd.to_numeric(table[value_column], errors="coerce")
+    keep = values.notna()
+    if group_column and group_column in table.columns:
+        labels = table.loc[keep, group_column].astype(str)
+        groups = group_order(labels, group_column)
+        stacks = [values[keep][labels == g].to_numpy() for g in groups]
+        names = [g.replace("_", " ") for g in groups]
+    else:
+        stacks, names = [values[keep].to_numpy()], ["all pairs"]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]
+
+    with figure_style():
+        figure = new_figure(figsize, dpi=dpi, layout="constrained")
+        ax = figure.add_subplot()
+        if sum(len(s) for s in stacks):
+            colours = [palette[i % len(palette)] for i in range(len(stacks))]
+            ax.hist(stacks, bins=edges, stacked=True, color=colours, label=names)
+            ax.legend(title="compared with baseline", frameon=False, loc="upper right")
+        else:
+            _say_empty(ax)
+        lower = 0.0
+        for upper, band in (*JS_BANDS, (1.0, "large")):
+            if upper < 1.0:
+                ax.axvline(upper, color="#CC3311", linestyle="--", linewidth=0.9)
+            ax.text(
+                (lower + upper) / 2,
+                1.01,
+                band,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                color="#CC3311",
+            )
+            lower = upper
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("Jensen-Shannon divergence between the two maps (base 2, 0 = identical)")
+        ax.set_ylabel("image-term pairs")
+        n_pairs = int(sum(len(s) for s in stacks))
+        ax.set_title(title or f"Map change between prompt strategies ({n_pairs} pairs)", pad=16)
+        return save_figure(figure, out_path, dpi=dpi)
+
+
+def plot_method_usage(
+    maps: pd.DataFrame,
+    *,
+    out_path: str | os.PathLike,
+    by: str = "strategy",
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = DPI,
+) -> Path:
+    """How many maps each method produced, per group: stacked horizontal bars with counts.
+
+    Parameters
+    ----------
+    maps : DataFrame
+        The maps table (``metrics/maps.csv`` or the maps shards): ``method`` and ``by`` (or
+        ``question_id``, from which ``strategy`` is read).
+    out_path : path-like
+        PNG to write.
+    by : str
+        Grouping column.
+    title : str, optional
+    figsize : (width, height), optional
+    dpi : int
+
+    Returns
+    -------
+    Path
+    """
+    maps = with_question_parts(maps)
+    missing = [c for c in (by, "method") if c not in maps.columns]
+    if missing:
+        raise ValueError(f"maps table lacks columns {missing}")
+    counts = pd.crosstab(maps[by].astype(str), maps["method"].astype(str))
+    groups = group_order(counts.index, by)
+    methods = [m for m in METHODS if m in counts.columns]
+    methods += sorted(set(counts.columns) - set(methods))
+    counts = counts.reindex(index=groups, columns=methods, fill_value=0)
+    if figsize is None:
+        figsize = (7.0, 1.5 + 0.4 * max(len(groups), 2))
+
+    with figure_style():
+        figure = new_figure(figsize, dpi=dpi, layout="constrained")
+        ax = figure.add_subplot()
+        left = np.zeros(len(groups))
+        for method in methods:
+            widths = counts[method].to_numpy(dtype=float)
+            bars = ax.barh(
+                range(len(groups)),
+                widths,
+                left=left,
+                color=METHOD_COLOURS.get(method, "#444444"),
+                label=METHOD_LABELS.get(method, method),
+            )
+            ax.bar_label(
+                bars,
+                labels=[str(int(w)) if w else "" for w in widths],
+                label_type="center",
+                fontsize="small",
+                color="white" if method != "uniform" else "black",
+            )
+            left += widths
+        for position, total in enumerate(left):
+            ax.text(total, position, f"  {int(total)}", va="center", fontsize="small")
+        ax.set_yticks(range(len(groups)), [g.replace("_", " ") for g in groups])
+        ax.set_ylim(max(len(groups), 1) - 0.5, -0.5)
+        ax.set_xlim(0, max(float(left.max()) if len(left) else 0.0, 1.0) * 1.12)
+        ax.set_xlabel("maps (the cascade's method that produced each)")
+        ax.set_ylabel(by.replace("_", " "))
+        if methods:
+            figure.legend(loc="outside lower center", ncol=len(methods), frameon=False)
+        else:
+            _say_empty(ax)
+        ax.set_title(title or f"Map methods used per {by.replace('_', ' ')}")
+        return save_figure(figure, out_path, dpi=dpi)
+
+
+def write_summary_figures(
+    *,
+    maps_csv: str | os.PathLike,
+    accuracy_by_strategy_csv: str | os.PathLike,
+    accuracy_by_finding_csv: str | os.PathLike,
+    js_divergence_csv: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    confidence: float = 0.95,
+) -> list[Path]:
+    """Write every summary plot of a run into ``out_dir`` as ``<stem>.png`` (see
+    :data:`SUMMARY_FIGURES`).
+
+    Parameters
+    ----------
+    maps_csv : path-like
+        The gathered maps table with metric and sample columns (``metrics/maps.csv``).
+    accuracy_by_strategy_csv, accuracy_by_finding_csv, js_divergence_csv : path-like
+        Tables of :func:`cxr_attention.metrics.study.run_study_statistics`.
+    out_dir : path-like
+        Folder for the PNGs (created).
+    confidence : float
+        Level of the accuracy intervals, for the axis label.
+
+    Returns
+    -------
+    list of Path
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    maps = with_question_parts(read_table(maps_csv))
+    if maps.empty:
+        maps = pd.DataFrame(columns=["strategy", "finding", "method", *DISTRIBUTION_METRICS])
+    ci_label = f"{100 * confidence:g}% CI, bootstrap over patients"
+    written = [
+        plot_metric_distributions(maps, by=by, out_path=out_dir / f"metrics_by_{by}.png")
+        for by in ("strategy", "finding")
+    ]
+    for name, path in (
+        ("accuracy_by_strategy", accuracy_by_strategy_csv),
+        ("accuracy_by_finding", accuracy_by_finding_csv),
+    ):
+        accuracy = read_table(path)
+        if accuracy.empty:
+            accuracy = pd.DataFrame(columns=["strategy", "accuracy", "ci_low", "ci_high", "n"])
+        written.append(plot_accuracy(accuracy, out_path=out_dir / f"{name}.png", ci_label=ci_label))
+    js = read_table(js_divergence_csv)
+    if js.empty:
+        js = pd.DataFrame(columns=["js_divergence", "strategy_b"])
+    written.append(plot_js_histogram(js, out_path=out_dir / "js_histogram.png"))
+    written.append(plot_method_usage(maps, out_path=out_dir / "method_usage.png"))
+    return written
+
+
+def _box_and_points(ax: Axes, values: list[np.ndarray]) -> None:
+    """A box per group (no outlier markers: every point is drawn) and the jittered points."""
+    if not values:
+        return
+    drawn = [v if len(v) else np.array([np.nan]) for v in values]
+    ax.boxplot(
+        drawn,
+        positions=range(1, len(values) + 1),
+        widths=0.55,
+        showfliers=False,
+        medianprops={"color": "black"},
+        boxprops={"color": "#555555"},
+        whiskerprops={"color": "#555555"},
+        capprops={"color": "#555555"},
+    )
+    rng = np.random.default_rng(0)  # fixed jitter: identical figures on rerun
+    for position, group_values in enumerate(values, start=1):
+        jitter = rng.uniform(-0.16, 0.16, size=len(group_values))
+        ax.scatter(
+            position + jitter,
+            group_values,
+            s=8,
+            alpha=0.5,
+            color="#0072B2",
+            linewidths=0,
+            zorder=3,
+        )
+
+
+def _group_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of an accuracy table that name groups rather than hold statistics."""
+    return [c for c in table.columns if c not in _ACCURACY_STATS]
+
+
+def _say_empty(ax: Axes) -> None:
+    ax.text(0.5, 0.5, "no data in this run", transform=ax.transAxes, ha="center", va="center")

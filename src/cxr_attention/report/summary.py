@@ -1,0 +1,465 @@
+"""The one-page summary of a run: config, model, data version, counts, failures, quality targets.
+
+:func:`summarise_run` gathers the facts from the run's tables into plain data;
+:func:`render_run_summary` turns them into a self-contained HTML page for the Snakemake report;
+:func:`write_run_summary` reads the run's files and writes the page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from cxr_attention.figures._style import METHODS
+from cxr_attention.io import atomic_path, read_table
+from cxr_attention.metrics.per_map import (
+    BORDER_TARGET,
+    ENTROPY_DIFFUSE,
+    ENTROPY_FOCUSED,
+    INSIDE_BODY_TARGET,
+)
+from cxr_attention.report._html import format_number, html_page, html_table
+
+__all__ = [
+    "QUALITY_TARGETS",
+    "fingerprint",
+    "method_quality",
+    "quality_targets",
+    "render_run_summary",
+    "summarise_run",
+    "write_run_summary",
+]
+
+QUALITY_TARGETS = (
+    # key in summary.json "targets_met", words, metric, key of the share meeting it
+    (
+        "inside_body_ge_0.7",
+        f"inside_body >= {INSIDE_BODY_TARGET:g}",
+        "inside_body",
+        "inside_body_share_meeting_target",
+    ),
+    (
+        "border_fraction_le_0.05",
+        f"border_fraction <= {BORDER_TARGET:g}",
+        "border_fraction",
+        "border_fraction_share_meeting_target",
+    ),
+    (
+        "entropy_focused_lt_3.0",
+        f"entropy < {ENTROPY_FOCUSED:g} nats (focused)",
+        "entropy",
+        "entropy_share_focused",
+    ),
+    (
+        "entropy_not_diffuse_le_4.5",
+        f"entropy <= {ENTROPY_DIFFUSE:g} nats (not diffuse)",
+        "entropy",
+        None,
+    ),
+)
+"""The quality targets of the study, as :func:`cxr_attention.metrics.study.study_summary` tests
+them on the mean over the maps of the headline source."""
+
+
+def fingerprint(path: str | os.PathLike) -> dict[str, str]:
+    """How to tell this version of an input: DVC's recorded md5, else the file's own md5.
+
+    A ``<path>.dvc`` file beside the input (``dvc add``) gives the md5 DVC tracks (for a folder,
+    its ``.dir`` listing's md5). Otherwise a file's md5 is computed; a folder without a ``.dvc``
+    file is not hashed (a MIMIC-CXR download is hundreds of gigabytes).
+
+    Returns
+    -------
+    dict
+        ``path``, ``md5`` (blank when unknown) and ``source`` (how the md5 was obtained).
+    """
+    path = Path(path)
+    dvc_file = path.with_name(path.name + ".dvc")
+    if dvc_file.is_file():
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
+        md5 = str(outs[0].get("md5", ""))
+        return {"path": str(path), "md5": md5, "source": f"DVC ({dvc_file.name})"}
+    if path.is_file():
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return {"path": str(path), "md5": digest.hexdigest(), "source": "md5 of the file"}
+    if path.is_dir():
+        return {"path": str(path), "md5": "", "source": "folder without a .dvc file (not hashed)"}
+    return {"path": str(path), "md5": "", "source": "absent"}
+
+
+def quality_targets(study_summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per quality target from the study's ``summary.json``: measured value and verdict.
+
+    Returns
+    -------
+    list of dict
+        ``target``, ``mean``, ``ci_low``, ``ci_high`` (of the metric over the maps), ``share``
+        (of maps meeting the target; NaN when not recorded) and ``met`` (True, False or None when
+        the summary lacks the verdict).
+    """
+    quality = study_summary.get("map_quality", {}) or {}
+    verdicts = study_summary.get("targets_met", {}) or {}
+    rows = []
+    for key, words, metric, share_key in QUALITY_TARGETS:
+        share = quality.get(share_key, math.nan) if share_key else math.nan
+        if key == "entropy_not_diffuse_le_4.5" and "entropy_share_diffuse" in quality:
+            share = 1.0 - _number(quality["entropy_share_diffuse"])
+        rows.append(
+            {
+                "target": words,
+                "mean": _number(quality.get(f"{metric}_mean")),
+                "ci_low": _number(quality.get(f"{metric}_ci_low")),
+                "ci_high": _number(quality.get(f"{metric}_ci_high")),
+                "share": _number(share),
+                "met": verdicts.get(key),
+            }
+        )
+    return rows
+
+
+def method_quality(maps: pd.DataFrame) -> pd.DataFrame:
+    """The quality targets per map method, from the gathered maps table with metric columns.
+
+    Returns
+    -------
+    DataFrame
+        One row per method (cascade order, then others): ``method, maps, inside_body_mean,
+        inside_body_meeting, border_fraction_mean, border_fraction_meeting, entropy_mean,
+        entropy_focused, entropy_diffuse`` (shares of that method's maps with a value).
+    """
+    needed = {"method", "inside_body", "border_fraction", "entropy"}
+    columns = [
+        "method",
+        "maps",
+        "inside_body_mean",
+        "inside_body_meeting",
+        "border_fraction_mean",
+        "border_fraction_meeting",
+        "entropy_mean",
+        "entropy_focused",
+        "entropy_diffuse",
+    ]
+    if not needed <= set(maps.columns) or maps.empty:
+        return pd.DataFrame(columns=columns)
+    present = set(maps["method"].astype(str))
+    order = [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+    rows = []
+    for method in order:
+        subset = maps[maps["method"].astype(str) == method]
+        inside = pd.to_numeric(subset["inside_body"], errors="coerce").dropna()
+        border = pd.to_numeric(subset["border_fraction"], errors="coerce").dropna()
+        entropy = pd.to_numeric(subset["entropy"], errors="coerce").dropna()
+        rows.append(
+            {
+                "method": method,
+                "maps": len(subset),
+                "inside_body_mean": _mean(inside),
+                "inside_body_meeting": _mean(inside >= INSIDE_BODY_TARGET),
+                "border_fraction_mean": _mean(border),
+                "border_fraction_meeting": _mean(border <= BORDER_TARGET),
+                "entropy_mean": _mean(entropy),
+                "entropy_focused": _mean(entropy < ENTROPY_FOCUSED),
+                "entropy_diffuse": _mean(entropy > ENTROPY_DIFFUSE),
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarise_run(
+    *,
+    config: Mapping[str, Any],
+    study_summary: Mapping[str, Any],
+    manifest: pd.DataFrame,
+    questions: pd.DataFrame,
+    answers: pd.DataFrame,
+    maps: pd.DataFrame,
+    failures: pd.DataFrame,
+    data_version: Sequence[Mapping[str, str]] = (),
+) -> dict[str, Any]:
+    """Everything the run summary page shows, as plain data (no formatting).
+
+    Parameters
+    ----------
+    config : mapping
+        The run's config (Snakemake's ``config``).
+    study_summary : mapping
+        ``metrics/summary.json`` (:func:`cxr_attention.metrics.study.study_summary`).
+    manifest, questions, answers, maps, failures : DataFrame
+        ``manifest.csv``, ``questions.csv``, the gathered answers and maps tables (the maps table
+        with the per-map metric columns) and ``failures.csv``.
+    data_version : sequence of dict
+        :func:`fingerprint` of each input that identifies the data.
+
+    Returns
+    -------
+    dict
+        Keys ``run, model, config, data_version, counts, answers, methods, failures, targets,
+        method_quality, headline``.
+    """
+    counts = {
+        "images": len(manifest),
+        "subjects": _nunique(manifest, "subject_id"),
+        "studies": _nunique(manifest, "study_id"),
+        "questions": len(questions),
+        "samples (image, question)": len(answers),
+        "maps": len(maps),
+        "failures": len(failures),
+    }
+    failure_counts = (
+        failures.groupby(["stage", "error_type"], sort=True).size().reset_index(name="count")
+        if {"stage", "error_type"} <= set(failures.columns) and len(failures)
+        else pd.DataFrame(columns=["stage", "error_type", "count"])
+    )
+    accuracy = study_summary.get("accuracy", {}) or {}
+    js = study_summary.get("js_divergence", {}) or {}
+    headline = {
+        "accuracy, all strategies": (
+            _number(accuracy.get("overall")),
+            _number(accuracy.get("overall_ci_low")),
+            _number(accuracy.get("overall_ci_high")),
+        ),
+        "Jensen-Shannon divergence vs baseline (base 2), mean": (
+            _number(js.get("mean")),
+            _number(js.get("ci_low")),
+            _number(js.get("ci_high")),
+        ),
+    }
+    model = config.get("model", {})
+    return {
+        "run": str(config.get("run", "")),
+        "model": model.get("id", "") if isinstance(model, Mapping) else str(model),
+        "config": dict(config),
+        "data_version": [dict(v) for v in data_version],
+        "counts": counts,
+        "answers": _value_counts(answers, "answer"),
+        "strategies": _value_counts(answers, "strategy"),
+        "methods": _value_counts(maps, "method"),
+        "failures": failure_counts,
+        "targets": quality_targets(study_summary),
+        "method_quality": method_quality(maps),
+        "headline": headline,
+        "quality_source": (study_summary.get("map_quality", {}) or {}).get("source", ""),
+    }
+
+
+def render_run_summary(summary: Mapping[str, Any]) -> str:
+    """The summary of :func:`summarise_run` as a self-contained HTML page (no scripts)."""
+    parts = []
+    parts.append("<h2>Quality targets</h2>\n")
+    source = summary.get("quality_source") or "all"
+    parts.append(
+        f"<p>Mean over the maps of source <code>{source}</code> with its 95% bootstrap "
+        "interval (patients resampled); a target is met when the mean meets it.</p>\n"
+    )
+    target_rows, target_classes = [], []
+    for row in summary["targets"]:
+        verdict, css = {True: ("met", "met"), False: ("not met", "unmet")}.get(
+            row["met"], ("n/a", "na")
+        )
+        target_rows.append(
+            [
+                row["target"],
+                row["mean"],
+                _interval(row["ci_low"], row["ci_high"]),
+                _percent(row["share"]),
+                verdict,
+            ]
+        )
+        target_classes.append([None, None, None, None, css])
+    parts.append(
+        html_table(
+            ["target", "mean", "95% CI", "maps meeting it", "verdict"],
+            target_rows,
+            numeric=[False, True, True, True, False],
+            cell_classes=target_classes,
+        )
+    )
+    method_table = summary["method_quality"]
+    if len(method_table):
+        parts.append("<h3>Per map method</h3>\n")
+        parts.append(
+            html_table(
+                [
+                    "method",
+                    "maps",
+                    "inside_body mean",
+                    f"share >= {INSIDE_BODY_TARGET:g}",
+                    "border mean",
+                    f"share <= {BORDER_TARGET:g}",
+                    "entropy mean",
+                    f"share < {ENTROPY_FOCUSED:g}",
+                    f"share > {ENTROPY_DIFFUSE:g}",
+                ],
+                [
+                    [
+                        r.method,
+                        int(r.maps),
+                        r.inside_body_mean,
+                        _percent(r.inside_body_meeting),
+                        r.border_fraction_mean,
+                        _percent(r.border_fraction_meeting),
+                        r.entropy_mean,
+                        _percent(r.entropy_focused),
+                        _percent(r.entropy_diffuse),
+                    ]
+                    for r in method_table.itertuples(index=False)
+                ],
+                numeric=[False] + [True] * 8,
+            )
+        )
+
+    parts.append("<h2>Headline numbers</h2>\n")
+    parts.append(
+        html_table(
+            ["quantity", "value", "95% CI"],
+            [
+                [name, value, _interval(low, high)]
+                for name, (value, low, high) in summary["headline"].items()
+            ],
+            numeric=[False, True, True],
+        )
+    )
+
+    parts.append("<h2>Counts</h2>\n")
+    parts.append(html_table(["what", "count"], summary["counts"].items(), numeric=[False, True]))
+    for title, key, column in (
+        ("Answers", "answers", "answer"),
+        ("Samples per strategy", "strategies", "strategy"),
+        ("Maps per method", "methods", "method"),
+    ):
+        if summary[key]:
+            parts.append(f"<h3>{title}</h3>\n")
+            parts.append(html_table([column, "count"], summary[key].items(), numeric=[False, True]))
+
+    parts.append("<h2>Failures</h2>\n")
+    failures = summary["failures"]
+    if len(failures):
+        parts.append(
+            html_table(
+                ["stage", "error type", "count"],
+                failures[["stage", "error_type", "count"]].itertuples(index=False),
+                numeric=[False, False, True],
+            )
+        )
+        parts.append("<p>Each failed input is listed in <code>failures.csv</code>.</p>\n")
+    else:
+        parts.append("<p>No input failed.</p>\n")
+
+    parts.append("<h2>Data version</h2>\n")
+    if summary["data_version"]:
+        parts.append(
+            html_table(
+                ["input", "md5", "from"],
+                [[v["path"], v["md5"] or "-", v["source"]] for v in summary["data_version"]],
+            )
+        )
+    else:
+        parts.append("<p>No input fingerprints recorded.</p>\n")
+
+    parts.append("<h2>Configuration</h2>\n")
+    config_text = yaml.safe_dump(
+        json.loads(json.dumps(summary["config"], default=str)), sort_keys=True
+    )
+    parts.append(f"<pre>{html.escape(config_text)}</pre>\n")
+
+    lead = f"Run {summary['run'] or '(unnamed)'}; model {summary['model'] or '(not set)'}."
+    return html_page(f"Run summary: {summary['run']}", "".join(parts), lead=lead)
+
+
+def write_run_summary(
+    *,
+    out_html: str | os.PathLike,
+    config: Mapping[str, Any],
+    manifest_csv: str | os.PathLike,
+    questions_csv: str | os.PathLike,
+    answers_csv: str | os.PathLike,
+    maps_csv: str | os.PathLike,
+    failures_csv: str | os.PathLike,
+    summary_json: str | os.PathLike,
+    fingerprint_paths: Sequence[str | os.PathLike] = (),
+) -> Path:
+    """Read a run's tables and write its summary page (atomically).
+
+    Parameters
+    ----------
+    out_html : path-like
+        Page to write, e.g. ``results/<run>/report/summary.html``.
+    config : mapping
+        The run's config.
+    manifest_csv, questions_csv, answers_csv, maps_csv, failures_csv, summary_json : path-like
+        The run's tables (docs/architecture.md); ``maps_csv`` is the gathered maps table with the
+        per-map metric columns.
+    fingerprint_paths : sequence of path-like
+        Inputs identifying the data version; default the manifest and the questions table.
+
+    Returns
+    -------
+    Path
+        ``out_html``.
+    """
+    tables = {
+        name: read_table(path)
+        for name, path in {
+            "manifest": manifest_csv,
+            "questions": questions_csv,
+            "answers": answers_csv,
+            "maps": maps_csv,
+            "failures": failures_csv,
+        }.items()
+    }
+    study_summary = json.loads(Path(summary_json).read_text())
+    paths = list(fingerprint_paths) or [manifest_csv, questions_csv]
+    summary = summarise_run(
+        config=config,
+        study_summary=study_summary,
+        data_version=[fingerprint(p) for p in paths],
+        **tables,
+    )
+    out_html = Path(out_html)
+    with atomic_path(out_html, ".html") as tmp:
+        tmp.write_text(render_run_summary(summary), encoding="utf-8")
+    return out_html
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _mean(values: pd.Series) -> float:
+    return float(values.mean()) if len(values) else math.nan
+
+
+def _nunique(frame: pd.DataFrame, column: str) -> int:
+    return int(frame[column].nunique()) if column in frame.columns else 0
+
+
+def _value_counts(frame: pd.DataFrame, column: str) -> dict[str, int]:
+    if column not in frame.columns:
+        return {}
+    counts = frame[column].fillna("(blank)").astype(str).value_counts()
+    return {str(k): int(v) for k, v in sorted(counts.items())}
+
+
+def _interval(low: float, high: float) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return ""
+    return f"{format_number(low)} to {format_number(high)}"
+
+
+def _percent(value: float) -> str:
+    return "" if value is None or math.isnan(value) else f"{100 * value:.1f}%"

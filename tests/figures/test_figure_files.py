@@ -1,0 +1,162 @@
+"""The workflow entry points: a shard's per-sample figures and a run's summary plots."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cxr_attention.figures import write_sample_figures, write_summary_figures
+from cxr_attention.figures.samples import choose_maps
+from cxr_attention.figures.summary import SUMMARY_FIGURES
+
+STRATEGIES = ("baseline", "plain", "hard_positive")
+
+
+def _shard(tmp_path, dicom_ids=("d2", "d1"), findings=("pleural_effusion", "cardiomegaly")):
+    """A preprocess table with images and masks on disk, answers, maps and their arrays."""
+    folder = tmp_path / "preprocess" / "shard-0"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    image_rows, answer_rows, map_rows, arrays = [], [], [], {}
+    for dicom_id in dicom_ids:
+        image = rng.integers(0, 255, size=(200, 260), dtype=np.uint8)
+        body = np.zeros_like(image)
+        body[10:190, 10:250] = 255
+        lungs = np.zeros_like(image)
+        lungs[40:160, 30:120], lungs[40:160, 140:230] = 1, 2
+        for suffix, array in (("", image), ("_body", body), ("_lungs", lungs)):
+            cv2.imwrite(str(folder / f"{dicom_id}{suffix}.png"), array)
+        image_rows.append(
+            {
+                "dicom_id": dicom_id,
+                "image": f"preprocess/shard-0/{dicom_id}.png",
+                "body_mask": f"preprocess/shard-0/{dicom_id}_body.png",
+                "lung_mask": f"preprocess/shard-0/{dicom_id}_lungs.png",
+            }
+        )
+        for finding in findings:
+            for strategy in STRATEGIES:
+                for variant in (0, 1):
+                    question_id = f"{finding}.{strategy}.{variant}"
+                    sample_id = f"{dicom_id}__{question_id}"
+                    answer_rows.append(
+                        {
+                            "sample_id": sample_id,
+                            "dicom_id": dicom_id,
+                            "question_id": question_id,
+                            "finding": finding,
+                            "strategy": strategy,
+                            "answer": "yes",
+                        }
+                    )
+                    for source, term in (("answer", "yes"), ("prompt", finding)):
+                        for method in ("gradcam", "attention"):
+                            map_id = f"{sample_id}__{term}__{source}__{method}"
+                            values = rng.random((16, 16)).astype(np.float32)
+                            arrays[map_id] = values / values.sum()
+                            map_rows.append(
+                                {
+                                    "map_id": map_id,
+                                    "sample_id": sample_id,
+                                    "dicom_id": dicom_id,
+                                    "question_id": question_id,
+                                    "term": term,
+                                    "source": source,
+                                    "method": method,
+                                }
+                            )
+    paths = {
+        "answers_csv": tmp_path / "answers.csv",
+        "maps_csv": tmp_path / "maps.csv",
+        "images_csv": tmp_path / "images.csv",
+        "maps_npz": tmp_path / "maps.npz",
+    }
+    pd.DataFrame(answer_rows).to_csv(paths["answers_csv"], index=False)
+    pd.DataFrame(map_rows).to_csv(paths["maps_csv"], index=False)
+    pd.DataFrame(image_rows).to_csv(paths["images_csv"], index=False)
+    np.savez(paths["maps_npz"], **arrays)
+    return paths, pd.DataFrame(map_rows)
+
+
+def test_choose_maps_prefers_the_answer_source_and_keeps_every_method(tmp_path):
+    _, maps = _shard(tmp_path, dicom_ids=("d1",), findings=("pleural_effusion",))
+    chosen = choose_maps(maps)
+    assert set(chosen["source"]) == {"answer"}
+    assert len(chosen) == 2 * maps["sample_id"].nunique()  # attention and gradcam per sample
+    first = chosen.drop_duplicates("sample_id")
+    assert set(first["method"]) == {"attention"}  # the cascade's first method leads
+
+
+def test_sample_figures_of_the_first_images_each_finding(tmp_path):
+    paths, _ = _shard(tmp_path)
+    out = tmp_path / "figures"
+    written = write_sample_figures(**paths, out_dir=out, samples_per_shard=1, root=tmp_path)
+    expected = set()
+    for finding in ("pleural_effusion", "cardiomegaly"):
+        stem = f"d1__{finding}"  # d1 sorts first
+        expected |= {f"overlay__{stem}.png", f"panels__{stem}.png"}
+        expected |= {f"sensitivity__{stem}__{s}.png" for s in ("plain", "hard_positive")}
+    assert {p.name for p in written} == expected
+    assert {p.name for p in out.iterdir()} == expected
+    for path in written:
+        with Image.open(path) as png:
+            assert png.format == "PNG"
+
+
+def test_sample_figures_skip_an_unreadable_image_and_none_when_asked(tmp_path, caplog):
+    paths, _ = _shard(tmp_path, findings=("pleural_effusion",))
+    (tmp_path / "preprocess" / "shard-0" / "d1.png").unlink()
+    written = write_sample_figures(
+        **paths, out_dir=tmp_path / "a", samples_per_shard=2, root=tmp_path
+    )
+    assert {p.name.split("__")[1] for p in written} == {"d2"}
+    assert "d1" in caplog.text
+    none = write_sample_figures(**paths, out_dir=tmp_path / "b", samples_per_shard=0, root=tmp_path)
+    assert none == [] and (tmp_path / "b").is_dir()
+
+
+def _study_tables(tmp_path, *, empty_js: bool):
+    rng = np.random.default_rng(0)
+    maps = pd.DataFrame(
+        {
+            "map_id": [f"m{i}" for i in range(12)],
+            "finding": ["pleural_effusion", "cardiomegaly"] * 6,
+            "strategy": list(STRATEGIES) * 4,
+            "method": ["attention", "uniform"] * 6,
+            "inside_body": rng.random(12),
+            "border_fraction": rng.random(12) / 10,
+            "entropy": rng.uniform(2, 5.5, 12),
+            "focus": rng.random(12),
+            "left_right": rng.random(12),
+            "apical_basal": rng.random(12),
+        }
+    )
+    accuracy = pd.DataFrame(
+        {"strategy": ["all", "baseline"], "accuracy": [0.5, 0.6], "ci_low": [0.3, 0.4],
+         "ci_high": [0.7, 0.8], "n": [10, 5], "n_correct": [5, 3], "n_subjects": [4, 4]}
+    )  # fmt: skip
+    by_finding = accuracy.assign(finding="cardiomegaly")
+    js = pd.DataFrame({"js_divergence": rng.random(6), "strategy_b": ["plain"] * 6})
+    paths = {}
+    for name, frame in (
+        ("maps_csv", maps),
+        ("accuracy_by_strategy_csv", accuracy),
+        ("accuracy_by_finding_csv", by_finding),
+        ("js_divergence_csv", js.iloc[:0] if empty_js else js),
+    ):
+        paths[name] = tmp_path / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    if empty_js:
+        paths["js_divergence_csv"].write_text("")  # a run without pairs writes an empty file
+    return paths
+
+
+@pytest.mark.parametrize("empty_js", [False, True])
+def test_summary_figures_write_every_stem(tmp_path, empty_js):
+    paths = _study_tables(tmp_path, empty_js=empty_js)
+    written = write_summary_figures(**paths, out_dir=tmp_path / "summary")
+    assert [p.stem for p in written] == list(SUMMARY_FIGURES)
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
