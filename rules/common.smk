@@ -41,6 +41,8 @@ INFERENCE_CODE = MODEL_CODE + library(
 MAPS_CODE = MODEL_CODE + library(
     "geometry.py",
     "maps/__init__.py",
+    "maps/grid.py",
+    "maps/hooks.py",
     "maps/terms.py",
     "maps/attention.py",
     "maps/gradcam.py",

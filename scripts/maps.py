@@ -8,6 +8,7 @@ with job_logging(snakemake.log[0]):
         answers_csv=snakemake.input.answers,
         captures_dir=snakemake.input.captures,
         questions_csv=snakemake.input.questions,
+        images_csv=snakemake.input.images,
         model_id=snakemake.params.model["id"],
         out_csv=snakemake.output.table,
         out_npz=snakemake.output.arrays,

@@ -44,8 +44,10 @@ def factor_to_grid(n_tokens: int, aspect_ratio: float = 1.0) -> tuple[int, int]:
 def image_to_grid(values: np.ndarray, grid_shape: tuple[int, int] = (16, 16)) -> np.ndarray:
     """Mean of ``values`` over the pixels each token cell covers (area-weighted at cell borders).
 
-    For a 0/1 mask this is the fraction of each cell inside the mask. OpenCV's ``INTER_AREA``
-    computes exactly this pixel-area average when shrinking.
+    For a 0/1 mask this is the fraction of each cell inside the mask. Computed exactly in float64
+    as ``R @ values @ C.T``, where ``R[r, i]`` is the share of cell row ``r`` that pixel row ``i``
+    covers (the same for columns); it equals OpenCV's ``INTER_AREA`` shrink, which accumulates
+    in single precision.
 
     Parameters
     ----------
@@ -65,7 +67,16 @@ def image_to_grid(values: np.ndarray, grid_shape: tuple[int, int] = (16, 16)) ->
     if height < rows or width < cols:
         raise ValueError(f"image {values.shape} is smaller than the grid {grid_shape}")
     as_float = values.astype(np.float64)
-    return cv2.resize(as_float, (cols, rows), interpolation=cv2.INTER_AREA)
+    return _area_weights(height, rows) @ as_float @ _area_weights(width, cols).T
+
+
+def _area_weights(n_pixels: int, n_cells: int) -> np.ndarray:
+    """``(n_cells, n_pixels)`` matrix: overlap of pixel ``i`` with cell ``c`` over the cell size."""
+    cell = n_pixels / n_cells
+    starts = np.arange(n_cells)[:, None] * cell
+    pixel = np.arange(n_pixels)[None, :]
+    overlap = np.clip(np.minimum(pixel + 1, starts + cell) - np.maximum(pixel, starts), 0, None)
+    return overlap / cell
 
 
 def grid_to_image(

@@ -1,0 +1,480 @@
+"""The fallback cascade: one trustworthy map per target, with the reasons for every fallback.
+
+For each target (the whole answer, or one term) the cascade tries, in order:
+
+1. ``attention`` when the term was generated (or for the answer map), ``attention_gated`` when
+   the term is only in the prompt;
+2. ``gradcam`` (needs the model and the pixels);
+3. ``activation_norm`` (needs the model and the pixels; not conditioned on the term);
+4. ``uniform`` (always; logs a warning).
+
+A method is skipped when it raises :class:`~cxr_attention.maps.grid.MapUnavailable`: term not
+found, non-finite values, image mass below ``min_image_mass``, gradient failure (an exception,
+non-finite or all-zero gradients), no model or image available. The map keeps its method and
+every earlier method's reason (``"attention: image mass 0.003 below min_image_mass 0.01;
+gradcam: gradient failure: all-zero gradients"``).
+
+``method`` in the parameters can also force one method (falling back to ``uniform`` only, with
+the reason) or compute ``all`` of them for comparison (each method that succeeds gives its own
+map; the ``uniform`` map records why the others failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from cxr_attention.geometry import factor_to_grid
+from cxr_attention.maps.attention import (
+    attention_gated_map,
+    attention_map,
+    reference_compat_attention,
+    select_layers_heads,
+)
+from cxr_attention.maps.grid import MapUnavailable, normalise_map, strip_outer_ring, uniform_map
+from cxr_attention.maps.terms import decode_with_offsets, find_terms_in_text
+
+__all__ = [
+    "MAP_COLUMNS",
+    "METHODS",
+    "MapParams",
+    "MapRecord",
+    "MapTarget",
+    "SampleKey",
+    "VisionSource",
+    "compute_maps",
+    "locate_targets",
+    "term_slug",
+]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("attention", "attention_gated", "gradcam", "activation_norm", "uniform")
+MAP_COLUMNS = [
+    "map_id",
+    "sample_id",
+    "dicom_id",
+    "question_id",
+    "term",
+    "source",
+    "token_positions",
+    "method",
+    "fallback_reason",
+    "layers",
+    "heads",
+    "image_mass",
+    "n_gating_positions",
+]
+ANSWER_SLUG = "answer"
+
+
+@dataclass(frozen=True)
+class MapParams:
+    """Settings of the maps stage (``config["maps"]``).
+
+    Attributes
+    ----------
+    method : str
+        ``"cascade"`` (default), ``"all"``, or one of :data:`METHODS` to force it.
+    layers : tuple of int or None
+        Decoder layers to average (absolute indices, or negative from the last captured one);
+        None: every captured layer.
+    heads : tuple of int or None
+        Query heads to average; None: all.
+    min_image_mass : float
+        An attention map whose image mass (before renormalisation) is below this is skipped.
+    strip_border : int
+        Rings of border tokens zeroed before renormalising (0: keep them).
+    gradcam_layer : int
+        Vision encoder layer of ``gradcam`` (``-1``: last).
+    activation_layer : int
+        Vision encoder layer of ``activation_norm`` (``-1``: last).
+    reference_compat : bool
+        Take positions 1:257 of the prompt as the image tokens, as the reference study did.
+        Never the default; for reproducing its numbers only.
+    """
+
+    method: str = "cascade"
+    layers: tuple[int, ...] | None = None
+    heads: tuple[int, ...] | None = None
+    min_image_mass: float = 0.01
+    strip_border: int = 0
+    gradcam_layer: int = -1
+    activation_layer: int = -1
+    reference_compat: bool = False
+
+    def __post_init__(self):
+        if self.method not in ("cascade", "all", *METHODS):
+            raise ValueError(
+                f"unknown map method {self.method!r}; choose cascade, all or one of {METHODS}"
+            )
+        if not 0 <= self.min_image_mass <= 1:
+            raise ValueError(f"min_image_mass must be in [0, 1], got {self.min_image_mass}")
+
+    @classmethod
+    def from_dict(cls, params: Mapping | None) -> MapParams:
+        """From a config mapping; unknown keys are ignored, lists become tuples."""
+        params = dict(params or {})
+        known = {f.name for f in fields(cls)}
+        values = {}
+        for key, value in params.items():
+            if key not in known:
+                continue
+            if key in ("layers", "heads") and value is not None:
+                value = tuple(int(v) for v in value)
+            elif key in ("strip_border", "gradcam_layer", "activation_layer"):
+                value = int(value)  # the config's boolean strip_border means one ring
+            elif key == "min_image_mass":
+                value = float(value)
+            elif key == "reference_compat":
+                value = bool(value)
+            values[key] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SampleKey:
+    """Identifiers of one (image, question) sample."""
+
+    sample_id: str
+    dicom_id: str = ""
+    question_id: str = ""
+
+
+@dataclass(frozen=True)
+class MapTarget:
+    """What a map explains.
+
+    Attributes
+    ----------
+    term : str
+        The term ("" for the answer map).
+    source : str
+        ``answer`` (all generated tokens), ``generated`` (term in the generated text), ``prompt``
+        (term only in the prompt) or ``absent`` (term found in neither).
+    generated_positions : tuple of int
+        Indices into ``generated_ids`` (every occurrence).
+    prompt_positions : tuple of int
+        Indices into ``input_ids`` (every occurrence).
+    forced_ids : tuple of int
+        Tokens Grad-CAM teacher-forces as the start of the answer when the term was not
+        generated: its first occurrence's tokens in the prompt, or the term tokenised alone.
+    """
+
+    term: str
+    source: str
+    generated_positions: tuple[int, ...] = ()
+    prompt_positions: tuple[int, ...] = ()
+    forced_ids: tuple[int, ...] = ()
+
+    @property
+    def token_positions(self) -> tuple[int, ...]:
+        return self.prompt_positions if self.source == "prompt" else self.generated_positions
+
+
+@dataclass
+class MapRecord:
+    """One row of the maps table (``docs/architecture.md``)."""
+
+    map_id: str
+    sample_id: str
+    dicom_id: str
+    question_id: str
+    term: str
+    source: str
+    token_positions: tuple[int, ...]
+    method: str
+    fallback_reason: str
+    layers: str
+    heads: str
+    image_mass: float
+    n_gating_positions: int
+
+    def to_row(self) -> dict:
+        """The table row: positions ``"|"``-joined, every column of :data:`MAP_COLUMNS`."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        row["token_positions"] = "|".join(str(p) for p in self.token_positions)
+        return row
+
+
+@dataclass
+class VisionSource:
+    """Lazy access to the model and pixels the vision-side methods need.
+
+    ``load`` is called at most once, on first use, and returns ``(model, pixel_values)``; it may
+    raise :class:`MapUnavailable` (no model configured, image missing) and the reason is then
+    recorded for every vision method of the sample.
+    """
+
+    load: Callable[[], tuple[object, object]]
+    _loaded: tuple | None = field(default=None, init=False)
+    _error: MapUnavailable | None = field(default=None, init=False)
+
+    def get(self) -> tuple[object, object]:
+        if self._error is not None:
+            raise self._error
+        if self._loaded is None:
+            try:
+                self._loaded = self.load()
+            except MapUnavailable as error:
+                self._error = error
+                raise
+        return self._loaded
+
+
+def term_slug(term: str) -> str:
+    """File-name-safe slug of a term (``"pleural effusion"`` -> ``"pleural_effusion"``)."""
+    slug = re.sub(r"[^0-9a-z]+", "_", term.lower()).strip("_")
+    return slug or ANSWER_SLUG
+
+
+def locate_targets(
+    tokenizer, input_ids: np.ndarray, generated_ids: np.ndarray, terms: Sequence[str]
+) -> list[MapTarget]:
+    """The answer target, then one target per term (synonyms are separate terms).
+
+    Terms with the same slug (:func:`term_slug`) are searched once, under the first spelling.
+    A term found in the generated text is a ``generated`` target even if the prompt has it too.
+    """
+    generated_ids = np.asarray(generated_ids).reshape(-1)
+    input_ids = np.asarray(input_ids).reshape(-1)
+    targets = [MapTarget("", "answer", generated_positions=tuple(range(generated_ids.size)))]
+    # Decode each sequence once; every term is then matched in the same text.
+    answer_text = decode_with_offsets(tokenizer, generated_ids)
+    prompt_text = decode_with_offsets(tokenizer, input_ids)
+    seen = {ANSWER_SLUG}  # a term slugged "answer" would collide with the answer map's id
+    for term in terms:
+        slug = term_slug(term)
+        if not term.strip() or slug in seen:
+            continue  # one target per map id: "pleural-effusion" and "Pleural effusion" are one
+        seen.add(slug)
+        in_answer = find_terms_in_text(*answer_text, [term])
+        in_prompt = find_terms_in_text(*prompt_text, [term])
+        prompt_positions = tuple(sorted({p for m in in_prompt for p in m.token_positions}))
+        if in_answer:
+            positions = tuple(sorted({p for m in in_answer for p in m.token_positions}))
+            first = in_answer[0].token_positions
+            targets.append(
+                MapTarget(
+                    term,
+                    "generated",
+                    generated_positions=positions,
+                    prompt_positions=prompt_positions,
+                    forced_ids=tuple(int(generated_ids[p]) for p in first),
+                )
+            )
+        elif in_prompt:
+            first = in_prompt[0].token_positions
+            targets.append(
+                MapTarget(
+                    term,
+                    "prompt",
+                    prompt_positions=prompt_positions,
+                    forced_ids=tuple(int(input_ids[p]) for p in first),
+                )
+            )
+        else:
+            forced = tokenizer(term, add_special_tokens=False)["input_ids"]
+            targets.append(MapTarget(term, "absent", forced_ids=tuple(int(i) for i in forced)))
+    return targets
+
+
+def compute_maps(
+    capture: Mapping[str, np.ndarray],
+    target: MapTarget,
+    key: SampleKey,
+    params: MapParams,
+    *,
+    vision: VisionSource | None = None,
+    aspect_ratio: float = 1.0,
+) -> list[tuple[MapRecord, np.ndarray]]:
+    """The map(s) of one target under ``params.method``.
+
+    Parameters
+    ----------
+    capture : mapping of str to ndarray
+        Capture arrays (``docs/architecture.md``).
+    target : MapTarget
+    key : SampleKey
+    params : MapParams
+    vision : VisionSource, optional
+        Model and pixels for ``gradcam`` and ``activation_norm``; None: those are skipped.
+    aspect_ratio : float
+        Image width / height (for a non-square token count).
+
+    Returns
+    -------
+    list of (MapRecord, ndarray)
+        One pair for ``cascade`` and a forced method; one per successful method for ``all``.
+        Every array is float32, 2-D, non-negative, summing to 1.
+    """
+    context = _Context(capture, params, vision, aspect_ratio)
+    if params.method == "all":
+        results, reasons = [], []
+        for method in METHODS:
+            if method == "uniform":
+                results.append(_record(context, target, key, method, reasons))
+                continue
+            try:
+                results.append(_record(context, target, key, method, []))
+            except MapUnavailable as error:
+                reasons.append(f"{method}: {error.reason}")
+        return results
+    if params.method == "cascade":
+        first = "attention_gated" if target.source == "prompt" else "attention"
+        chain = [first, "gradcam", "activation_norm", "uniform"]
+    else:
+        chain = [params.method, "uniform"] if params.method != "uniform" else ["uniform"]
+    reasons: list[str] = []
+    for method in chain:
+        try:
+            return [_record(context, target, key, method, reasons)]
+        except MapUnavailable as error:
+            reasons.append(f"{method}: {error.reason}")
+    raise AssertionError("uniform never fails")  # pragma: no cover
+
+
+@dataclass
+class _Context:
+    capture: Mapping[str, np.ndarray]
+    params: MapParams
+    vision: VisionSource | None
+    aspect_ratio: float
+
+
+def _record(
+    context: _Context, target: MapTarget, key: SampleKey, method: str, reasons: Sequence[str]
+) -> tuple[MapRecord, np.ndarray]:
+    """Compute one method's map and its table row, or raise MapUnavailable."""
+    grid_map, image_mass, layers, heads, n_gating = _compute(context, target, method)
+    if context.params.strip_border and method != "uniform":
+        grid_map = strip_outer_ring(grid_map, context.params.strip_border)
+    grid_map = normalise_map(grid_map)
+    slug = term_slug(target.term) if target.source != "answer" else ANSWER_SLUG
+    record = MapRecord(
+        map_id=f"{key.sample_id}__{slug}__{target.source}__{method}",
+        sample_id=key.sample_id,
+        dicom_id=key.dicom_id,
+        question_id=key.question_id,
+        term=target.term,
+        source=target.source,
+        token_positions=target.token_positions,
+        method=method,
+        fallback_reason="; ".join(reasons),
+        layers=layers,
+        heads=heads,
+        image_mass=image_mass,
+        n_gating_positions=n_gating,
+    )
+    return record, grid_map
+
+
+def _compute(context: _Context, target: MapTarget, method: str):
+    """Dispatch one method: ``(grid, image_mass, layers, heads, n_gating_positions)``."""
+    if method in ("attention", "attention_gated"):
+        return _attention_method(context, target, method)
+    if method == "gradcam":
+        return _gradcam_method(context, target)
+    if method == "activation_norm":
+        return _activation_method(context)
+    if method == "uniform":
+        logger.warning(
+            "uniform map for %r (%s): no other method gave a usable map",
+            target.term or "answer",
+            target.source,
+        )
+        return uniform_map(_grid_shape(context)), math.nan, "", "", 0
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _attention_method(context: _Context, target: MapTarget, method: str):
+    capture, params = context.capture, context.params
+    if target.source == "absent":
+        raise MapUnavailable("term not found")
+    attention = np.asarray(capture["attention"])
+    if params.reference_compat:
+        attention = reference_compat_attention(capture)
+    layer_index, head_index = select_layers_heads(
+        capture["layers"], attention.shape[1], layers=params.layers, heads=params.heads
+    )
+    n_gating = 0
+    if method == "attention":
+        if target.source == "prompt":
+            raise MapUnavailable("term not generated (only in the prompt)")
+        grid_map, image_mass = attention_map(
+            attention,
+            target.generated_positions,
+            layer_index=layer_index,
+            head_index=head_index,
+            aspect_ratio=context.aspect_ratio,
+        )
+    else:
+        if not target.prompt_positions:
+            raise MapUnavailable("term not in the prompt (nothing to gate on)")
+        grid_map, image_mass, n_gating = attention_gated_map(
+            attention,
+            capture["text_attention"],
+            target.prompt_positions,
+            layer_index=layer_index,
+            head_index=head_index,
+            aspect_ratio=context.aspect_ratio,
+        )
+    if image_mass < params.min_image_mass:
+        raise MapUnavailable(
+            f"image mass {image_mass:.3g} below min_image_mass {params.min_image_mass:g}"
+        )
+    layers = "|".join(str(int(np.asarray(capture["layers"])[i])) for i in layer_index)
+    heads = "|".join(str(int(h)) for h in head_index)
+    return grid_map, image_mass, layers, heads, n_gating
+
+
+def _vision(context: _Context):
+    if context.vision is None:
+        raise MapUnavailable("no model available")
+    return context.vision.get()
+
+
+def _gradcam_method(context: _Context, target: MapTarget):
+    from cxr_attention.maps.gradcam import VisionGradCAM
+
+    model, pixel_values = _vision(context)
+    if target.source in ("answer", "generated"):
+        following = np.asarray(context.capture["generated_ids"]).reshape(-1)
+        positions = target.generated_positions
+    else:
+        following = np.asarray(target.forced_ids, dtype=np.int64)
+        positions = range(following.size)
+    layers = model.model.vision_tower.encoder.layers
+    layer = context.params.gradcam_layer
+    try:
+        grid_map = VisionGradCAM(model, layers[layer])(
+            context.capture["input_ids"], pixel_values, following, positions
+        )
+    except MapUnavailable:
+        raise
+    except Exception as error:  # any failure of the backward pass is a recorded fallback
+        raise MapUnavailable(f"gradient failure: {type(error).__name__}: {error}") from error
+    return normalise_map(grid_map), math.nan, f"vision:{layer % len(layers)}", "", 0
+
+
+def _activation_method(context: _Context):
+    from cxr_attention.maps.activation import activation_norm_map
+
+    model, pixel_values = _vision(context)
+    layer = context.params.activation_layer
+    n_layers = len(model.model.vision_tower.encoder.layers)
+    grid_map = activation_norm_map(model, pixel_values, layer=layer)
+    return grid_map, math.nan, f"vision:{layer % n_layers}", "", 0
+
+
+def _grid_shape(context: _Context) -> tuple[int, int]:
+    if "grid_shape" in context.capture:
+        rows, cols = (int(v) for v in np.asarray(context.capture["grid_shape"]).reshape(-1)[:2])
+        return rows, cols
+    n_tokens = np.asarray(context.capture["attention"]).shape[-1]
+    return factor_to_grid(n_tokens, context.aspect_ratio)

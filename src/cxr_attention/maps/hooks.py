@@ -1,0 +1,144 @@
+"""One hooks helper for the vision-side methods, and the model plumbing they share.
+
+Shaped after pytorch-grad-cam's ``ActivationsAndGradients``: a forward hook on the target layer
+keeps its output, used as a context manager so that every handle is released however the block
+ends. Gradients are taken with ``torch.autograd.grad`` on the kept activation (captum's way), so no
+parameter ever receives a gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "LayerActivations",
+    "frozen_parameters",
+    "model_inputs_from_capture",
+    "tokens_per_side",
+    "vision_layers",
+]
+
+
+def vision_layers(model: nn.Module) -> nn.ModuleList:
+    """The SigLIP encoder layers of a ``Gemma3ForConditionalGeneration`` (output ``(B, P, C)``)."""
+    return model.model.vision_tower.encoder.layers
+
+
+def tokens_per_side(model: nn.Module) -> int:
+    """Side of the image-token grid (16 for ``mm_tokens_per_image = 256``)."""
+    return math.isqrt(int(model.config.mm_tokens_per_image))
+
+
+class LayerActivations:
+    """Keep a layer's output during a forward pass; optionally make it a gradient leaf.
+
+    Parameters
+    ----------
+    layer : torch.nn.Module
+        Its output is a tensor, or a tuple whose first item is the tensor.
+    requires_grad : bool
+        If True and the output does not already require a gradient (parameters frozen, inputs
+        constant), it is replaced by a detached copy that does, so that the rest of the forward
+        builds a graph from it and nothing upstream is differentiated.
+
+    Examples
+    --------
+    >>> with LayerActivations(vision_layers(model)[-1], requires_grad=True) as kept:
+    ...     score = target(model(**inputs).logits)
+    ...     (grad,) = torch.autograd.grad(score.sum(), kept.activations)
+    """
+
+    def __init__(self, layer: nn.Module, *, requires_grad: bool = False):
+        self.layer = layer
+        self.requires_grad = requires_grad
+        self.activations: torch.Tensor | None = None
+        self._handle = None
+
+    def _hook(self, module, inputs, output):
+        tensor = output[0] if isinstance(output, tuple) else output
+        replaced = False
+        if self.requires_grad and not tensor.requires_grad:
+            tensor = tensor.detach().requires_grad_(True)
+            replaced = True
+        self.activations = tensor
+        if not replaced:
+            return None
+        return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+
+    def __enter__(self) -> LayerActivations:
+        self._handle = self.layer.register_forward_hook(self._hook)
+        return self
+
+    def release(self) -> None:
+        """Remove the hook (idempotent)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Set ``requires_grad=False`` on every parameter for the block, then restore the flags."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+def model_inputs_from_capture(
+    model: nn.Module,
+    input_ids: np.ndarray,
+    pixel_values: np.ndarray | torch.Tensor,
+    continuation_ids: np.ndarray | None = None,
+) -> Mapping[str, torch.Tensor]:
+    """Batch-of-one model inputs for the prompt, optionally followed by teacher-forced tokens.
+
+    ``token_type_ids`` mark the image tokens (1) as the processor does, so that image tokens
+    attend to each other bidirectionally exactly as in the captured run.
+
+    Parameters
+    ----------
+    model : Gemma3ForConditionalGeneration
+    input_ids : ndarray of shape (prompt_len,)
+    pixel_values : array of shape (1, 3, S, S) or (3, S, S)
+        Exactly what the model saw (the capture's ``pixel_values`` or the processor's output).
+    continuation_ids : ndarray of shape (n,), optional
+        Tokens appended after the prompt.
+
+    Returns
+    -------
+    dict of torch.Tensor
+        ``input_ids``, ``attention_mask``, ``token_type_ids``, ``pixel_values`` on the model's
+        device, pixels in the model's dtype.
+    """
+    ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)
+    if continuation_ids is not None and len(continuation_ids):
+        ids = np.concatenate([ids, np.asarray(continuation_ids, dtype=np.int64).reshape(-1)])
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    ids_tensor = torch.as_tensor(ids, device=device).unsqueeze(0)
+    if isinstance(pixel_values, torch.Tensor):
+        pixels = pixel_values.to(device)
+    else:
+        pixels = torch.as_tensor(np.asarray(pixel_values, dtype=np.float32), device=device)
+    if pixels.ndim == 3:
+        pixels = pixels.unsqueeze(0)
+    return {
+        "input_ids": ids_tensor,
+        "attention_mask": torch.ones_like(ids_tensor),
+        "token_type_ids": (ids_tensor == model.config.image_token_id).long(),
+        "pixel_values": pixels.to(dtype),
+    }

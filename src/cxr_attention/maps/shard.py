@@ -1,0 +1,338 @@
+"""The maps stage: every sample of an inference shard -> its maps table rows and arrays.
+
+Also the single-image entry point behind ``cxr-attention explain`` (:func:`explain_maps`) and the
+writer both share (:func:`write_maps`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr_attention.io import ConfigError, Failure, InputError, write_csv, write_failures
+from cxr_attention.io import write_npz as _write_npz
+from cxr_attention.maps.cascade import (
+    MAP_COLUMNS,
+    MapParams,
+    MapRecord,
+    SampleKey,
+    VisionSource,
+    compute_maps,
+    locate_targets,
+)
+from cxr_attention.maps.grid import MapUnavailable
+
+__all__ = ["REQUIRED_CAPTURE_KEYS", "explain_maps", "load_capture", "run_maps_shard", "write_maps"]
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_CAPTURE_KEYS = (
+    "attention",
+    "text_attention",
+    "layers",
+    "input_ids",
+    "generated_ids",
+    "image_token_positions",
+)
+_ANSWER_COLUMNS = ("sample_id", "dicom_id", "question_id", "capture")
+
+
+def load_capture(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a capture ``.npz`` fully into memory and check its contract.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, missing keys, or shapes that disagree.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "capture file missing", error_type="missing_capture")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            capture = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(path, f"unreadable capture: {error}", error_type="bad_capture") from error
+    missing = [key for key in REQUIRED_CAPTURE_KEYS if key not in capture]
+    if missing:
+        raise InputError(path, f"capture lacks {missing}", error_type="bad_capture")
+    attention, text = capture["attention"], capture["text_attention"]
+    n_generated = capture["generated_ids"].reshape(-1).size
+    prompt_len = capture["input_ids"].reshape(-1).size
+    if (
+        attention.ndim != 4
+        or attention.shape[:3] != text.shape[:3]
+        or attention.shape[2] != n_generated
+        or text.shape[3] != prompt_len
+        or attention.shape[3] != capture["image_token_positions"].size
+    ):
+        raise InputError(
+            path,
+            f"capture shapes disagree: attention {attention.shape}, text_attention {text.shape}, "
+            f"{n_generated} generated, prompt {prompt_len}",
+            error_type="bad_capture",
+        )
+    return capture
+
+
+def explain_maps(
+    capture: Mapping[str, np.ndarray],
+    *,
+    terms: Sequence[str],
+    loaded_model=None,
+    inputs: Mapping | None = None,
+    method: str = "cascade",
+    params: Mapping | MapParams | None = None,
+    tokenizer=None,
+    key: SampleKey | None = None,
+) -> list[tuple[MapRecord, np.ndarray]]:
+    """All maps of one answered question: the answer map, then one target per term.
+
+    Parameters
+    ----------
+    capture : mapping of str to ndarray
+        Capture arrays (``attention.npz``).
+    terms : sequence of str
+        Target terms (``--term``, repeatable) and the question's terms.
+    loaded_model : cxr_attention.inference.model.LoadedModel, optional
+        Enables ``gradcam`` and ``activation_norm``; its tokenizer locates the terms.
+    inputs : mapping, optional
+        Processor outputs; its ``pixel_values`` are used when the capture has none.
+    method : str
+        ``cascade``, ``all`` or one method name (``--method``); overrides ``params["method"]``.
+    params : mapping or MapParams, optional
+        The ``maps`` config section.
+    tokenizer : optional
+        Needed when ``loaded_model`` is None.
+    key : SampleKey, optional
+        Identifiers for the map ids (default: sample id ``explain``).
+
+    Returns
+    -------
+    list of (MapRecord, ndarray)
+    """
+    settings = params if isinstance(params, MapParams) else MapParams.from_dict(params)
+    settings = MapParams.from_dict({**_as_dict(settings), "method": method})
+    if tokenizer is None:
+        if loaded_model is None:
+            raise ValueError("explain_maps needs a loaded model or a tokenizer to locate terms")
+        tokenizer = loaded_model.tokenizer
+    pixel_values = capture.get("pixel_values")
+    if pixel_values is None and inputs is not None:
+        pixel_values = inputs.get("pixel_values")
+
+    def load_vision():
+        if loaded_model is None:
+            raise MapUnavailable("no model available")
+        if pixel_values is None:
+            raise MapUnavailable("no pixel values available")
+        return loaded_model.model, pixel_values
+
+    vision = VisionSource(load_vision)
+    key = key or SampleKey("explain")
+    results = []
+    for target in locate_targets(
+        tokenizer, capture["input_ids"], capture["generated_ids"], list(terms)
+    ):
+        results.extend(
+            compute_maps(
+                capture, target, key, settings, vision=vision, aspect_ratio=_aspect(capture)
+            )
+        )
+    return results
+
+
+def write_maps(
+    results: Sequence[tuple[MapRecord, np.ndarray]],
+    out_csv: str | os.PathLike,
+    out_npz: str | os.PathLike,
+) -> None:
+    """Write the maps table and the float32 arrays keyed by ``map_id``, both atomically."""
+    rows = [record.to_row() for record, _ in results]
+    write_csv(pd.DataFrame(rows, columns=MAP_COLUMNS), out_csv)
+    arrays = {record.map_id: np.asarray(grid, dtype=np.float32) for record, grid in results}
+    if len(arrays) != len(results):
+        raise ValueError("duplicate map ids")
+    _write_npz(out_npz, **arrays)
+
+
+def run_maps_shard(
+    *,
+    answers_csv: str | os.PathLike,
+    captures_dir: str | os.PathLike,
+    questions_csv: str | os.PathLike,
+    model_id: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    out_npz: str | os.PathLike,
+    failures_csv: str | os.PathLike,
+    params: Mapping | None = None,
+    images_csv: str | os.PathLike | None = None,
+) -> None:
+    """Maps of one inference shard.
+
+    For every row of the answers table: load its capture, build the answer map and one map per
+    target term of its question (``questions.csv`` ``target_terms``) through the cascade. The
+    model is loaded only when a vision method is reached; its pixels come from the capture's
+    ``pixel_values`` or, when absent (the workflow does not store them), from the preprocessed
+    image (``images_csv``'s ``image`` column by ``dicom_id``, else the answers table's own
+    ``image`` column) through the model's image processor. A missing or bad capture is a
+    failures row (stage ``maps``) and the shard goes on.
+
+    The maps stage always makes the corrected maps: a ``reference_compat`` key in ``params`` is
+    ignored here (the workflow's ``reference_compat`` rule recomputes the reference's maps from
+    the same captures; :func:`explain_maps` and :class:`MapParams` still accept it).
+
+    Parameters
+    ----------
+    answers_csv : path
+        ``inference/shard-<k>.csv``; needs ``sample_id, dicom_id, question_id, capture``.
+    captures_dir : path
+        Folder of the shard's captures; a relative ``capture`` path that does not exist as given
+        is looked up there by file name.
+    questions_csv : path
+        ``questions.csv`` (``question_id, target_terms``).
+    model_id : path or hub id
+        The model (its tokenizer locates the terms even when no vision method runs).
+    out_csv, out_npz, failures_csv : path
+    params : mapping
+        The ``maps`` config section (:class:`MapParams` keys, plus ``device`` and
+        ``min_free_gpu_gb`` for loading the model).
+    images_csv : path, optional
+        ``preprocess/shard-<k>.csv`` (``dicom_id, image``): the preprocessed images.
+    """
+    params = dict(params or {})
+    if params.pop("reference_compat", False):
+        logger.info("maps: reference_compat is left to the reference_compat rule")
+    settings = MapParams.from_dict(params)
+    answers = _read_table(answers_csv, _ANSWER_COLUMNS)
+    image_of: dict[str, str] = {}
+    if images_csv is not None:
+        images = _read_table(images_csv, ("dicom_id", "image"))
+        image_of = dict(zip(images["dicom_id"], images["image"], strict=True))
+    questions = _read_table(questions_csv, ("question_id", "target_terms"))
+    terms_of = {
+        row.question_id: [t.strip() for t in str(row.target_terms).split("|") if t.strip()]
+        for row in questions.drop_duplicates("question_id").itertuples(index=False)
+    }
+
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(os.fspath(model_id), trust_remote_code=False)
+    model_holder = _LazyModel(model_id, params)
+    results: list[tuple[MapRecord, np.ndarray]] = []
+    failures: list[Failure] = []
+    for row in answers.itertuples(index=False):
+        capture_path = _resolve(row.capture, captures_dir)
+        try:
+            capture = load_capture(capture_path)
+        except InputError as error:
+            logger.warning("maps: %s", error)
+            failures.append(Failure.from_exception("maps", row.dicom_id, str(capture_path), error))
+            continue
+        image_path = image_of.get(row.dicom_id) or getattr(row, "image", "") or ""
+        vision = VisionSource(_vision_loader(model_holder, processor, capture, image_path))
+        key = SampleKey(row.sample_id, row.dicom_id, row.question_id)
+        for target in locate_targets(
+            processor.tokenizer,
+            capture["input_ids"],
+            capture["generated_ids"],
+            terms_of.get(row.question_id, []),
+        ):
+            results.extend(
+                compute_maps(
+                    capture, target, key, settings, vision=vision, aspect_ratio=_aspect(capture)
+                )
+            )
+    write_maps(results, out_csv, out_npz)
+    write_failures(failures, failures_csv)
+
+
+class _LazyModel:
+    """Loads the model once, on first request; remembers a failure instead of retrying."""
+
+    def __init__(self, model_id, params: Mapping):
+        self.model_id = model_id
+        self.params = params
+        self._model = None
+        self._error: str | None = None
+
+    def get(self):
+        if self._error is not None:
+            raise MapUnavailable(self._error)
+        if self._model is None:
+            from cxr_attention.inference.model import load_model
+
+            try:
+                self._model = load_model(
+                    self.model_id,
+                    device=self.params.get("device", "auto"),
+                    min_free_gpu_gb=float(self.params.get("min_free_gpu_gb", 15.0)),
+                )
+            except (OSError, RuntimeError, ValueError) as error:
+                self._error = f"model could not be loaded: {error}"
+                logger.error("maps: %s", self._error)
+                raise MapUnavailable(self._error) from error
+        return self._model
+
+
+def _vision_loader(model_holder: _LazyModel, processor, capture, image_path: str):
+    def load():
+        pixel_values = capture.get("pixel_values")
+        if pixel_values is None:
+            pixel_values = _pixels_from_image(processor, image_path)
+        return model_holder.get().model, pixel_values
+
+    return load
+
+
+def _pixels_from_image(processor, image_path: str):
+    """The pixels the model saw, rebuilt from the preprocessed image by the model's processor."""
+    from PIL import Image
+
+    if not image_path:
+        raise MapUnavailable("no image path (answers table lacks `image`)")
+    path = Path(image_path)
+    if not path.is_file():
+        raise MapUnavailable(f"image not found: {image_path}")
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except OSError as error:
+        raise MapUnavailable(f"image unreadable: {error}") from error
+    return processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
+
+
+def _read_table(path, columns) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {missing}")
+    return table
+
+
+def _resolve(capture: str, captures_dir) -> Path:
+    path = Path(capture)
+    if path.is_file() or path.is_absolute():
+        return path
+    return Path(captures_dir) / path.name
+
+
+def _aspect(capture: Mapping[str, np.ndarray]) -> float:
+    """Width / height of the capture's token grid, so factor_to_grid reproduces it."""
+    if "grid_shape" in capture:
+        rows, cols = (int(v) for v in np.asarray(capture["grid_shape"]).reshape(-1)[:2])
+        return cols / rows
+    return 1.0
+
+
+def _as_dict(settings: MapParams) -> dict:
+    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}

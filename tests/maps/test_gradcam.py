@@ -1,0 +1,197 @@
+"""Grad-CAM on the vision tower: captum's LayerGradCam as the oracle, no parameter gradients, hook
+release, projector pooling, a planted case and activation norms."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from maps_helpers import linearise_vision_tower, load_tiny, marked_pixels, prompt_inputs
+from torch import nn
+
+from cxr_attention.geometry import pool_patches_to_grid
+from cxr_attention.maps.activation import activation_norm_grid, activation_norm_map
+from cxr_attention.maps.gradcam import TokenLogitsTarget, VisionGradCAM, teacher_forcing
+from cxr_attention.maps.grid import MapUnavailable, normalise_map
+from cxr_attention.maps.hooks import model_inputs_from_capture
+
+CELLS = [(1, 12), (1, 13), (9, 2), (14, 7)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_tiny(tiny_model_dir, eager=False)
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny):
+    _, processor = tiny
+    inputs = prompt_inputs(processor, "Is there a pleural effusion?")
+    return inputs["input_ids"][0].numpy(), inputs["pixel_values"]
+
+
+class _ChannelsFirst(nn.Module):
+    """Identity seen by captum as a (B, channels, patches) layer: captum pools over dims >= 2."""
+
+    def forward(self, hidden):
+        return hidden.transpose(1, 2)
+
+
+class _ExposeChannelsFirst(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+        self.channels_first = _ChannelsFirst()
+
+    def forward(self, *args, **kwargs):
+        return self.channels_first(self.layer(*args, **kwargs)).transpose(1, 2)
+
+
+def _captum_grid(model, input_ids, pixel_values, following, positions):
+    from captum.attr import LayerGradCam
+
+    model = copy.deepcopy(model)
+    layers = model.model.vision_tower.encoder.layers
+    layers[-1] = _ExposeChannelsFirst(layers[-1])
+    continuation, keep, target = teacher_forcing(following, positions)
+    inputs = model_inputs_from_capture(model, input_ids, pixel_values, continuation)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+    def score(pixels, ids, mask, token_types):
+        out = model(
+            pixel_values=pixels,
+            input_ids=ids,
+            attention_mask=mask,
+            token_type_ids=token_types,
+            use_cache=False,
+            logits_to_keep=keep,
+        )
+        return target(out.logits).unsqueeze(-1)
+
+    attribution = LayerGradCam(score, layers[-1].channels_first).attribute(
+        inputs["pixel_values"],
+        target=0,
+        additional_forward_args=(
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["token_type_ids"],
+        ),
+        relu_attributions=True,
+    )
+    return pool_patches_to_grid(attribution[0, 0].detach().numpy(), 16)
+
+
+@pytest.mark.parametrize(
+    ("following", "positions"), [([300, 301, 302], [1, 2]), ([310], [0]), ([5, 6, 7, 8], [3])]
+)
+def test_gradcam_equals_captum_layer_gradcam(tiny, prompt, following, positions):
+    model, _ = tiny
+    input_ids, pixel_values = prompt
+    ours = VisionGradCAM(model)(input_ids, pixel_values, following, positions)
+    oracle = _captum_grid(model, input_ids, pixel_values, following, positions)
+    assert ours.max() > 0
+    np.testing.assert_allclose(ours, oracle, rtol=1e-5, atol=1e-7 * ours.max())
+
+
+def test_no_parameter_gradients_and_hooks_released(tiny, prompt):
+    model, _ = tiny
+    input_ids, pixel_values = prompt
+    flags = [p.requires_grad for p in model.parameters()]
+    layer = model.model.vision_tower.encoder.layers[-1]
+    VisionGradCAM(model)(input_ids, pixel_values, [300], [0])
+    assert all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not layer._forward_hooks
+
+
+def test_teacher_forcing_reads_each_logit_where_it_is_predicted(tiny, prompt):
+    model, _ = tiny
+    input_ids, pixel_values = prompt
+    following = [300, 301, 302, 303]
+    continuation, keep, target = teacher_forcing(following, [1, 3])
+    assert continuation.tolist() == [300, 301, 302] and keep == 4
+    inputs = model_inputs_from_capture(model, input_ids, pixel_values, continuation)
+    with torch.no_grad():
+        kept = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+        full = model(
+            **model_inputs_from_capture(model, input_ids, pixel_values, following),
+            use_cache=False,
+        ).logits
+    prompt_len = len(input_ids)
+    # Logit predicting following[j] sits at sequence index prompt_len - 1 + j.
+    expected = full[0, prompt_len + 0, 301] + full[0, prompt_len + 2, 303]
+    assert target(kept).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert isinstance(target, TokenLogitsTarget)
+
+
+def test_planted_gradcam_lands_on_the_marked_patches(tiny_model_dir, prompt):
+    """Vision tower reduced to a linear patch read-out: only marked patches carry activation, so
+    Grad-CAM can only point there, through the projector's pooling, at the right cells."""
+    model, _ = load_tiny(tiny_model_dir, eager=False)
+    linearise_vision_tower(model)
+    input_ids, _ = prompt
+    pixels = marked_pixels(CELLS)
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[tuple(zip(*CELLS, strict=True))] = True
+    found = 0
+    # ReLU keeps the classes whose logit rises with the marker; try a few target tokens.
+    for token in range(300, 320):
+        try:
+            grid = normalise_map(VisionGradCAM(model)(input_ids, pixels, [token], [0]))
+        except MapUnavailable:
+            continue
+        found += 1
+        assert grid[mask].sum() >= 0.9
+    assert found >= 3
+
+
+def test_pooling_matches_the_projector(tiny):
+    model, _ = tiny
+    projector = model.model.multi_modal_projector
+    patches = torch.randn(1, projector.patches_per_image**2, 3)
+    reshaped = patches.transpose(1, 2).reshape(1, 3, projector.patches_per_image, -1)
+    pooled = projector.avg_pool(reshaped).flatten(2).transpose(1, 2)  # (1, 256, 3)
+    ours = pool_patches_to_grid(patches[0].T.numpy(), 16).reshape(3, 256).T
+    np.testing.assert_allclose(ours, pooled[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_activation_norm_is_the_pooled_channel_norm(tiny, prompt):
+    model, _ = tiny
+    _, pixel_values = prompt
+    with torch.no_grad():
+        hidden = model.model.vision_tower(pixel_values=pixel_values, output_hidden_states=True)
+    # hidden_states[i + 1] is encoder layer i's output (hidden_states[0]: embeddings).
+    layer_output = hidden.hidden_states[1][0].numpy()
+    expected = pool_patches_to_grid(np.linalg.norm(layer_output, axis=-1), 16)
+    grid = activation_norm_map(model, pixel_values, layer=0)
+    np.testing.assert_allclose(grid, expected / expected.sum(), rtol=1e-5)
+    np.testing.assert_allclose(activation_norm_grid(layer_output), expected)
+
+
+def test_activation_norm_on_planted_patches(tiny_model_dir):
+    model, _ = load_tiny(tiny_model_dir, eager=False)
+    linearise_vision_tower(model)
+    grid = activation_norm_map(model, marked_pixels(CELLS))
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[tuple(zip(*CELLS, strict=True))] = True
+    assert grid[mask].sum() == pytest.approx(1.0)
+
+
+def test_bfloat16_model_gives_the_float32_maps(tiny_model_dir, tiny, prompt):
+    """On CUDA the model runs in bfloat16: pixels follow its dtype, maps are computed in float32."""
+    from transformers import AutoModelForImageTextToText
+
+    model, _ = tiny
+    half = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
+    input_ids, pixel_values = prompt
+    ours = VisionGradCAM(half)(input_ids, pixel_values, [300, 301], [0, 1])
+    reference = VisionGradCAM(model)(input_ids, pixel_values, [300, 301], [0, 1])
+    assert np.corrcoef(ours.ravel(), reference.ravel())[0, 1] > 0.99
+    norms = activation_norm_map(half, pixel_values)
+    assert norms.dtype == np.float32
+    np.testing.assert_allclose(
+        norms, activation_norm_map(model, pixel_values), rtol=1e-2
+    )  # bfloat16: 8 mantissa bits
