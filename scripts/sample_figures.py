@@ -1,4 +1,4 @@
-"""Overlays, strategy-by-method panels and prompt-sensitivity figures for a few images of a shard."""
+"""Overlays, strategy-by-method panels and prompt-sensitivity figures for a shard's images."""
 
 from cxr_attention.figures.samples import write_sample_figures
 from cxr_attention.workflow import job_logging

@@ -1,0 +1,158 @@
+"""``cxr-attention explain``: one image, one question, every stage of the study.
+
+The reference platform's single-image analysis, over the workflow's own library code: the image
+is preprocessed as the workflow does, the model answers with attention capture, the maps go
+through the same cascade, and the metrics and the overlay are the workflow's.
+
+Files written to ``DIR``: ``answer.json``, ``attention.npz``, ``maps.csv``, ``maps.npz``,
+``metrics.csv``, ``overlay.png``, the preprocessed image with its masks (``<stem>.png``,
+``<stem>.json``, ``<stem>_body.png``, ``<stem>_lungs.png``) and ``failures.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_json
+
+__all__ = ["DEFAULT_QUESTION_BANK", "explain", "question_terms"]
+
+logger = logging.getLogger(__name__)
+
+#: The question bank whose terms are added to ``--term`` when the question names a finding.
+DEFAULT_QUESTION_BANK = Path("config/questions.yaml")
+
+
+def question_terms(
+    question: str, bank_path: str | os.PathLike = DEFAULT_QUESTION_BANK
+) -> list[str]:
+    """The target terms of the finding the question is about, from the question bank.
+
+    Empty when the bank is absent (the command runs outside a checkout) or no finding matches.
+    """
+    from cxr_attention.inference.questions import infer_finding, load_question_bank
+
+    if not Path(bank_path).is_file():
+        return []
+    bank = load_question_bank(bank_path)
+    finding = infer_finding(question, bank)
+    by_name = {f.name: f for f in bank.findings}
+    return list(by_name[finding].target_terms) if finding else []
+
+
+def explain(
+    image_path: str | os.PathLike,
+    *,
+    question: str,
+    model_id: str,
+    out_dir: str | os.PathLike,
+    layers: int = 3,
+    terms: Sequence[str] = (),
+    method: str = "cascade",
+    max_new_tokens: int = 64,
+    image_first: bool = False,
+    max_side: int = 1024,
+) -> int:
+    """Answer ``question`` about ``image_path`` and write the study's outputs for it to ``out_dir``.
+
+    Returns
+    -------
+    int
+        0 on success, 1 when the image could not be used (its row is in ``failures.csv``).
+    """
+    from cxr_attention.preprocess.pipeline import preprocess_image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failures_csv = out_dir / "failures.csv"
+    try:
+        images = preprocess_image(image_path, out_dir, Path(image_path).stem, max_side=max_side)
+    except InputError as error:
+        failure = Failure.from_exception("preprocess", Path(image_path).stem, image_path, error)
+        write_failures([failure], failures_csv)
+        logger.error("%s", error)
+        return 1
+    write_failures([], failures_csv)
+
+    image = _read_gray(images["image"])
+    body = _read_gray(images["body_mask"]) > 0
+    lungs = _read_gray(images["lung_mask"])
+
+    from cxr_attention.inference.answers import parse_answer
+    from cxr_attention.inference.model import load_model
+    from cxr_attention.inference.runner import answer_one, capture_arrays, write_capture
+    from cxr_attention.maps.shard import explain_maps, write_maps
+
+    loaded = load_model(model_id)
+    capture = answer_one(
+        loaded,
+        image,
+        question,
+        layers=layers,
+        max_new_tokens=max_new_tokens,
+        image_first=image_first,
+        include_pixel_values=True,
+    )
+    write_capture(capture, out_dir / "attention.npz", dtype=np.float32, include_pixel_values=True)
+    finding_terms = question_terms(question)
+    answer = parse_answer(capture.generated_text, terms=finding_terms)
+    write_json(
+        {
+            "question": question,
+            "prompt": capture.prompt,
+            "generated_text": capture.generated_text,
+            "answer": answer,
+            "p_yes": capture.p_yes,
+            "model": model_id,
+            "layers": [int(layer) for layer in capture.layers],
+        },
+        out_dir / "answer.json",
+    )
+
+    arrays = capture_arrays(capture, dtype=np.float32, include_pixel_values=True)
+    maps = explain_maps(
+        arrays,
+        terms=list(dict.fromkeys([*terms, *finding_terms])),
+        loaded_model=loaded,
+        method=method,
+    )
+    write_maps(maps, out_dir / "maps.csv", out_dir / "maps.npz")
+    write_csv(_map_metrics(maps, body, lungs), out_dir / "metrics.csv")
+    _overlay(image, body, lungs, maps, question, answer, out_dir / "overlay.png")
+    return 0
+
+
+def _read_gray(path: str | os.PathLike) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def _map_metrics(maps, body: np.ndarray, lungs: np.ndarray) -> pd.DataFrame:
+    from cxr_attention.metrics.per_map import METRIC_COLUMNS, map_metrics
+
+    rows = [
+        {"map_id": record.map_id, **map_metrics(grid, body_mask=body, lung_labels=lungs)}
+        for record, grid in maps
+    ]
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def _overlay(image, body, lungs, maps, question: str, answer: str, out_path: Path) -> None:
+    """The answer's map (the first one) over the radiograph, with the body and lung contours."""
+    from cxr_attention.figures.overlay import plot_overlay
+
+    record, grid = maps[0]
+    plot_overlay(
+        image,
+        grid,
+        body_mask=body,
+        lung_labels=lungs,
+        title=f"{question} -> {answer} ({record.method} map of the answer)",
+        out_path=out_path,
+    )

@@ -1,0 +1,266 @@
+"""Per-image preprocessing: decode, mask, write; and the loops over a shard or a list of paths.
+
+For each input this writes, all at the size of ``<stem>.png``:
+
+- ``<stem>.png``: 8-bit grayscale radiograph (long side capped by ``max_side``),
+- ``<stem>.json``: what was done (source size, photometric, windowing, scale, mask summary),
+- ``<stem>_body.png``: body mask, 0/255,
+- ``<stem>_lungs.png``: lung labels, 0 background, 1 patient's right, 2 patient's left.
+
+A file that cannot be used raises :class:`cxr_attention.io.InputError` in
+:func:`preprocess_image`; the loops turn it into a :class:`cxr_attention.io.Failure` row and go on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxr_attention.io import Failure, InputError, write_failures, write_json, write_png
+
+__all__ = [
+    "INPUT_SUFFIXES",
+    "SHARD_COLUMNS",
+    "find_inputs",
+    "preprocess_image",
+    "preprocess_paths",
+    "preprocess_shard",
+    "unique_stems",
+]
+
+SHARD_COLUMNS = [
+    "dicom_id",
+    "image",
+    "meta",
+    "body_mask",
+    "lung_mask",
+    "width",
+    "height",
+    "source_width",
+    "source_height",
+    "scale",
+]
+INPUT_SUFFIXES = (".dcm", ".dicom", ".dic", ".png", ".jpg", ".jpeg")
+STAGE = "preprocess"
+
+
+def preprocess_image(
+    source_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    stem: str,
+    *,
+    max_side: int | None = 1024,
+    view: str | None = None,
+) -> dict[str, Any]:
+    """Decode one radiograph, compute its masks and write the four output files atomically.
+
+    Parameters
+    ----------
+    source_path : str or os.PathLike
+        DICOM, JPEG or PNG file.
+    out_dir : str or os.PathLike
+        Output folder (created if needed).
+    stem : str
+        Base name of the outputs.
+    max_side : int or None
+        Cap on the long side of the written image; ``None`` keeps the source size.
+    view : str, optional
+        View position known from elsewhere (e.g. the manifest); a lateral view is refused like a
+        DICOM whose own ``ViewPosition`` says lateral.
+
+    Returns
+    -------
+    dict
+        ``stem, image, meta, body_mask, lung_mask, width, height, source_width, source_height,
+        scale`` (paths as strings under ``out_dir``).
+
+    Raises
+    ------
+    cxr_attention.io.InputError
+        The file cannot be decoded (see :mod:`.decode`) or is a lateral view (``wrong_view``).
+    """
+    from cxr_attention.preprocess.decode import decode_image, is_lateral_view
+    from cxr_attention.preprocess.masks import body_mask, lung_mask
+
+    image, meta = decode_image(source_path, max_side=max_side)
+    for label, value in (("DICOM ViewPosition", meta.get("view_position")), ("view", view)):
+        if is_lateral_view(value):
+            raise InputError(
+                source_path,
+                f"{label} is {value!r}: a lateral film, only frontal (PA/AP) views are used",
+                error_type="wrong_view",
+            )
+    body = body_mask(image)
+    lungs = lung_mask(image, body)
+
+    out_dir = Path(out_dir)
+    paths = {
+        "image": out_dir / f"{stem}.png",
+        "meta": out_dir / f"{stem}.json",
+        "body_mask": out_dir / f"{stem}_body.png",
+        "lung_mask": out_dir / f"{stem}_lungs.png",
+    }
+    meta = {**meta, "max_side": max_side, "masks": _mask_summary(body, lungs)}
+    write_png(image, paths["image"])
+    write_png(body.astype(np.uint8) * 255, paths["body_mask"])
+    write_png(lungs.astype(np.uint8), paths["lung_mask"])
+    write_json(meta, paths["meta"])
+    row: dict[str, Any] = {"stem": stem, **{key: str(path) for key, path in paths.items()}}
+    for key in ("width", "height", "source_width", "source_height", "scale"):
+        row[key] = meta[key]
+    return row
+
+
+def preprocess_shard(
+    manifest: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    *,
+    max_side: int | None = 1024,
+) -> tuple[pd.DataFrame, list[Failure]]:
+    """Preprocess every row of a manifest shard; bad files become failure rows.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        Needs ``dicom_id`` and ``image_path``; ``view_position`` is used when present.
+    out_dir : str or os.PathLike
+        Folder for the per-image files (``<dicom_id>.png`` and so on).
+    max_side : int or None
+        Cap on the long side of the written images.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per finished image, columns :data:`SHARD_COLUMNS`.
+    failures : list of cxr_attention.io.Failure
+        One per image that could not be used (stage ``preprocess``).
+    """
+    missing = [c for c in ("dicom_id", "image_path") if c not in manifest.columns]
+    if missing:
+        raise KeyError(f"manifest lacks column(s) {', '.join(missing)}")
+    rows: list[dict[str, Any]] = []
+    failures: list[Failure] = []
+    has_view = "view_position" in manifest.columns
+    for record in manifest.itertuples(index=False):
+        dicom_id = str(record.dicom_id)
+        view = getattr(record, "view_position", None) if has_view else None
+        view = None if view is None or pd.isna(view) else str(view)
+        try:
+            row = preprocess_image(
+                record.image_path, out_dir, dicom_id, max_side=max_side, view=view
+            )
+        except InputError as error:
+            failures.append(Failure.from_exception(STAGE, dicom_id, record.image_path, error))
+            continue
+        row["dicom_id"] = dicom_id
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SHARD_COLUMNS), failures
+
+
+def preprocess_paths(
+    paths: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    max_side: int | None = 1024,
+) -> int:
+    """The ``cxr-attention preprocess PATH... --out DIR`` command.
+
+    Parameters
+    ----------
+    paths : list of str or os.PathLike
+        Files, or folders searched recursively for DICOM, JPEG and PNG files.
+    out_dir : str or os.PathLike
+        Output folder; gets the four files per input and ``failures.csv`` (always written, header
+        only when nothing failed).
+    max_side : int or None
+        Cap on the long side of the written images.
+
+    Returns
+    -------
+    int
+        0 when every input succeeded, 1 when some failed.
+
+    Raises
+    ------
+    ValueError
+        No input file was found (a usage error: the command exits 2).
+    """
+    inputs = find_inputs(paths)
+    if not inputs:
+        raise ValueError(
+            "no DICOM, JPEG or PNG inputs found in: " + ", ".join(str(p) for p in paths)
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failures: list[Failure] = []
+    for path, stem in zip(inputs, unique_stems(inputs), strict=True):
+        try:
+            preprocess_image(path, out_dir, stem, max_side=max_side)
+        except InputError as error:
+            failures.append(Failure.from_exception(STAGE, stem, str(path), error))
+    write_failures(failures, out_dir / "failures.csv")
+    return 1 if failures else 0
+
+
+def find_inputs(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders into a sorted, duplicate-free list of input files.
+
+    A named file is taken whatever its suffix (so that a bad file is reported, not skipped);
+    folders contribute their files with a DICOM, JPEG or PNG suffix, recursively.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and p.suffix.lower() in INPUT_SUFFIXES
+                    and not p.name.startswith(".")
+                )
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ValueError(f"input path does not exist: {path}")
+    unique: dict[Path, None] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), None)
+    return list(unique)
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """File names without suffix, made unique deterministically (``name``, ``name-2``, ...)."""
+    stems: list[str] = []
+    seen: dict[str, int] = {}
+    taken = {p.stem for p in paths}
+    for path in paths:
+        stem = path.stem
+        count = seen.get(stem, 0) + 1
+        seen[stem] = count
+        candidate = stem if count == 1 else f"{stem}-{count}"
+        while count > 1 and candidate in taken:
+            count += 1
+            seen[stem] = count
+            candidate = f"{stem}-{count}"
+        taken.add(candidate)
+        stems.append(candidate)
+    return stems
+
+
+def _mask_summary(body: np.ndarray, lungs: np.ndarray) -> dict[str, Any]:
+    total = body.size
+    right, left = np.count_nonzero(lungs == 1), np.count_nonzero(lungs == 2)
+    return {
+        "body_fraction": round(float(np.count_nonzero(body)) / total, 6),
+        "lung_fraction": round(float(right + left) / total, 6),
+        "right_lung_fraction": round(float(right) / total, 6),
+        "left_lung_fraction": round(float(left) / total, 6),
+        "labels": {"0": "background", "1": "patient right lung", "2": "patient left lung"},
+    }
