@@ -17,28 +17,28 @@ wildcard_constraints:
 
 
 def library(*modules):
-    """The src/cxr_attention modules a rule runs: listed as inputs so an edit reruns the rule."""
+    """The src/cxr_attention modules a rule runs: listed as inputs so an edit reruns the rule.
+
+    tests/workflow/test_rule_code_inputs.py checks these lists against each script's imports.
+    """
     base = ("__init__.py", "io.py", "workflow.py")
-    return [f"src/cxr_attention/{module}" for module in (*base, *modules)]
+    return list(dict.fromkeys(f"src/cxr_attention/{module}" for module in (*base, *modules)))
 
 
-PREPROCESS_CODE = library(
-    "preprocess/__init__.py",
-    "preprocess/decode.py",
-    "preprocess/masks.py",
-    "preprocess/pipeline.py",
-)
-MANIFEST_CODE = library("preprocess/__init__.py", "preprocess/mimic.py")
-QUESTIONS_CODE = library("inference/__init__.py", "inference/questions.py")
-MODEL_CODE = library("inference/__init__.py", "inference/model.py", "inference/prompting.py")
-INFERENCE_CODE = MODEL_CODE + library(
+MIMIC = ("preprocess/__init__.py", "preprocess/mimic.py")
+IMAGES = ("preprocess/__init__.py", "preprocess/decode.py", "preprocess/masks.py")
+QUESTIONS = (*MIMIC, "inference/__init__.py", "inference/questions.py")
+MODEL = ("inference/__init__.py", "inference/model.py", "inference/prompting.py")
+CAPTURE = (
+    *MODEL,
+    *QUESTIONS,
     "inference/capture.py",
     "inference/scoring.py",
     "inference/answers.py",
-    "inference/questions.py",
     "inference/runner.py",
 )
-MAPS_CODE = MODEL_CODE + library(
+MAPS = (
+    *MODEL,
     "geometry.py",
     "maps/__init__.py",
     "maps/grid.py",
@@ -50,14 +50,12 @@ MAPS_CODE = MODEL_CODE + library(
     "maps/cascade.py",
     "maps/shard.py",
 )
-PER_MAP_METRICS_CODE = library("geometry.py", "metrics/__init__.py", "metrics/per_map.py")
-STUDY_CODE = library("metrics/__init__.py", "metrics/pairwise.py", "metrics/study.py")
-PAPER_CODE = STUDY_CODE + library("metrics/paper.py")
-FIGURES_CODE = library(
-    "geometry.py",
-    "metrics/__init__.py",
+PER_MAP = ("geometry.py", "metrics/__init__.py", "metrics/per_map.py")
+STUDY = (*PER_MAP, "metrics/pairwise.py", "metrics/study.py")
+PAPER = (*STUDY, "metrics/paper.py")
+FIGURES = (
+    *PER_MAP,
     "metrics/pairwise.py",
-    "metrics/per_map.py",
     "figures/__init__.py",
     "figures/_style.py",
     "figures/overlay.py",
@@ -66,24 +64,27 @@ FIGURES_CODE = library(
     "figures/summary.py",
     "figures/samples.py",
 )
-REFERENCE_COMPAT_CODE = library(
-    "geometry.py",
-    "maps/__init__.py",
-    "maps/attention.py",
-    "metrics/__init__.py",
-    "metrics/per_map.py",
-    "reference_compat.py",
-)
-REPORT_CODE = library(
+REPORT = (
+    *PAPER,
+    "figures/__init__.py",
+    "figures/_style.py",
     "report/__init__.py",
     "report/_html.py",
     "report/summary.py",
     "report/paper.py",
-    "figures/_style.py",
-    "metrics/__init__.py",
-    "metrics/per_map.py",
-    "metrics/paper.py",
 )
+
+MANIFEST_CODE = library(*MIMIC)
+PREPROCESS_CODE = library(*IMAGES, "preprocess/pipeline.py")
+QUESTIONS_CODE = library(*QUESTIONS)
+INFERENCE_CODE = library(*CAPTURE)
+MAPS_CODE = library(*MAPS)
+PER_MAP_METRICS_CODE = library(*PER_MAP)
+STUDY_CODE = library(*STUDY)
+PAPER_CODE = library(*PAPER)
+FIGURES_CODE = library(*FIGURES)
+REFERENCE_COMPAT_CODE = library(*MAPS, *PER_MAP, "reference_compat.py")
+REPORT_CODE = library(*REPORT)
 
 
 def mimic_table(name):

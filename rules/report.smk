@@ -30,7 +30,7 @@ rule run_summary:
 rule paper_page:
     input:
         comparison="results/{run}/paper_comparison.csv",
-        code=REPORT_CODE + PAPER_CODE,
+        code=REPORT_CODE,
     output:
         report(
             "results/{run}/report/paper_comparison.html",
@@ -54,6 +54,8 @@ rule report:
         code=library(),
     output:
         "results/{run}/report.html",
+    params:
+        snakefile=workflow.main_snakefile,
     log:
         "logs/{run}/report.log",
     conda:

@@ -35,6 +35,10 @@ __all__ = [
 
 FAILURE_COLUMNS = ["stage", "dicom_id", "path", "error_type", "message"]
 
+# Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 # MIMIC identifiers are digit strings; read as numbers they would lose leading zeros and dtype.
 ID_DTYPES = {"dicom_id": str, "subject_id": str, "study_id": str}
 
@@ -79,6 +83,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)

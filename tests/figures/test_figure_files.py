@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_attention.figures import write_sample_figures, write_summary_figures
-from cxr_attention.figures.samples import choose_maps
-from cxr_attention.figures.summary import SUMMARY_FIGURES
+from cxr_attention.figures.samples import choose_maps, write_sample_figures
+from cxr_attention.figures.summary import SUMMARY_FIGURES, write_summary_figures
 
 STRATEGIES = ("baseline", "plain", "hard_positive")
 

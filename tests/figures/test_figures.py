@@ -12,17 +12,17 @@ import pytest
 from PIL import Image
 from scipy.spatial.distance import jensenshannon
 
-from cxr_attention.figures import (
-    display_range,
+from cxr_attention.figures.overlay import display_range, plot_overlay
+from cxr_attention.figures.panels import plot_method_panels
+from cxr_attention.figures.sensitivity import plot_prompt_sensitivity
+from cxr_attention.figures.summary import (
+    group_order,
     plot_accuracy,
     plot_js_histogram,
-    plot_method_panels,
     plot_method_usage,
     plot_metric_distributions,
-    plot_overlay,
-    plot_prompt_sensitivity,
+    with_question_parts,
 )
-from cxr_attention.figures.summary import group_order, with_question_parts
 
 HEIGHT, WIDTH = 240, 480  # a wide, non-square radiograph
 

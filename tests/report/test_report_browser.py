@@ -46,7 +46,8 @@ import numpy as np
 import pandas as pd
 
 from cxr_attention import figures
-from cxr_attention.report import write_paper_comparison_page, write_run_summary
+from cxr_attention.report.paper import write_paper_comparison_page
+from cxr_attention.report.summary import write_run_summary
 
 
 def _image():

@@ -12,15 +12,15 @@ import pytest
 
 from cxr_attention.io import ConfigError
 from cxr_attention.metrics.paper import agreement_sentence
-from cxr_attention.report import (
+from cxr_attention.report.paper import render_paper_comparison, write_paper_comparison_page
+from cxr_attention.report.summary import (
     fingerprint,
-    render_paper_comparison,
+    method_quality,
+    quality_targets,
     render_run_summary,
     summarise_run,
-    write_paper_comparison_page,
     write_run_summary,
 )
-from cxr_attention.report.summary import method_quality, quality_targets
 
 VOID = {"meta", "br", "img", "hr", "link", "input"}
 

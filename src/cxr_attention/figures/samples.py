@@ -100,7 +100,8 @@ def write_sample_figures(
         missing = [c for c in columns if c not in table.columns]
         if missing:
             raise ConfigError(f"{name} table lacks columns {missing}")
-    chosen = choose_maps(maps)
+    # The answer's own map has no term: a blank, not NaN, so that strategies' maps pair up.
+    chosen = choose_maps(maps.assign(term=maps["term"].fillna("")))
     sample_columns = ["finding", "strategy", "question_id", "answer"]
     sample_columns = [c for c in sample_columns if c not in chosen.columns]
     chosen = chosen.merge(answers[["sample_id", *sample_columns]], on="sample_id", how="inner")

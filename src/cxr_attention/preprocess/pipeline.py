@@ -13,6 +13,7 @@ A file that cannot be used raises :class:`cxr_attention.io.InputError` in
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxr_attention.io import Failure, InputError, write_failures, write_json, write_png
+from cxr_attention.io import (
+    Failure,
+    InputError,
+    write_csv,
+    write_failures,
+    write_json,
+    write_png,
+)
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "INPUT_SUFFIXES",
@@ -29,6 +39,7 @@ __all__ = [
     "preprocess_image",
     "preprocess_paths",
     "preprocess_shard",
+    "run_preprocess_shard",
     "unique_stems",
 ]
 
@@ -156,9 +167,32 @@ def preprocess_shard(
         except InputError as error:
             failures.append(Failure.from_exception(STAGE, dicom_id, record.image_path, error))
             continue
+        except Exception as error:  # an unforeseen defect of one file must not end the shard
+            logger.exception("unexpected error on %s", record.image_path)
+            failures.append(Failure.from_exception(STAGE, dicom_id, record.image_path, error))
+            continue
         row["dicom_id"] = dicom_id
         rows.append(row)
     return pd.DataFrame(rows, columns=SHARD_COLUMNS), failures
+
+
+def run_preprocess_shard(
+    *,
+    manifest_csv: str | os.PathLike,
+    shard: int,
+    out_csv: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    failures_csv: str | os.PathLike,
+    max_side: int | None = 1024,
+) -> None:
+    """The workflow's ``preprocess`` job: one shard of the manifest, its table and failures."""
+    from cxr_attention.workflow import read_shard
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    table, failures = preprocess_shard(read_shard(manifest_csv, shard), out_dir, max_side=max_side)
+    logger.info("shard %s: %d images preprocessed, %d failed", shard, len(table), len(failures))
+    write_csv(table, out_csv)
+    write_failures(failures, failures_csv)
 
 
 def preprocess_paths(

@@ -6,19 +6,4 @@ finished report in headless Chromium and checks it. Captions live in ``report/``
 repository root. See docs/figures.md.
 """
 
-from cxr_attention.report.paper import render_paper_comparison, write_paper_comparison_page
-from cxr_attention.report.summary import (
-    fingerprint,
-    render_run_summary,
-    summarise_run,
-    write_run_summary,
-)
-
-__all__ = [
-    "fingerprint",
-    "render_paper_comparison",
-    "render_run_summary",
-    "summarise_run",
-    "write_paper_comparison_page",
-    "write_run_summary",
-]
+# No re-exports: each rule imports (and lists as input) only the modules it runs.

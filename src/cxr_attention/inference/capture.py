@@ -1,0 +1,721 @@
+"""Generation that records, for every generated token, its attention to the 256 image tokens.
+
+How it works
+------------
+A custom attention function is registered with transformers' ``AttentionInterface`` (and the
+matching mask function with ``AttentionMaskInterface``, without which a custom function receives no
+mask). On every layer it computes the output with ``sdpa``, exactly as the fast path does, so the
+model's answers do not change. On the captured layers only (the last ``k`` by default) it also
+computes the attention probabilities in float32 from the same query, keys and mask, and keeps only
+the rows the study needs:
+
+- on the prompt pass: every prompt row's probabilities on the image columns
+  (``prompt_image_attention``) and the full row of the last prompt token (row 0);
+- on each decoding step: the full row of the single query (rows 1, 2, ...).
+
+Row 0 is the attention of the last prompt token, the query whose output produced the first
+generated token; row ``i`` is the attention of generated token ``i - 1``, which produced token
+``i``. Key/value heads are expanded to the 8 query heads as in eager attention (GQA).
+
+Sharing work between questions about one image
+----------------------------------------------
+With the image first, every question shares the tokens up to the end of the image (chat prefix,
+``<start_of_image>``, 256 soft tokens, ``<end_of_image>``, and whatever else the tokenizer keeps
+in common). Image tokens attend only to each other and to earlier tokens, never to later text, so
+the prefix's keys and values are the same for every question. `capture_answers` runs the vision
+tower and the prefix once (batch 1), repeats the cache along the batch and lays the questions out
+as ``[prefix][padding][question]``: padding *between* prefix and question keeps the prefix at the
+same positions for every row and aligns the last prompt tokens, and position ids from the cumulative
+attention mask give every real token the position it has in an unpadded prompt. With the question
+first, prompts differ before the image; the vision tower still runs once per image and its output
+is passed to every question's prompt pass.
+
+Sliding-window layers
+---------------------
+Gemma 3's sliding layers keep only the last ``sliding_window`` keys. If a captured sliding layer
+could lose a prompt column during generation, the capture would silently misplace columns, so it
+refuses instead (`PromptTooLongError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from cxr_attention.inference.prompting import (
+    build_inputs,
+    image_token_positions,
+    prompt_token_ids,
+    render_prompt,
+)
+from cxr_attention.inference.scoring import YesNoTokens, p_yes_from_logits, yes_no_tokens
+
+__all__ = [
+    "CAPTURE_ATTENTION",
+    "AttentionRecorder",
+    "Capture",
+    "PromptTooLongError",
+    "attention_probabilities",
+    "capture_answers",
+    "capture_batch",
+    "enable_capture",
+    "last_layers",
+]
+
+CAPTURE_ATTENTION = "cxr_capture"
+
+_ACTIVE_RECORDER: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar(
+    "cxr_attention_recorder", default=None
+)
+# Query rows per chunk when computing prompt-pass probabilities (bounds the float32 scratch memory).
+_ROW_CHUNK = 256
+
+
+class PromptTooLongError(ValueError):
+    """A prompt (plus the tokens to generate) does not fit a captured sliding layer's window."""
+
+
+@dataclass
+class Capture:
+    """One (image, question) pair: prompt, answer and captured attention.
+
+    Array shapes follow docs/architecture.md ("Capture arrays"): ``attention`` is
+    ``[layers, heads, generated, 256]``, ``text_attention`` ``[layers, heads, generated,
+    prompt_len]`` (image columns 0), ``prompt_image_attention``
+    ``[layers, heads, prompt_len, 256]``.
+    """
+
+    question: str
+    prompt: str
+    input_ids: np.ndarray
+    generated_ids: np.ndarray
+    generated_text: str
+    p_yes: float
+    layers: np.ndarray
+    image_token_positions: np.ndarray
+    attention: np.ndarray
+    text_attention: np.ndarray
+    prompt_image_attention: np.ndarray
+    input_tokens: list[str] = field(default_factory=list)
+    generated_tokens: list[str] = field(default_factory=list)
+    pixel_values: np.ndarray | None = None
+
+    @property
+    def n_generated_tokens(self) -> int:
+        return len(self.generated_ids)
+
+
+def last_layers(model, k: int) -> list[int]:
+    """Indices of the last ``k`` decoder layers of ``model``'s language model (0: none)."""
+    n_layers = model.config.get_text_config().num_hidden_layers
+    if not 0 <= k <= n_layers:
+        raise ValueError(f"layers must be between 1 and {n_layers}, got {k}")
+    return list(range(n_layers - k, n_layers))
+
+
+def attention_probabilities(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    scaling: float,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """Attention probabilities in float32, as transformers' eager attention computes them.
+
+    Parameters
+    ----------
+    query : Tensor (batch, heads, q_len, head_dim)
+    key : Tensor (batch, kv_heads, kv_len, head_dim)
+        Key/value heads are repeated to the query heads (GQA).
+    attention_mask : Tensor or None
+        Boolean (True = attend) or additive float mask broadcastable to (batch, 1, q_len, kv_len);
+        None means plain causal with the queries at the end of the keys (sdpa's ``is_causal``).
+    scaling : float
+    softcap : float, optional
+
+    Returns
+    -------
+    Tensor (batch, heads, q_len, kv_len), float32
+    """
+    groups = query.shape[1] // key.shape[1]
+    keys = key.float().repeat_interleave(groups, dim=1)
+    logits = torch.matmul(query.float(), keys.transpose(2, 3)) * scaling
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    lowest = torch.finfo(torch.float32).min
+    if attention_mask is None:
+        q_len, kv_len = logits.shape[-2:]
+        rows = torch.arange(q_len, device=logits.device)[:, None] + (kv_len - q_len)
+        visible = torch.arange(kv_len, device=logits.device)[None, :] <= rows
+        logits = logits.masked_fill(~visible, lowest)
+    elif attention_mask.dtype == torch.bool:
+        logits = logits.masked_fill(~attention_mask, lowest)
+    else:
+        logits = logits + attention_mask.float()
+    return torch.softmax(logits, dim=-1)
+
+
+class AttentionRecorder:
+    """Collects the needed attention rows of chosen attention modules during one batch.
+
+    Parameters
+    ----------
+    modules : dict
+        Attention module -> decoder layer index.
+    image_columns : LongTensor (batch, n_image)
+        Key columns of the image tokens for each batch row (in the cache's column space).
+    """
+
+    def __init__(self, modules: dict, image_columns: torch.Tensor):
+        self._layer_of = {id(module): layer for module, layer in modules.items()}
+        self.image_columns = image_columns
+        self.prompt_image_rows: dict[int, torch.Tensor] = {}
+        self.rows: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules.values()}
+
+    def wants(self, module) -> bool:
+        return id(module) in self._layer_of
+
+    def record(self, module, query, key, attention_mask, *, scaling, softcap=None) -> None:
+        layer = self._layer_of[id(module)]
+        if layer not in self.prompt_image_rows:
+            self._record_prompt(layer, query, key, attention_mask, scaling, softcap)
+            return
+        if query.shape[2] != 1:
+            raise RuntimeError("expected one query per decoding step after the prompt pass")
+        probs = attention_probabilities(
+            query, key, attention_mask, scaling=scaling, softcap=softcap
+        )
+        self.rows[layer].append(probs[:, :, 0, :])
+
+    def _record_prompt(self, layer, query, key, attention_mask, scaling, softcap) -> None:
+        batch, heads, q_len, _ = query.shape
+        image_columns = self.image_columns.to(query.device)
+        n_image = image_columns.shape[1]
+        image_rows = torch.empty(batch, heads, q_len, n_image, device=query.device)
+        last_row = None
+        for start in range(0, q_len, _ROW_CHUNK):
+            stop = min(start + _ROW_CHUNK, q_len)
+            mask = attention_mask
+            if mask is not None and mask.shape[2] != 1:
+                mask = mask[:, :, start:stop]
+            elif mask is None:
+                mask = _causal_rows(start, stop, q_len, key.shape[2], query.device)
+            probs = attention_probabilities(
+                query[:, :, start:stop], key, mask, scaling=scaling, softcap=softcap
+            )
+            index = image_columns[:, None, None, :].expand(batch, heads, stop - start, n_image)
+            image_rows[:, :, start:stop] = torch.gather(probs, 3, index)
+            last_row = probs[:, :, -1, :]
+        self.prompt_image_rows[layer] = image_rows
+        self.rows[layer].append(last_row)
+
+
+def _causal_rows(start: int, stop: int, q_len: int, kv_len: int, device) -> torch.Tensor:
+    """Boolean causal mask of query rows ``start:stop`` (queries at the end of the keys)."""
+    rows = torch.arange(start, stop, device=device)[:, None] + (kv_len - q_len)
+    return (torch.arange(kv_len, device=device)[None, :] <= rows)[None, None]
+
+
+def _capture_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
+):
+    """sdpa for the output; float32 probabilities on the side for the modules being recorded."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    recorder = _ACTIVE_RECORDER.get()
+    if recorder is not None and recorder.wants(module):
+        recorder.record(
+            module,
+            query,
+            key,
+            attention_mask,
+            scaling=scaling if scaling is not None else module.head_dim**-0.5,
+            softcap=kwargs.get("softcap"),
+        )
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+    )
+
+
+def enable_capture(model) -> None:
+    """Route ``model``'s attention through the capturing function (sdpa when nothing records)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(CAPTURE_ATTENTION, _capture_attention)
+    # The capturing function must receive the same masks as sdpa: the same mask builder.
+    AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
+    if model.config._attn_implementation != CAPTURE_ATTENTION:
+        model.set_attn_implementation(CAPTURE_ATTENTION)
+
+
+@contextlib.contextmanager
+def _recording(recorder: AttentionRecorder) -> Iterator[AttentionRecorder]:
+    token = _ACTIVE_RECORDER.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _ACTIVE_RECORDER.reset(token)
+
+
+def _attention_modules(model, layers: Sequence[int]) -> dict:
+    decoder_layers = model.model.language_model.layers
+    return {decoder_layers[i].self_attn: i for i in layers}
+
+
+def _check_windows(model, layers: Sequence[int], total_columns: int) -> None:
+    """Refuse when a captured sliding layer would drop keys before generation ends."""
+    text_config = model.config.get_text_config()
+    window = text_config.sliding_window
+    sliding = [i for i in layers if text_config.layer_types[i] == "sliding_attention"]
+    # At the last step the keys are all columns but the last generated token's successor.
+    if sliding and window is not None and total_columns - 1 > window:
+        raise PromptTooLongError(
+            f"prompt columns plus new tokens ({total_columns - 1}) exceed the sliding window "
+            f"({window}) of captured layer(s) {sliding}: their attention would lose prompt "
+            "columns; capture fewer layers, shorten the prompt or lower max_new_tokens"
+        )
+
+
+class _FirstStepPYes:
+    """A logits processor that reads P(yes) from the first generation step and changes nothing."""
+
+    def __init__(self, tokens: YesNoTokens):
+        self.tokens = tokens
+        self.p_yes: torch.Tensor | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.p_yes is None:
+            self.p_yes = p_yes_from_logits(scores, self.tokens)
+        return scores
+
+
+def _greedy_config(model, max_new_tokens: int):
+    """Greedy decoding with the model's special tokens.
+
+    Built fresh rather than copied: MedGemma's own generation config samples (top-k 64, top-p 0.95).
+    """
+    from transformers import GenerationConfig
+
+    own = model.generation_config
+    text_config = model.config.get_text_config()
+    return GenerationConfig(
+        bos_token_id=own.bos_token_id if own.bos_token_id is not None else text_config.bos_token_id,
+        eos_token_id=own.eos_token_id if own.eos_token_id is not None else text_config.eos_token_id,
+        pad_token_id=own.pad_token_id if own.pad_token_id is not None else text_config.pad_token_id,
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+    )
+
+
+def _eos_ids(generation_config) -> set[int]:
+    eos = generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, list | tuple) else [eos])}
+
+
+@dataclass
+class _Prefix:
+    """A prompt prefix already run through the model, shared by every row of a batch."""
+
+    input_ids: torch.Tensor  # (P,)
+    cache: object
+    prompt_image_rows: dict[int, torch.Tensor]  # layer -> (heads, P, n_image)
+    image_columns: torch.Tensor  # (n_image,) columns of the image tokens
+
+
+@torch.no_grad()
+def _run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers) -> _Prefix:
+    from transformers import DynamicCache
+
+    device = model.device
+    prefix_ids = prefix_ids.to(device)
+    image_columns = image_token_positions(prefix_ids, model.config.image_token_id)
+    cache = DynamicCache(config=model.config.get_text_config())
+    recorder = AttentionRecorder(_attention_modules(model, layers), image_columns[None])
+    with _recording(recorder):
+        model(
+            input_ids=prefix_ids[None],
+            pixel_values=pixel_values.to(device, model.dtype),
+            token_type_ids=token_type_ids[None].to(device),
+            attention_mask=torch.ones_like(prefix_ids)[None],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    rows = {layer: recorder.prompt_image_rows[layer][0] for layer in layers}
+    return _Prefix(prefix_ids, cache, rows, image_columns)
+
+
+@torch.no_grad()
+def capture_batch(
+    model,
+    processor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    questions: Sequence[str],
+    prompts: Sequence[str],
+    layers: Sequence[int],
+    max_new_tokens: int,
+    yes_no: YesNoTokens,
+    pixel_values: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    image_features: torch.Tensor | None = None,
+    prefix: _Prefix | None = None,
+) -> list[Capture]:
+    """Generate greedily for a batch and return one `Capture` per row.
+
+    The model must have had `enable_capture` applied. Exactly one image source: ``pixel_values``
+    (one image per row), ``image_features`` (the projector's output for one image, shared by every
+    row) or ``prefix`` (the image is inside an already-run prefix; ``input_ids`` then hold only the
+    part after it, padded between prefix and question).
+
+    Parameters
+    ----------
+    model, processor
+    input_ids, attention_mask : Tensor (batch, length)
+        Left-padded prompts (after the prefix when ``prefix`` is given).
+    questions, prompts : sequences of str
+        Per row, carried into the captures.
+    layers : sequence of int
+        Decoder layers to capture.
+    max_new_tokens : int
+    yes_no : YesNoTokens
+    pixel_values, token_type_ids, image_features, prefix
+        See above.
+
+    Returns
+    -------
+    list of Capture
+    """
+    from transformers import LogitsProcessorList
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    device = model.device
+    batch, call_length = input_ids.shape
+    prefix_length = 0 if prefix is None else len(prefix.input_ids)
+    _check_windows(model, layers, prefix_length + call_length + max_new_tokens)
+    input_ids = input_ids.to(device)
+    attention_mask = attention_mask.to(device)
+    image_token_id = model.config.image_token_id
+
+    # Per row: the columns (in the cache's column space) of its real prompt tokens.
+    prompt_columns = []
+    for row in range(batch):
+        real = torch.nonzero(attention_mask[row]).flatten() + prefix_length
+        if prefix is not None:
+            real = torch.cat([torch.arange(prefix_length, device=device), real])
+        prompt_columns.append(real)
+    full_ids = (
+        input_ids
+        if prefix is None
+        else torch.cat([prefix.input_ids.to(device)[None].expand(batch, -1), input_ids], dim=1)
+    )
+    prompt_ids = [full_ids[row, prompt_columns[row]] for row in range(batch)]
+    image_positions = [image_token_positions(ids, image_token_id) for ids in prompt_ids]
+    image_columns = torch.stack([prompt_columns[row][image_positions[row]] for row in range(batch)])
+
+    generate_kwargs: dict = {}
+    if prefix is not None:
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(batch)
+        generate_kwargs["cache"] = cache
+        generate_kwargs["input_ids"] = full_ids
+        generate_kwargs["attention_mask"] = torch.cat(
+            [
+                torch.ones(batch, prefix_length, dtype=attention_mask.dtype, device=device),
+                attention_mask,
+            ],
+            dim=1,
+        )
+    else:
+        generate_kwargs["input_ids"] = input_ids
+        generate_kwargs["attention_mask"] = attention_mask
+        generate_kwargs["token_type_ids"] = token_type_ids.to(device)
+        if image_features is not None:
+            features = image_features.to(device, model.dtype).expand(batch, -1, -1)
+            generate_kwargs["mm_encoder_outputs"] = {
+                "image": BaseModelOutputWithPooling(pooler_output=features)
+            }
+        else:
+            generate_kwargs["pixel_values"] = pixel_values.to(device, model.dtype)
+
+    generation_config = _greedy_config(model, max_new_tokens)
+    p_yes_reader = _FirstStepPYes(yes_no)
+    recorder = AttentionRecorder(_attention_modules(model, layers), image_columns)
+    with _recording(recorder):
+        sequences = model.generate(
+            **generate_kwargs,
+            generation_config=generation_config,
+            logits_processor=LogitsProcessorList([p_yes_reader]),
+        )
+    generated = sequences[:, full_ids.shape[1] :].cpu()
+    eos_ids = _eos_ids(generation_config)
+    p_yes = p_yes_reader.p_yes.cpu().numpy()
+    arrays = _gather_rows(
+        recorder,
+        prefix,
+        layers,
+        prompt_columns,
+        image_columns,
+        image_positions,
+        batch,
+        model.config.get_text_config().num_attention_heads,
+        call_length,
+        generated.shape[1],
+    )
+    captures = []
+    tokenizer = processor.tokenizer
+    for row in range(batch):
+        tokens = generated[row].tolist()
+        n_tokens = next((i + 1 for i, t in enumerate(tokens) if t in eos_ids), len(tokens))
+        tokens = tokens[:n_tokens]
+        prompt_len = len(prompt_columns[row])
+        ids = prompt_ids[row].cpu()
+        captures.append(
+            Capture(
+                question=questions[row],
+                prompt=prompts[row],
+                input_ids=ids.numpy(),
+                generated_ids=np.asarray(tokens, dtype=np.int64),
+                generated_text=tokenizer.decode(tokens, skip_special_tokens=True),
+                p_yes=float(p_yes[row]),
+                layers=np.asarray(layers, dtype=np.int64),
+                image_token_positions=image_positions[row].cpu().numpy(),
+                attention=np.ascontiguousarray(arrays["attention"][:, row, :, :n_tokens]),
+                text_attention=np.ascontiguousarray(
+                    arrays["text_attention"][:, row, :, :n_tokens, :prompt_len]
+                ),
+                prompt_image_attention=arrays["prompt_image"](row),
+                input_tokens=tokenizer.convert_ids_to_tokens(ids.tolist()),
+                generated_tokens=tokenizer.convert_ids_to_tokens(tokens),
+            )
+        )
+    return captures
+
+
+def _gather_rows(
+    recorder,
+    prefix,
+    layers,
+    prompt_columns,
+    image_columns,
+    image_positions,
+    batch,
+    heads,
+    call_length,
+    steps,
+) -> dict:
+    """Turn recorded rows (cache column space) into per-sample arrays (prompt coordinates).
+
+    Vectorised over the batch on the recording device, then copied to the host once.
+    """
+    device = image_columns.device
+    n_layers, n_image = len(layers), image_columns.shape[1]
+    widest = max(len(c) for c in prompt_columns)
+    if not layers:  # nothing captured: empty arrays of the right shapes
+        return {
+            "attention": np.zeros((0, batch, heads, steps, n_image), dtype=np.float32),
+            "text_attention": np.zeros((0, batch, heads, steps, widest), dtype=np.float32),
+            "prompt_image": lambda row: np.zeros(
+                (0, heads, len(prompt_columns[row]), n_image), dtype=np.float32
+            ),
+        }
+    # (layers, batch, heads, steps, total_columns); rows right-padded with zeros.
+    rows = torch.stack([torch.stack(_pad_rows(recorder.rows[layer]), dim=2) for layer in layers])
+    steps = rows.shape[3]
+    index = image_columns[None, :, None, None, :].expand(n_layers, batch, heads, steps, n_image)
+    attention = torch.gather(rows, 4, index)
+    # Prompt columns of every row, padded at the end to the longest prompt (pads read column 0
+    # and are cut off per row).
+    columns = torch.zeros(batch, widest, dtype=torch.long, device=device)
+    is_image = torch.zeros(batch, widest, dtype=torch.bool, device=device)
+    for row, row_columns in enumerate(prompt_columns):
+        columns[row, : len(row_columns)] = row_columns
+        is_image[row, image_positions[row]] = True
+    index = columns[None, :, None, None, :].expand(n_layers, batch, heads, steps, widest)
+    text = torch.gather(rows, 4, index).masked_fill(is_image[None, :, None, None, :], 0.0)
+    # Prompt rows: the prefix's rows (shared) followed by each row's own prompt-pass rows, which
+    # are the last ones of the call (left padding puts a row's real tokens at the end).
+    call_rows = torch.stack([recorder.prompt_image_rows[layer] for layer in layers]).cpu()
+    prefix_rows = (
+        None
+        if prefix is None
+        else torch.stack([prefix.prompt_image_rows[layer] for layer in layers]).cpu()
+    )
+    prefix_length = 0 if prefix is None else prefix_rows.shape[2]
+
+    def prompt_image(row: int) -> np.ndarray:
+        own = len(prompt_columns[row]) - prefix_length
+        part = call_rows[:, row, :, call_length - own :]
+        if prefix_rows is not None:
+            part = torch.cat([prefix_rows, part], dim=2)
+        return np.ascontiguousarray(part.numpy())
+
+    return {
+        "attention": attention.cpu().numpy(),
+        "text_attention": text.cpu().numpy(),
+        "prompt_image": prompt_image,
+    }
+
+
+def _pad_rows(rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Right-pad (batch, heads, kv) rows of growing kv length to the longest one."""
+    width = max(r.shape[-1] for r in rows)
+    return [torch.nn.functional.pad(r, (0, width - r.shape[-1])) for r in rows]
+
+
+def _common_prefix_length(sequences: Sequence[torch.Tensor]) -> int:
+    shortest = min(len(s) for s in sequences)
+    first = sequences[0][:shortest]
+    same = torch.ones(shortest, dtype=torch.bool)
+    for other in sequences[1:]:
+        same &= other[:shortest] == first
+    different = torch.nonzero(~same).flatten()
+    return int(different[0]) if len(different) else shortest
+
+
+def _pad_between(
+    suffixes: Sequence[torch.Tensor], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad variable-length suffixes into (ids, mask) of the longest length."""
+    width = max(len(s) for s in suffixes)
+    ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(suffixes), width), dtype=torch.long)
+    for row, suffix in enumerate(suffixes):
+        ids[row, width - len(suffix) :] = suffix
+        mask[row, width - len(suffix) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def capture_answers(
+    model,
+    processor,
+    image,
+    questions: Sequence[str],
+    *,
+    image_first: bool,
+    layers: int | Sequence[int] = 3,
+    max_new_tokens: int = 8,
+    batch_size: int = 8,
+    share: bool = True,
+    include_pixel_values: bool = False,
+    on_batch: Callable[[list[Capture], float], None] | None = None,
+) -> list[Capture]:
+    """Ask every question about one image; capture attention for each.
+
+    Parameters
+    ----------
+    model : Gemma3ForConditionalGeneration
+        `enable_capture` is applied if needed.
+    processor : Gemma3Processor
+    image : PIL.Image or ndarray of uint8
+    questions : sequence of str
+    image_first : bool
+        Order in the user turn.
+    layers : int or sequence of int
+        The last ``k`` decoder layers, or explicit indices.
+    max_new_tokens : int
+    batch_size : int
+        Questions per generation batch.
+    share : bool
+        Encode the image once per image (see the module docstring). ``False`` runs every batch
+        from its own pixels (the reference to compare against).
+    include_pixel_values : bool
+        Keep ``pixel_values`` (float32, what the model saw) in each capture.
+    on_batch : callable, optional
+        Called after each batch with its captures (in question order) and the seconds it took
+        (the shared image work is counted in the first batch), so that callers can save results
+        as soon as they exist.
+
+    Returns
+    -------
+    list of Capture, in the order of ``questions``
+    """
+    started = time.perf_counter()
+    enable_capture(model)
+    layer_list = last_layers(model, layers) if isinstance(layers, int) else list(layers)
+    yes_no = yes_no_tokens(processor.tokenizer)
+    questions = list(questions)
+    prompts = [render_prompt(processor, q, image_first=image_first) for q in questions]
+    first = build_inputs(processor, image, questions[0], image_first=image_first)
+    pixel_values = first["pixel_values"]
+    # The image is preprocessed once; the other prompts are tokenized alone, after checking on
+    # the first question that this gives the processor's own ids.
+    fast = prompt_token_ids(processor, questions[0], image_first=image_first)
+    if torch.equal(fast, first["input_ids"][0]):
+        ids = [first["input_ids"][0]]
+        ids += [prompt_token_ids(processor, q, image_first=image_first) for q in questions[1:]]
+    else:
+        ids = [
+            build_inputs(processor, image, q, image_first=image_first)["input_ids"][0]
+            for q in questions
+        ]
+    pad_id = processor.tokenizer.pad_token_id
+
+    prefix = None
+    features = None
+    if share and image_first:
+        image_end = int(image_token_positions(ids[0], model.config.image_token_id)[-1]) + 1
+        # Keep at least one token after the prefix in every row (the prompt pass needs a query).
+        length = min(_common_prefix_length(ids), min(len(i) for i in ids) - 1)
+        if length < image_end + 1:
+            raise RuntimeError("questions do not share the image prefix; cannot share it")
+        tokens_after = first["token_type_ids"][0][:length]
+        prefix = _run_prefix(model, ids[0][:length], pixel_values, tokens_after, layer_list)
+    elif share:
+        features = model.get_image_features(
+            pixel_values.to(model.device, model.dtype), return_dict=True
+        ).pooler_output
+
+    if include_pixel_values:
+        seen = pixel_values[0].float().cpu().numpy()
+    captures: list[Capture] = []
+    for start in range(0, len(questions), batch_size):
+        chunk = range(start, min(start + batch_size, len(questions)))
+        if prefix is not None:
+            batch_ids, batch_mask = _pad_between(
+                [ids[i][len(prefix.input_ids) :] for i in chunk], pad_id
+            )
+            extra = {"prefix": prefix}
+        else:
+            batch_ids, batch_mask = _pad_between([ids[i] for i in chunk], pad_id)
+            token_types = (batch_ids == model.config.image_token_id).long()
+            extra = {"token_type_ids": token_types}
+            if features is not None:
+                extra["image_features"] = features
+            else:
+                extra["pixel_values"] = pixel_values.expand(len(chunk), -1, -1, -1)
+        batch = capture_batch(
+            model,
+            processor,
+            batch_ids,
+            batch_mask,
+            questions=[questions[i] for i in chunk],
+            prompts=[prompts[i] for i in chunk],
+            layers=layer_list,
+            max_new_tokens=max_new_tokens,
+            yes_no=yes_no,
+            **extra,
+        )
+        if include_pixel_values:
+            for capture in batch:
+                capture.pixel_values = seen
+        if on_batch is not None:
+            now = time.perf_counter()
+            on_batch(batch, now - started)
+            started = now
+        captures += batch
+    return captures

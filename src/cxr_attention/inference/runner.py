@@ -1,0 +1,493 @@
+"""One inference shard end to end: answers table, capture arrays, resume after a crash, failures.
+
+The model loads once per job. Every image's questions are answered together (image prefix or
+vision features shared, see ``capture``); each finished (image, question) is written at once,
+atomically, into a checkpoint folder beside the output (``<out_dir>.partial/``, which Snakemake
+does not own and so does not delete after a crash): a rerun skips what is there. When the shard is
+done, the capture files move into ``out_dir`` and the answers table is written.
+
+Parameters of a run (``params``; defaults in `DEFAULT_PARAMS`):
+
+``layers`` (3)
+    Capture the last ``k`` decoder layers.
+``max_new_tokens`` (12)
+    Tokens generated per question (greedy).
+``batch_size`` (8)
+    Questions per generation batch; halved on out-of-memory, down to 1.
+``image_first`` (False)
+    Image before the question in the user turn (the MedGemma model card puts the question first;
+    image first lets every question reuse the image prefix's cache).
+``share`` (True)
+    Encode each image once for all its questions.
+``do_sample`` (False)
+    Only greedy decoding is supported (captures must be reproducible); True is refused.
+``prompt_image_rows`` ("all")
+    ``"text"`` zeroes the image tokens' own rows of ``prompt_image_attention`` in the stored
+    arrays (same shape; about 20x smaller files). See `capture_arrays`.
+``seed`` (0), ``min_free_gpu_gb`` (15.0), ``device`` ("auto")
+``uncertain`` ("exclude"), ``blank`` ("exclude")
+    Label policies, applied by ``questions.expand_samples`` / ``expected_answer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxr_attention.inference.capture import Capture, capture_answers
+from cxr_attention.io import (
+    ConfigError,
+    Failure,
+    InputError,
+    atomic_path,
+    write_csv,
+    write_failures,
+    write_npz,
+)
+
+__all__ = [
+    "ANSWER_COLUMNS",
+    "DEFAULT_PARAMS",
+    "answer_one",
+    "capture_arrays",
+    "is_out_of_memory",
+    "run_inference_shard",
+    "write_capture",
+]
+
+log = logging.getLogger(__name__)
+
+STAGE = "inference"
+GRID_SHAPE = (16, 16)
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "layers": 3,
+    "max_new_tokens": 12,
+    "batch_size": 8,
+    "image_first": False,
+    "share": True,
+    "do_sample": False,
+    "seed": 0,
+    "min_free_gpu_gb": 15.0,
+    "device": "auto",
+    "uncertain": "exclude",
+    "blank": "exclude",
+    "prompt_image_rows": "all",
+}
+
+ANSWER_COLUMNS = [
+    "sample_id",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "question_id",
+    "finding",
+    "strategy",
+    "baseline_question_id",
+    "variant_index",
+    "variant_kind",
+    "question",
+    "target_terms",
+    "prompt",
+    "generated_text",
+    "answer",
+    "p_yes",
+    "label",
+    "expected",
+    "correct",
+    "n_generated_tokens",
+    "seconds",
+    "capture",
+]
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA out-of-memory errors (typed, or the RuntimeError some kernels raise)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def capture_arrays(
+    capture: Capture,
+    *,
+    dtype=np.float16,
+    include_pixel_values: bool = False,
+    prompt_image_rows: str = "all",
+) -> dict[str, np.ndarray]:
+    """The arrays of docs/architecture.md ("Capture arrays") for one capture.
+
+    ``prompt_image_rows="text"`` stores ``prompt_image_attention`` with the image tokens' own
+    rows set to 0 (same shape): the maps stage reads only text rows (prompt terms), and the
+    256 image rows are ~95% of a sample's bytes (about 3 MB of 3.1 MB compressed, float16).
+    """
+    prompt_image = capture.prompt_image_attention.astype(dtype)
+    if prompt_image_rows == "text":
+        prompt_image[:, :, np.asarray(capture.image_token_positions)] = 0
+    elif prompt_image_rows != "all":
+        raise ValueError(f"prompt_image_rows must be 'all' or 'text', got {prompt_image_rows!r}")
+    arrays = {
+        "attention": capture.attention.astype(dtype),
+        "text_attention": capture.text_attention.astype(dtype),
+        "prompt_image_attention": prompt_image,
+        "layers": np.asarray(capture.layers, dtype=np.int64),
+        "input_ids": np.asarray(capture.input_ids, dtype=np.int64),
+        "generated_ids": np.asarray(capture.generated_ids, dtype=np.int64),
+        "image_token_positions": np.asarray(capture.image_token_positions, dtype=np.int64),
+        "grid_shape": np.asarray(GRID_SHAPE, dtype=np.int64),
+        # The token strings the rows and columns belong to (plain unicode arrays: no pickle).
+        "input_tokens": np.asarray(capture.input_tokens, dtype=str),
+        "generated_tokens": np.asarray(capture.generated_tokens, dtype=str),
+    }
+    if include_pixel_values:
+        if capture.pixel_values is None:
+            raise ValueError("the capture has no pixel_values (capture with include_pixel_values)")
+        arrays["pixel_values"] = np.asarray(capture.pixel_values, dtype=np.float32)
+    return arrays
+
+
+def write_capture(
+    capture: Capture,
+    path: str | os.PathLike,
+    *,
+    dtype=np.float16,
+    include_pixel_values: bool = False,
+    prompt_image_rows: str = "all",
+) -> None:
+    """Write a capture's arrays to ``path`` (compressed ``.npz``, atomically).
+
+    Parameters
+    ----------
+    capture : Capture
+    path : path
+    dtype : numpy dtype
+        Of the attention arrays: float16 in the workflow, float32 for ``cxr-attention explain``.
+    include_pixel_values : bool
+        Add ``pixel_values`` (float32, exactly what the model saw).
+    prompt_image_rows : {"all", "text"}
+        See `capture_arrays`.
+    """
+    arrays = capture_arrays(
+        capture,
+        dtype=dtype,
+        include_pixel_values=include_pixel_values,
+        prompt_image_rows=prompt_image_rows,
+    )
+    write_npz(path, **arrays)
+
+
+def answer_one(
+    loaded,
+    image,
+    question: str,
+    *,
+    layers: int = 3,
+    max_new_tokens: int = 12,
+    image_first: bool = False,
+    include_pixel_values: bool = True,
+) -> Capture:
+    """Answer one question about one image with attention capture (``cxr-attention explain``).
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+    image : PIL.Image or ndarray of uint8
+    question : str
+    layers : int
+        The last ``k`` decoder layers.
+    max_new_tokens : int
+    image_first : bool
+    include_pixel_values : bool
+
+    Returns
+    -------
+    Capture
+        ``p_yes`` from the first answer token; the answer itself is parsed by
+        ``answers.parse_answer(capture.generated_text)``.
+    """
+    (capture,) = capture_answers(
+        loaded.model,
+        loaded.processor,
+        image,
+        [question],
+        image_first=image_first,
+        layers=layers,
+        max_new_tokens=max_new_tokens,
+        batch_size=1,
+        include_pixel_values=include_pixel_values,
+    )
+    return capture
+
+
+def _load_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            return handle.copy()
+    except FileNotFoundError as error:
+        raise InputError(path, "preprocessed image not found", error_type="missing_file") from error
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise InputError(
+            path, f"cannot read image: {error}", error_type="unreadable_image"
+        ) from error
+
+
+def _read_csv(path, name: str, required: Sequence[str]) -> pd.DataFrame:
+    if not Path(path).exists():
+        raise ConfigError(f"{name}: file not found: {path}")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{name} ({path}): missing column(s) {missing}")
+    return frame
+
+
+def _shard_samples(manifest_csv, questions_csv, preprocess_csv, shard: int, params) -> tuple:
+    from cxr_attention.inference.questions import expand_samples
+
+    manifest = pd.read_csv(
+        manifest_csv, dtype={"dicom_id": str, "subject_id": str, "study_id": str}
+    )
+    if "shard" not in manifest.columns:
+        raise ConfigError(f"manifest ({manifest_csv}): missing column 'shard'")
+    manifest = manifest[manifest["shard"].astype(int) == int(shard)]
+    questions = _read_csv(questions_csv, "questions table", ["question_id", "question"])
+    images = _read_csv(preprocess_csv, "preprocess table", ["dicom_id", "image"])
+    image_paths = dict(zip(images["dicom_id"], images["image"], strict=True))
+    samples = expand_samples(
+        manifest, questions, uncertain=params["uncertain"], blank=params["blank"]
+    )
+    return samples, image_paths
+
+
+def _sample_row(sample: dict, capture: Capture, seconds: float, capture_path: str) -> dict:
+    from cxr_attention.inference.answers import parse_answer
+
+    # The finding's own names judge the answer (questions.py's ``answer_terms``); the broader
+    # ``target_terms`` are for the maps stage.
+    source = sample.get("answer_terms") or sample.get("target_terms") or ""
+    terms = [t for t in str(source).split("|") if t]
+    answer = parse_answer(
+        capture.generated_text, terms=terms, asks_normal=sample.get("finding") == "No Finding"
+    )
+    expected = sample.get("expected") or ""
+    return {
+        **{k: sample.get(k, "") for k in ANSWER_COLUMNS if k in sample},
+        "prompt": capture.prompt,
+        "generated_text": capture.generated_text,
+        "answer": answer,
+        "p_yes": capture.p_yes,
+        "expected": expected,
+        "correct": "" if not expected else answer == expected,
+        "n_generated_tokens": capture.n_generated_tokens,
+        "seconds": seconds,
+        "capture": capture_path,
+    }
+
+
+def run_inference_shard(
+    *,
+    manifest_csv: str | os.PathLike,
+    questions_csv: str | os.PathLike,
+    preprocess_csv: str | os.PathLike,
+    shard: int,
+    model_id: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    failures_csv: str | os.PathLike,
+    params: dict | None = None,
+    progress: bool = True,
+    load: Callable | None = None,
+) -> None:
+    """Answer every (image, question) of one shard and capture attention.
+
+    Parameters
+    ----------
+    manifest_csv, questions_csv, preprocess_csv : path
+        Run tables (docs/architecture.md); images come from the preprocess table's ``image``
+        column (paths relative to the working directory, i.e. the repository root).
+    shard : int
+    model_id : str or path
+        Model folder or hub id.
+    out_csv : path
+        Answers table (`ANSWER_COLUMNS`).
+    out_dir : path
+        One ``<sample_id>.npz`` per sample (float16 arrays).
+    failures_csv : path
+        ``Failure`` rows (stage ``inference``): unreadable images, samples still out of memory at
+        batch size 1.
+    params : dict
+        See the module docstring; missing keys take `DEFAULT_PARAMS`.
+    progress : bool
+        Show a tqdm progress bar (on stderr).
+    load : callable, optional
+        ``load(model_id, device=..., min_free_gpu_gb=...) -> LoadedModel``; defaults to
+        ``model.load_model`` (tests inject a counting loader).
+    """
+    from tqdm.auto import tqdm
+
+    from cxr_attention.inference.model import load_model
+
+    settings = {**DEFAULT_PARAMS, **(params or {})}
+    if settings["do_sample"]:
+        raise ConfigError("inference.do_sample: only greedy decoding (false) is supported")
+    torch.manual_seed(int(settings["seed"]))
+    samples, image_paths = _shard_samples(
+        manifest_csv, questions_csv, preprocess_csv, shard, settings
+    )
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    failures: list[Failure] = []
+
+    # Finished: its record exists and its arrays are in the checkpoint (or already moved).
+    done = {
+        p.stem
+        for p in partial.glob("*.json")
+        if (partial / f"{p.stem}.npz").exists() or (out_dir / f"{p.stem}.npz").exists()
+    }
+    todo = samples[~samples["sample_id"].isin(done)]
+    log.info("shard %s: %d samples, %d already done", shard, len(samples), len(samples) - len(todo))
+
+    loaded = None
+    if len(todo):
+        loaded = (load or load_model)(
+            model_id, device=settings["device"], min_free_gpu_gb=float(settings["min_free_gpu_gb"])
+        )
+    bar = tqdm(
+        total=len(samples),
+        initial=len(samples) - len(todo),
+        disable=not progress,
+        desc=f"inference shard {shard}",
+        unit="question",
+    )
+    for dicom_id, group in todo.groupby("dicom_id", sort=False):
+        path = image_paths.get(dicom_id)
+        if path is None:
+            log.warning("%s: not in the preprocess table (failed there); skipped", dicom_id)
+            bar.update(len(group))
+            continue
+        try:
+            image = _load_image(Path(path))
+        except InputError as error:
+            failures.append(Failure.from_exception(STAGE, dicom_id, path, error))
+            bar.update(len(group))
+            continue
+        failures += _answer_image(
+            loaded, image, path, group.to_dict("records"), partial, out_dir, settings, bar
+        )
+    bar.close()
+    _finish(samples, partial, out_dir, out_csv)
+    write_failures(failures, failures_csv)
+
+
+def _answer_image(
+    loaded, image, image_path, samples: list[dict], partial: Path, out_dir: Path, settings, bar
+) -> list[Failure]:
+    """Answer one image's pending samples; halve the batch on out-of-memory."""
+    failures = []
+    pending = list(samples)
+    batch_size = max(1, int(settings["batch_size"]))
+
+    def save(batch_samples, captures, seconds):
+        for sample, capture in zip(batch_samples, captures, strict=True):
+            _save_sample(
+                sample,
+                capture,
+                seconds / len(captures),
+                partial,
+                out_dir,
+                settings["prompt_image_rows"],
+            )
+        bar.update(len(captures))
+
+    while pending:
+        finished: list[dict] = []
+
+        def on_batch(captures, seconds, _finished=finished, _pending=pending):
+            start = len(_finished)
+            batch = _pending[start : start + len(captures)]
+            save(batch, captures, seconds)
+            _finished.extend(batch)
+
+        try:
+            capture_answers(
+                loaded.model,
+                loaded.processor,
+                image,
+                [s["question"] for s in pending],
+                image_first=bool(settings["image_first"]),
+                layers=int(settings["layers"]),
+                max_new_tokens=int(settings["max_new_tokens"]),
+                batch_size=batch_size,
+                share=bool(settings["share"]),
+                on_batch=on_batch,
+            )
+            pending = []
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            pending = pending[len(finished) :]
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if batch_size > 1:
+                batch_size //= 2
+                log.warning("out of memory: batch size halved to %d", batch_size)
+                continue
+            failed = pending.pop(0)
+            failures.append(
+                Failure(
+                    STAGE,
+                    failed["dicom_id"],
+                    str(image_path),
+                    "out_of_memory",
+                    f"{failed['sample_id']}: out of memory at batch size 1: {error}",
+                )
+            )
+            bar.update(1)
+    return failures
+
+
+def _save_sample(
+    sample: dict, capture: Capture, seconds: float, partial: Path, out_dir: Path, rows: str
+) -> None:
+    sample_id = sample["sample_id"]
+    write_capture(capture, partial / f"{sample_id}.npz", prompt_image_rows=rows)
+    row = _sample_row(sample, capture, seconds, str(out_dir / f"{sample_id}.npz"))
+    # The .json is written last: its presence marks the sample as finished.
+    with atomic_path(partial / f"{sample_id}.json") as tmp:
+        tmp.write_text(json.dumps(row, default=_json_value) + "\n")
+
+
+def _json_value(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+def _finish(samples: pd.DataFrame, partial: Path, out_dir: Path, out_csv) -> None:
+    """Move finished captures into ``out_dir`` and write the answers table in sample order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for sample_id in samples["sample_id"]:
+        record = partial / f"{sample_id}.json"
+        if not record.exists():
+            continue  # failed: it has a failures row
+        rows.append(json.loads(record.read_text()))
+        source = partial / f"{sample_id}.npz"
+        if source.exists():
+            os.replace(source, out_dir / f"{sample_id}.npz")
+    table = pd.DataFrame(rows, columns=ANSWER_COLUMNS)
+    write_csv(table, out_csv)
+    shutil.rmtree(partial, ignore_errors=True)

@@ -1,0 +1,113 @@
+"""P(yes) from the first answer token, teacher-forced, in float32.
+
+MedGemma answers in free text, so the answer word is not always the first token. The probability of
+"yes" is read instead from the distribution of the *first* answer token given the prompt (the
+logits at the last prompt position): the variants of "yes" and "no" that the tokenizer holds as
+single tokens are summed,
+
+    p_yes = sum P(yes variants) / (sum P(yes variants) + sum P(no variants)),
+
+which is defined even when the generated text hedges (AUROC needs a score for every sample).
+
+Variants tried: ``yes``, ``Yes``, ``YES`` and the same with a leading space (Gemma's ``▁yes``),
+likewise for ``no``. A variant counts only when the tokenizer encodes it as exactly one token; in
+Gemma's real vocabulary all eight lower/capitalised forms are single tokens, in the tiny model's
+vocabulary ``yes``, ``Yes``, ``no``, ``No``, `` no`` and `` No`` are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["YesNoTokens", "p_yes_from_logits", "score_p_yes", "yes_no_tokens"]
+
+YES_VARIANTS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
+NO_VARIANTS = ("no", "No", "NO", " no", " No", " NO")
+
+
+@dataclass(frozen=True)
+class YesNoTokens:
+    """Single-token ids of the yes and no variants, and the strings they stand for."""
+
+    yes_ids: tuple[int, ...]
+    no_ids: tuple[int, ...]
+    yes_strings: tuple[str, ...]
+    no_strings: tuple[str, ...]
+
+
+def yes_no_tokens(tokenizer) -> YesNoTokens:
+    """Find which yes/no variants are single tokens of ``tokenizer``.
+
+    Raises
+    ------
+    ValueError
+        When no variant of "yes" or none of "no" is a single token (P(yes) would be undefined).
+    """
+
+    def single(variants):
+        ids, strings = [], []
+        for text in variants:
+            encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(encoded) == 1 and encoded[0] not in ids and encoded[0] != tokenizer.unk_token_id:
+                ids.append(int(encoded[0]))
+                strings.append(text)
+        return tuple(ids), tuple(strings)
+
+    yes_ids, yes_strings = single(YES_VARIANTS)
+    no_ids, no_strings = single(NO_VARIANTS)
+    if not yes_ids or not no_ids:
+        raise ValueError(
+            f"the tokenizer has no single-token yes ({yes_strings}) or no ({no_strings}) variant"
+        )
+    return YesNoTokens(yes_ids, no_ids, yes_strings, no_strings)
+
+
+def p_yes_from_logits(logits: torch.Tensor, tokens: YesNoTokens) -> torch.Tensor:
+    """P(yes) from next-token logits, in float32.
+
+    Parameters
+    ----------
+    logits : Tensor of shape (batch, vocab)
+        Unnormalised next-token scores at the last prompt position.
+    tokens : YesNoTokens
+
+    Returns
+    -------
+    Tensor of shape (batch,), float32
+    """
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    log_yes = torch.logsumexp(log_probs[:, list(tokens.yes_ids)], dim=-1)
+    log_no = torch.logsumexp(log_probs[:, list(tokens.no_ids)], dim=-1)
+    # yes / (yes + no) == sigmoid(log yes - log no); stable when both are tiny.
+    return torch.sigmoid(log_yes - log_no)
+
+
+@torch.no_grad()
+def score_p_yes(model, inputs, tokens: YesNoTokens) -> torch.Tensor:
+    """Teacher-forced P(yes) of a prepared batch: one forward pass over the prompt.
+
+    ``generate`` gives the same numbers from its first step (``capture`` reads them there, with no
+    extra pass); this function is the stand-alone form.
+
+    Parameters
+    ----------
+    model : Gemma3ForConditionalGeneration
+    inputs : Mapping
+        The processor's output (left-padded when batched).
+    tokens : YesNoTokens
+
+    Returns
+    -------
+    Tensor of shape (batch,), float32
+    """
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    if "attention_mask" in inputs and "position_ids" not in inputs:
+        # Positions count real tokens only, as ``generate`` numbers them in a left-padded batch.
+        mask = inputs["attention_mask"]
+        inputs["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    logits = model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+    return p_yes_from_logits(logits, tokens)

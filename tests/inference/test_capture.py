@@ -1,0 +1,291 @@
+"""Attention capture against transformers' own eager ``output_attentions`` (the oracle)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxr_attention.inference.capture import (
+    PromptTooLongError,
+    attention_probabilities,
+    capture_answers,
+    last_layers,
+)
+from cxr_attention.inference.prompting import build_inputs
+
+QUESTIONS = [
+    "Is there a pleural effusion?",
+    "Is there fluid around the lungs in this chest X-ray, on the left or on the right?",
+    "Cardiomegaly?",
+]
+NEW_TOKENS = 4
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+def _load(folder, implementation, dtype=torch.float32):
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_pretrained(
+        folder, attn_implementation=implementation, dtype=dtype, use_safetensors=True
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return _load(tiny_model_dir, "sdpa")
+
+
+@pytest.fixture(scope="module")
+def eager_model(tiny_model_dir):
+    return _load(tiny_model_dir, "eager")
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(7)
+    return Image.fromarray(rng.integers(0, 256, (160, 130), dtype=np.uint8))
+
+
+def _eager_reference(eager_model, processor, image, questions, image_first):
+    """Generate with eager attention and output_attentions; return per-sample oracle arrays."""
+    inputs = build_inputs(processor, image, questions, image_first=image_first)
+    out = eager_model.generate(
+        **inputs,
+        max_new_tokens=NEW_TOKENS,
+        do_sample=False,
+        output_attentions=True,
+        return_dict_in_generate=True,
+    )
+    steps = out.attentions
+    assert len(steps) == NEW_TOKENS and len(steps[0]) == 6
+    assert steps[0][0].shape[-1] > 0, "eager attentions came back empty"
+    layers = last_layers(eager_model, 3)
+    image_id = eager_model.config.image_token_id
+    references = []
+    for row in range(len(questions)):
+        prompt_cols = torch.nonzero(inputs["attention_mask"][row]).flatten()
+        ids = inputs["input_ids"][row, prompt_cols]
+        image_cols = prompt_cols[ids == image_id]
+        generated_rows = []  # per layer: (heads, steps, kv) with the kv of the longest step
+        for layer in layers:
+            per_step = [steps[0][layer][row, :, -1, :]]
+            per_step += [steps[k][layer][row, :, 0, :] for k in range(1, NEW_TOKENS)]
+            width = per_step[-1].shape[-1]
+            per_step = [torch.nn.functional.pad(r, (0, width - r.shape[-1])) for r in per_step]
+            generated_rows.append(torch.stack(per_step, dim=1))
+        generated_rows = torch.stack(generated_rows)  # (layers, heads, steps, kv)
+        text = generated_rows[..., prompt_cols].clone()
+        text[..., ids == image_id] = 0
+        prompt_image = torch.stack(
+            [steps[0][layer][row][:, prompt_cols][:, :, image_cols] for layer in layers]
+        )
+        references.append(
+            {
+                "input_ids": ids.numpy(),
+                "generated_ids": out.sequences[row, inputs["input_ids"].shape[1] :].numpy(),
+                "attention": generated_rows[..., image_cols].numpy(),
+                "text_attention": text.numpy(),
+                "prompt_image_attention": prompt_image.numpy(),
+            }
+        )
+    return references
+
+
+def _assert_matches(capture, reference, tolerance=1e-5):
+    np.testing.assert_array_equal(capture.input_ids, reference["input_ids"])
+    np.testing.assert_array_equal(capture.generated_ids, reference["generated_ids"])
+    for key in ("attention", "text_attention", "prompt_image_attention"):
+        got = getattr(capture, key)
+        assert got.dtype == np.float32
+        assert got.shape == reference[key].shape, key
+        assert np.abs(got - reference[key]).max() <= tolerance, key
+
+
+@pytest.mark.parametrize("image_first", [False, True])
+def test_single_question_equals_eager_output_attentions(
+    model, eager_model, processor, image, image_first
+):
+    (capture,) = capture_answers(
+        model,
+        processor,
+        image,
+        QUESTIONS[:1],
+        image_first=image_first,
+        max_new_tokens=NEW_TOKENS,
+        share=False,
+    )
+    (reference,) = _eager_reference(eager_model, processor, image, QUESTIONS[:1], image_first)
+    _assert_matches(capture, reference)
+    assert capture.attention.shape == (3, 8, NEW_TOKENS, 256)
+    # Row 0 attends only to the prompt: image mass + other prompt mass is the whole row.
+    row0 = capture.attention[:, :, 0].sum(-1) + capture.text_attention[:, :, 0].sum(-1)
+    np.testing.assert_allclose(row0, 1.0, atol=1e-5)
+    # Image tokens come from input_ids, and are where the processor put them.
+    positions = np.flatnonzero(capture.input_ids == model.config.image_token_id)
+    np.testing.assert_array_equal(capture.image_token_positions, positions)
+
+
+def test_left_padded_batch_equals_eager_output_attentions(model, eager_model, processor, image):
+    questions = QUESTIONS[:2]  # lengths differ: the shorter prompt is left-padded
+    captures = capture_answers(
+        model,
+        processor,
+        image,
+        questions,
+        image_first=False,
+        max_new_tokens=NEW_TOKENS,
+        batch_size=2,
+        share=False,
+    )
+    references = _eager_reference(eager_model, processor, image, questions, False)
+    assert len(references[0]["input_ids"]) != len(references[1]["input_ids"])
+    for capture, reference in zip(captures, references, strict=True):
+        _assert_matches(capture, reference)
+
+
+@pytest.mark.parametrize("image_first", [True, False])
+def test_shared_batched_equals_one_question_at_a_time(model, processor, image, image_first):
+    alone = [
+        capture_answers(
+            model,
+            processor,
+            image,
+            [q],
+            image_first=image_first,
+            max_new_tokens=NEW_TOKENS,
+            share=False,
+        )[0]
+        for q in QUESTIONS
+    ]
+    shared = capture_answers(
+        model,
+        processor,
+        image,
+        QUESTIONS,
+        image_first=image_first,
+        max_new_tokens=NEW_TOKENS,
+        batch_size=2,
+        share=True,
+    )
+    for one, many in zip(alone, shared, strict=True):
+        np.testing.assert_array_equal(one.input_ids, many.input_ids)
+        np.testing.assert_array_equal(one.generated_ids, many.generated_ids)
+        assert one.generated_text == many.generated_text
+        assert abs(one.p_yes - many.p_yes) <= 1e-5
+        for key in ("attention", "text_attention", "prompt_image_attention"):
+            assert np.abs(getattr(one, key) - getattr(many, key)).max() <= 1e-5, key
+
+
+def test_prompt_longer_than_a_captured_sliding_window_is_refused(tiny_model_dir, processor, image):
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.text_config.sliding_window = 200  # shorter than the ~280-token prompts
+    short_window = AutoModelForImageTextToText.from_pretrained(
+        tiny_model_dir, config=config, use_safetensors=True
+    ).eval()
+    with pytest.raises(PromptTooLongError, match="sliding window"):
+        capture_answers(
+            short_window,
+            processor,
+            image,
+            QUESTIONS[:1],
+            image_first=True,
+            max_new_tokens=2,
+            layers=3,
+        )
+    # The last layer is a full-attention layer: capturing it alone is safe.
+    last = config.text_config.num_hidden_layers - 1
+    assert config.text_config.layer_types[last] == "full_attention"
+    (capture,) = capture_answers(
+        short_window,
+        processor,
+        image,
+        QUESTIONS[:1],
+        image_first=True,
+        max_new_tokens=2,
+        layers=[last],
+    )
+    assert capture.attention.shape == (1, 8, 2, 256)
+
+
+def test_bfloat16_model_gives_float32_probabilities(tiny_model_dir, model, processor, image):
+    bf16 = _load(tiny_model_dir, "sdpa", dtype=torch.bfloat16)
+    (low,) = capture_answers(
+        bf16, processor, image, QUESTIONS[:1], image_first=True, max_new_tokens=1
+    )
+    (high,) = capture_answers(
+        model, processor, image, QUESTIONS[:1], image_first=True, max_new_tokens=1
+    )
+    assert low.attention.dtype == np.float32
+    assert np.abs(low.attention - high.attention).max() < 0.05
+    np.testing.assert_allclose(
+        low.attention[:, :, 0].sum(-1) + low.text_attention[:, :, 0].sum(-1), 1.0, atol=1e-5
+    )
+
+
+def test_attention_probabilities_match_softmax_with_gqa():
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(2, 8, 3, 16, generator=generator)
+    key = torch.randn(2, 4, 5, 16, generator=generator)
+    mask = torch.ones(2, 1, 3, 5, dtype=torch.bool)
+    mask[0, :, :, 0] = False  # a left pad in row 0
+    probs = attention_probabilities(query, key, mask, scaling=0.25)
+    for head in range(8):
+        logits = query[:, head] @ key[:, head // 2].transpose(1, 2) * 0.25
+        logits = logits.masked_fill(~mask[:, 0], float("-inf"))
+        torch.testing.assert_close(probs[:, head], torch.softmax(logits, -1))
+    causal = attention_probabilities(query, key, None, scaling=0.25)
+    assert torch.all(causal[:, :, 0, 3:] == 0) and torch.all(causal[:, :, 2] > 0)
+
+
+@pytest.mark.parametrize("image_first", [True, False])
+def test_prompt_ids_without_pixels_equal_the_processor_ids(processor, image, image_first):
+    from cxr_attention.inference.prompting import prompt_token_ids
+
+    questions = [
+        *QUESTIONS,
+        "  Is there an effusion?\nAnswer yes or no.  ",
+        "Épanchement pleural ? (±)",
+    ]
+    for question in questions:
+        expected = build_inputs(processor, image, question, image_first=image_first)
+        got = prompt_token_ids(processor, question, image_first=image_first)
+        assert torch.equal(got, expected["input_ids"][0]), question
+
+
+def test_sliding_window_boundary(tiny_model_dir, model, processor, image):
+    """A window exactly as long as prompt + new tokens - 1 captures; one token less is refused."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    (reference,) = capture_answers(
+        model, processor, image, QUESTIONS[:1], image_first=True, max_new_tokens=NEW_TOKENS
+    )
+    needed = len(reference.input_ids) + NEW_TOKENS - 1
+    for window, fits in ((needed, True), (needed - 1, False)):
+        config = AutoConfig.from_pretrained(tiny_model_dir)
+        config.text_config.sliding_window = window
+        windowed = AutoModelForImageTextToText.from_pretrained(
+            tiny_model_dir, config=config, use_safetensors=True
+        ).eval()
+
+        def run(m=windowed):
+            return capture_answers(
+                m, processor, image, QUESTIONS[:1], image_first=True, max_new_tokens=NEW_TOKENS
+            )
+
+        if fits:
+            (capture,) = run()
+            np.testing.assert_array_equal(capture.generated_ids, reference.generated_ids)
+            assert np.abs(capture.attention - reference.attention).max() <= 1e-5
+        else:
+            with pytest.raises(PromptTooLongError):
+                run()

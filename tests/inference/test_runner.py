@@ -1,0 +1,327 @@
+"""One inference shard: outputs, resume after a kill, out-of-memory halving, failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cxr_attention.inference import runner
+from cxr_attention.inference.capture import capture_answers
+from cxr_attention.inference.model import load_model
+from cxr_attention.inference.prompting import build_inputs
+from cxr_attention.inference.runner import (
+    ANSWER_COLUMNS,
+    answer_one,
+    is_out_of_memory,
+    run_inference_shard,
+    write_capture,
+)
+
+QUESTIONS = [
+    (
+        "pleural_effusion.baseline.0",
+        "Pleural Effusion",
+        "baseline",
+        "Is there a pleural effusion?",
+        "pleural effusion|effusion|fluid",
+    ),
+    (
+        "pleural_effusion.plain.0",
+        "Pleural Effusion",
+        "plain",
+        "Is there fluid around the lungs?",
+        "pleural effusion|effusion|fluid",
+    ),
+    (
+        "cardiomegaly.baseline.0",
+        "Cardiomegaly",
+        "baseline",
+        "Is there cardiomegaly?",
+        "cardiomegaly|heart",
+    ),
+]
+PARAMS = {"max_new_tokens": 3, "batch_size": 2, "image_first": True, "device": "cpu"}
+
+
+class Stop(Exception):
+    """Stands in for a kill -9 in the middle of a shard."""
+
+
+@pytest.fixture()
+def run_tables(tmp_path):
+    """Manifest, questions and preprocess tables: shard 0 has two good images and a broken one."""
+    rng = np.random.default_rng(0)
+    rows, pre = [], []
+    for index, (dicom_id, shard) in enumerate([("d1", 0), ("d2", 0), ("d3", 1), ("bad", 0)]):
+        path = tmp_path / "pre" / f"{dicom_id}.png"
+        path.parent.mkdir(exist_ok=True)
+        if dicom_id == "bad":
+            path.write_bytes(b"not a png")
+        else:
+            Image.fromarray(rng.integers(0, 256, (80 + index, 64), dtype=np.uint8)).save(path)
+        rows.append(
+            {
+                "dicom_id": dicom_id,
+                "subject_id": "10",
+                "study_id": f"5{index}",
+                "split": "test",
+                "view_position": "PA",
+                "image_path": f"x/{dicom_id}.jpg",
+                "shard": shard,
+                "Pleural Effusion": [1.0, 0.0, -1.0, 1.0][index],
+                "Cardiomegaly": [None, 1.0, 0.0, 0.0][index],
+            }
+        )
+        if shard == 0:
+            pre.append({"dicom_id": dicom_id, "image": str(path)})
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    questions = tmp_path / "questions.csv"
+    pd.DataFrame(
+        [
+            {
+                "question_id": qid,
+                "dicom_id": "",
+                "finding": finding,
+                "strategy": strategy,
+                "baseline_question_id": qid.rsplit(".", 2)[0] + ".baseline.0",
+                "variant_index": 0,
+                "variant_kind": "",
+                "question": text,
+                "target_terms": terms,
+                "expected_answer": "",
+                "answer_terms": terms.split("|")[0],
+            }
+            for qid, finding, strategy, text, terms in QUESTIONS
+        ]
+    ).to_csv(questions, index=False)
+    preprocess = tmp_path / "preprocess.csv"
+    pd.DataFrame(pre).to_csv(preprocess, index=False)
+    return {"manifest_csv": manifest, "questions_csv": questions, "preprocess_csv": preprocess}
+
+
+def _run(tables, tiny_model_dir, out, **extra):
+    kwargs = {
+        **tables,
+        "shard": 0,
+        "model_id": tiny_model_dir,
+        "out_csv": out / "shard-0.csv",
+        "out_dir": out / "shard-0",
+        "failures_csv": out / "shard-0.failures.csv",
+        "params": PARAMS,
+        "progress": False,
+    }
+    kwargs.update(extra)
+    run_inference_shard(**kwargs)
+    return pd.read_csv(kwargs["out_csv"], dtype=str, keep_default_na=False)
+
+
+class Counting:
+    """Wraps capture_answers: counts the questions the model is asked, optionally stops or OOMs."""
+
+    def __init__(self, stop_after_batches=None, oom=None):
+        self.questions = 0
+        self.batch_sizes = []
+        self.batches = 0
+        self.stop_after_batches = stop_after_batches
+        self.oom = oom
+
+    def __call__(self, model, processor, image, questions, **kwargs):
+        self.batch_sizes.append(kwargs["batch_size"])
+        if self.oom is not None:
+            self.oom(questions, kwargs["batch_size"])
+        inner = kwargs.pop("on_batch")
+
+        def on_batch(captures, seconds):
+            self.questions += len(captures)
+            inner(captures, seconds)
+            self.batches += 1
+            if self.stop_after_batches is not None and self.batches >= self.stop_after_batches:
+                raise Stop
+
+        return capture_answers(model, processor, image, questions, on_batch=on_batch, **kwargs)
+
+
+def _strip(table):
+    """The table without timings and paths, P(yes) as numbers (compared with a tolerance)."""
+    return table.drop(columns=["seconds", "capture"]).astype({"p_yes": float})
+
+
+def _arrays(folder):
+    return {p.name: dict(np.load(p)) for p in sorted(folder.glob("*.npz"))}
+
+
+def test_shard_outputs(run_tables, tiny_model_dir, tmp_path, monkeypatch):
+    loads = []
+
+    def counting_load(*args, **kwargs):
+        loads.append(args)
+        return load_model(*args, **kwargs)
+
+    table = _run(run_tables, tiny_model_dir, tmp_path / "out", load=counting_load)
+    assert len(loads) == 1  # the model loads once per job
+    assert list(table.columns) == ANSWER_COLUMNS
+    assert sorted(table["dicom_id"].unique()) == ["d1", "d2"]  # shard 0 only; "bad" failed
+    assert len(table) == 2 * len(QUESTIONS)
+    assert set(table["answer"]) <= {"yes", "no", "unclear"}
+    assert all(0 < float(p) < 1 for p in table["p_yes"])
+    # Labels and expected answers: d1 effusion 1.0 -> yes; d1 cardiomegaly blank -> excluded.
+    d1 = table[table["dicom_id"] == "d1"].set_index("question_id")
+    assert d1.loc["pleural_effusion.baseline.0", "expected"] == "yes"
+    assert d1.loc["cardiomegaly.baseline.0", "expected"] == ""
+    assert d1.loc["cardiomegaly.baseline.0", "correct"] == ""
+    effusion = d1.loc["pleural_effusion.baseline.0"]
+    assert effusion["correct"] == str(effusion["answer"] == "yes")
+
+    failures = pd.read_csv(tmp_path / "out" / "shard-0.failures.csv", dtype=str)
+    assert list(failures["dicom_id"]) == ["bad"]
+    assert set(failures["stage"]) == {"inference"}
+    assert not (tmp_path / "out" / "shard-0.partial").exists()
+
+    # The stored arrays are the capture of that question asked alone (float16 storage).
+    sample = table.iloc[0]
+    stored = np.load(sample["capture"])
+    assert stored["attention"].dtype == np.float16
+    assert stored["attention"].shape[:2] == (3, 8) and stored["attention"].shape[-1] == 256
+    assert list(stored["grid_shape"]) == [16, 16]
+    assert len(stored["generated_tokens"]) == len(stored["generated_ids"])
+    assert int(sample["n_generated_tokens"]) == len(stored["generated_ids"])
+    loaded = load_model(tiny_model_dir, device="cpu")
+    image = Image.open(tmp_path / "pre" / f"{sample['dicom_id']}.png")
+    alone = answer_one(loaded, image, sample["question"], max_new_tokens=3, image_first=True)
+    np.testing.assert_allclose(stored["attention"], alone.attention, atol=1e-3)
+    np.testing.assert_array_equal(stored["input_ids"], alone.input_ids)
+    assert sample["generated_text"] == alone.generated_text
+    assert abs(float(sample["p_yes"]) - alone.p_yes) < 1e-6
+
+
+def test_resume_after_kill_skips_finished_samples(
+    run_tables, tiny_model_dir, tmp_path, monkeypatch
+):
+    reference = _run(run_tables, tiny_model_dir, tmp_path / "whole")
+
+    interrupted = Counting(stop_after_batches=1)
+    monkeypatch.setattr(runner, "capture_answers", interrupted)
+    with pytest.raises(Stop):
+        _run(run_tables, tiny_model_dir, tmp_path / "resumed")
+    partial = tmp_path / "resumed" / "shard-0.partial"
+    finished = sorted(p.stem for p in partial.glob("*.json"))
+    assert len(finished) == 2  # one batch of two questions
+    mtimes = {p.name: p.stat().st_mtime_ns for p in partial.iterdir()}
+
+    resumed = Counting()
+    monkeypatch.setattr(runner, "capture_answers", resumed)
+    table = _run(run_tables, tiny_model_dir, tmp_path / "resumed")
+    assert resumed.questions == len(reference) - len(finished)  # finished ones not recomputed
+    # Equal up to float rounding: the resumed run batches the remaining questions differently.
+    pd.testing.assert_frame_equal(_strip(table), _strip(reference), atol=1e-6)
+    whole = _arrays(tmp_path / "whole" / "shard-0")
+    again = _arrays(tmp_path / "resumed" / "shard-0")
+    assert whole.keys() == again.keys()
+    for name in whole:
+        for key, value in whole[name].items():
+            if value.dtype.kind == "f":
+                np.testing.assert_allclose(value, again[name][key], atol=1e-3)
+            else:
+                np.testing.assert_array_equal(value, again[name][key])
+    for name in (f"{sample_id}.npz" for sample_id in finished):
+        assert (tmp_path / "resumed" / "shard-0" / name).stat().st_mtime_ns == mtimes[name]
+
+
+def test_out_of_memory_halves_the_batch(run_tables, tiny_model_dir, tmp_path, monkeypatch):
+    def oom_above_one(questions, batch_size):
+        if batch_size > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    fake = Counting(oom=oom_above_one)
+    monkeypatch.setattr(runner, "capture_answers", fake)
+    table = _run(run_tables, tiny_model_dir, tmp_path / "oom", params={**PARAMS, "batch_size": 4})
+    assert fake.batch_sizes[:3] == [4, 2, 1]
+    assert len(table) == 2 * len(QUESTIONS)
+    reference = _run(run_tables, tiny_model_dir, tmp_path / "plain")
+    pd.testing.assert_frame_equal(_strip(table), _strip(reference), atol=1e-6)
+
+
+def test_sample_still_out_of_memory_at_batch_one_fails_alone(
+    run_tables, tiny_model_dir, tmp_path, monkeypatch
+):
+    from cxr_attention.inference import capture
+
+    real_batch = capture.capture_batch
+
+    def poisoned_batch(*args, questions, **kwargs):
+        if "Is there fluid around the lungs?" in questions:
+            raise RuntimeError("CUDA error: out of memory")
+        return real_batch(*args, questions=questions, **kwargs)
+
+    monkeypatch.setattr(capture, "capture_batch", poisoned_batch)
+    table = _run(run_tables, tiny_model_dir, tmp_path / "poison")
+    assert len(table) == 2 * (len(QUESTIONS) - 1)
+    assert "pleural_effusion.plain.0" not in set(table["question_id"])
+    failures = pd.read_csv(tmp_path / "poison" / "shard-0.failures.csv", dtype=str)
+    oom = failures[failures["error_type"] == "out_of_memory"]
+    assert sorted(oom["dicom_id"]) == ["d1", "d2"]
+    assert (failures["error_type"] != "out_of_memory").sum() == 1  # the unreadable image
+
+
+def test_other_errors_are_not_taken_for_out_of_memory():
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
+    assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(ValueError("out of memory"))
+
+
+def test_explain_arrays_are_float32_with_pixels(tiny_model_dir, tmp_path):
+    loaded = load_model(tiny_model_dir, device="cpu")
+    image = np.random.default_rng(1).integers(0, 256, (70, 90), dtype=np.uint8)
+    capture = answer_one(loaded, image, "Is there a pneumothorax?", max_new_tokens=2)
+    write_capture(capture, tmp_path / "attention.npz", dtype=np.float32, include_pixel_values=True)
+    stored = np.load(tmp_path / "attention.npz")
+    assert stored["attention"].dtype == np.float32
+    np.testing.assert_array_equal(stored["attention"], capture.attention)
+    assert stored["pixel_values"].dtype == np.float32
+    assert stored["pixel_values"].shape == (3, 448, 448)
+    inputs = build_inputs(loaded.processor, image, "Is there a pneumothorax?", image_first=False)
+    np.testing.assert_array_equal(stored["pixel_values"], inputs["pixel_values"][0].numpy())
+    assert "<start_of_image>" in capture.prompt and capture.prompt.count("<image_soft_token>") == 0
+
+
+def test_load_model_on_cpu_in_float32_eval(tiny_model_dir):
+    loaded = load_model(tiny_model_dir, device="auto")  # no GPU here: the CPU
+    assert loaded.device == torch.device("cpu")
+    assert loaded.model.dtype == torch.float32
+    assert not loaded.model.training
+    assert loaded.model.config._attn_implementation == "sdpa"
+
+
+def test_gpu_with_most_free_memory_is_chosen(monkeypatch):
+    from cxr_attention.inference.model import choose_device
+
+    free_gib = [5, 40, 20]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(free_gib))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (free_gib[i] * 2**30, 80 * 2**30))
+    assert choose_device("auto", min_free_gpu_gb=15) == torch.device("cuda:1")
+    assert choose_device("cpu") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no GPU has 50 GiB free"):
+        choose_device("auto", min_free_gpu_gb=50)
+
+
+def test_text_only_prompt_rows_zero_the_image_rows_and_keep_the_rest(tiny_model_dir):
+    from cxr_attention.inference.runner import capture_arrays
+
+    loaded = load_model(tiny_model_dir, device="cpu")
+    image = np.random.default_rng(2).integers(0, 256, (60, 60), dtype=np.uint8)
+    capture = answer_one(loaded, image, "Is there an effusion?", max_new_tokens=1)
+    full = capture_arrays(capture)["prompt_image_attention"]
+    text = capture_arrays(capture, prompt_image_rows="text")["prompt_image_attention"]
+    image_rows = capture.image_token_positions
+    assert full.shape == text.shape
+    assert np.all(text[:, :, image_rows] == 0) and np.any(full[:, :, image_rows] != 0)
+    others = np.setdiff1d(np.arange(full.shape[2]), image_rows)
+    np.testing.assert_array_equal(text[:, :, others], full[:, :, others])
+    with pytest.raises(ValueError, match="prompt_image_rows"):
+        capture_arrays(capture, prompt_image_rows="some")

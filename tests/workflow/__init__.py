@@ -1,0 +1,1 @@
+"""Tests of the workflow as a whole: environments, staleness, determinism, crash safety, DVC."""

@@ -1,0 +1,157 @@
+"""Run the demo workflow in a copy of the repository, and read what Snakemake plans.
+
+The workflow tests never run Snakemake in the checkout itself (its results/ belong to whoever
+works there): they copy the working tree as git sees it into a temporary folder and run it there,
+with that copy's ``src`` first on PYTHONPATH so that jobs import the copy's library, not the
+editable install of the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+__all__ = [
+    "LOCAL_RUN",
+    "REPO",
+    "TEST_SIZE",
+    "clone_run",
+    "copy_repository",
+    "planned_jobs",
+    "shrink_demo",
+    "snakemake",
+    "snakemake_environment",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+# The demo on this machine: two cores, and the single "GPU" the inference and maps rules share.
+LOCAL_RUN = ("--cores", "2", "--resources", "gpu=1")
+# The demo, smaller, so that the suite can run it several times on two cores (about 1.5 min instead
+# of 5): 4 of its 14 images (2 per shard) and 2 of its 4 findings; every rule still runs.
+TEST_SIZE = {
+    "selection": {"sample_size": 4},
+    "questions": {"findings": ["Pleural Effusion", "Cardiomegaly"]},
+}
+# Folders a checkout may hold that are state or output, never part of the workflow.
+_NOT_COPIED = {".git", ".venv", ".snakemake", "results", "resources", "logs", "benchmarks"}
+
+
+def copy_repository(destination: Path) -> Path:
+    """Copy the tracked and the untracked-but-not-ignored files of the checkout to destination.
+
+    Falls back to copying the tree without state folders when the checkout is not a git one.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=False,
+    )
+    if listing.returncode == 0:
+        for name in filter(None, listing.stdout.decode().split("\0")):
+            source = REPO / name
+            if source.is_file():  # listed but deleted in the working tree: skip
+                target = destination / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+    else:
+        shutil.copytree(
+            REPO,
+            destination,
+            dirs_exist_ok=True,
+            ignore=lambda folder, names: (
+                [n for n in names if n in _NOT_COPIED or n == "__pycache__"]
+                if Path(folder) == REPO
+                else [n for n in names if n == "__pycache__"]
+            ),
+        )
+    return destination
+
+
+def shrink_demo(workdir: Path, overrides: dict = TEST_SIZE) -> Path:
+    """Apply ``overrides`` (section -> keys) to the demo config of a copy, in place."""
+    path = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        config[section].update(values)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return workdir
+
+
+def clone_run(source: Path, destination: Path) -> Path:
+    """Copy a finished run's folder (results, Snakemake metadata), keeping modification times."""
+    shutil.copytree(source, destination, symlinks=True)
+    return destination
+
+
+def snakemake_environment(workdir: Path) -> dict[str, str]:
+    """The environment of a Snakemake run in ``workdir``: this venv's tools, the copy's library."""
+    environment = dict(os.environ)
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment["PATH"]])
+    environment["PYTHONPATH"] = str(workdir / "src")
+    return environment
+
+
+def snakemake(
+    workdir: Path, *arguments: str, timeout: float = 900, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``snakemake *arguments`` in ``workdir``; on failure the error shows its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *arguments],
+        cwd=workdir,
+        env=snakemake_environment(workdir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(arguments)} exited {result.returncode} in {workdir}\n"
+            f"{result.stdout[-5000:]}\n{result.stderr[-10000:]}"
+        )
+    return result
+
+
+_NOTHING_TO_DO = "Nothing to be done"
+_JOB_ROW = re.compile(r"^(\S+)\s+(\d+)$")
+
+
+def planned_jobs(workdir: Path, *arguments: str) -> Counter[str]:
+    """Jobs per rule that ``snakemake --dry-run`` plans (empty when nothing is to be done).
+
+    Reads the "Job stats" table of ``--quiet rules`` output: a header ``job count``, a dashed
+    rule, one ``rule count`` row per rule and a ``total`` row, which is checked against the sum.
+    """
+    result = snakemake(workdir, "--dry-run", "--quiet", "rules", *arguments)
+    output = result.stdout + result.stderr
+    lines = [line.strip() for line in output.splitlines()]
+    if any(_NOTHING_TO_DO in line for line in lines) and "Job stats:" not in lines:
+        return Counter()
+    try:
+        start = lines.index("Job stats:")
+    except ValueError as error:
+        raise AssertionError(f"no job table in the dry run's output:\n{output}") from error
+    header = lines[start + 1].split()
+    if header != ["job", "count"] or not set(lines[start + 2]) <= {"-", " "}:
+        raise AssertionError(f"unexpected job table header:\n{output}")
+    jobs: Counter[str] = Counter()
+    for line in lines[start + 3 :]:
+        match = _JOB_ROW.match(line)
+        if match is None:
+            break
+        rule, count = match.group(1), int(match.group(2))
+        if rule == "total":
+            if count != sum(jobs.values()):
+                raise AssertionError(f"job table total {count} != sum of rows:\n{output}")
+            return jobs
+        jobs[rule] = count
+    raise AssertionError(f"job table without a total row:\n{output}")

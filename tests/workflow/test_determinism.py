@@ -1,0 +1,63 @@
+"""Two runs of the demo from clean produce byte-identical metrics tables.
+
+The oracle is the first run: the shared demo run and a second run in a fresh copy (model rebuilt,
+every image decoded again, every question answered again) must agree byte for byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workflow.demo import LOCAL_RUN, copy_repository, shrink_demo, snakemake
+
+pytestmark = pytest.mark.slow
+
+METRICS = Path("results/demo/metrics")
+# Wall-clock seconds per answer (inference's `seconds`) differ between any two runs by nature;
+# they are compared apart from the rest of their table, which must still be identical.
+TIMING_COLUMNS = {"answers.csv": ["seconds"]}
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = shrink_demo(copy_repository(tmp_path_factory.mktemp("second_run") / "repo"))
+    snakemake(workdir, *LOCAL_RUN)
+    return workdir
+
+
+def _metrics_files(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / METRICS).iterdir() if p.suffix in {".csv", ".json"})
+
+
+def test_same_metrics_files(demo_run, second_run):
+    names = _metrics_files(demo_run)
+    assert "summary.json" in names
+    assert len(names) > 5
+    assert names == _metrics_files(second_run)
+
+
+def test_metrics_tables_are_byte_identical(demo_run, second_run):
+    differing = []
+    for name in _metrics_files(demo_run):
+        first, second = demo_run / METRICS / name, second_run / METRICS / name
+        if name in TIMING_COLUMNS:
+            timing = TIMING_COLUMNS[name]
+            left = pd.read_csv(first, dtype=str, keep_default_na=False)
+            right = pd.read_csv(second, dtype=str, keep_default_na=False)
+            assert set(timing) <= set(left.columns), f"{name}: expected columns {timing}"
+            if not left.drop(columns=timing).equals(right.drop(columns=timing)):
+                differing.append(name)
+        elif first.read_bytes() != second.read_bytes():
+            differing.append(name)
+    assert not differing, f"differ between two runs from clean: {differing}"
+
+
+def test_metrics_are_not_empty(demo_run):
+    """Guards the comparison above against two identically empty runs."""
+    maps = pd.read_csv(demo_run / METRICS / "maps.csv")
+    answers = pd.read_csv(demo_run / METRICS / "answers.csv")
+    assert len(answers) > 0
+    assert len(maps) > 0

@@ -1,0 +1,91 @@
+"""After a finished run, an edit reruns exactly the stale steps, and nothing else.
+
+Every rule lists the library modules it runs as inputs, so Snakemake's own planner is the oracle:
+each test makes a real edit (a comment line appended, so the file's checksum changes; recent
+Snakemake ignores a bare touch whose checksum did not change), asks for a dry run, and checks which
+rules it plans. The edit is undone afterwards: the restored content has the recorded checksum
+again, so the next test starts from a finished run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workflow.demo import clone_run, planned_jobs
+
+pytestmark = pytest.mark.slow
+
+SHARDS = 2  # config/config.yaml: selection.shards
+PREPROCESSING = {"manifest", "preprocess"}
+MODEL = {"build_tiny_model", "questions", "inference", "maps"}
+ANALYSIS = {
+    "map_metrics",
+    "gather",
+    "study_statistics",
+    "paper_comparison",
+    "failures",
+    "sample_figures",
+    "summary_figures",
+    "run_summary",
+    "paper_page",
+    "report",
+    "all",
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return clone_run(demo_run, tmp_path_factory.mktemp("staleness") / "repo")
+
+
+@contextlib.contextmanager
+def edited(path: Path, line: str) -> Iterator[None]:
+    """Append ``line`` to the file for the duration of the block, then restore its content."""
+    original = path.read_bytes()
+    path.write_bytes(original + line.encode() + b"\n")
+    try:
+        yield
+    finally:
+        path.write_bytes(original)
+
+
+def test_second_run_has_nothing_to_do(finished_run):
+    assert planned_jobs(finished_run) == {}
+
+
+def test_metrics_edit_reruns_metrics_figures_and_report_only(finished_run):
+    with edited(finished_run / "src/cxr_attention/metrics/per_map.py", "# edited by a test"):
+        jobs = planned_jobs(finished_run)
+    assert jobs["map_metrics"] == SHARDS
+    assert {"gather", "study_statistics", "summary_figures", "report"} <= set(jobs)
+    assert set(jobs) <= ANALYSIS
+    assert not set(jobs) & (PREPROCESSING | MODEL)
+    # The per-sample figures read the maps, not the metrics: still up to date.
+    assert "sample_figures" not in jobs
+    assert planned_jobs(finished_run) == {}
+
+
+def test_preprocessing_edit_reruns_everything_downstream(finished_run):
+    with edited(finished_run / "src/cxr_attention/preprocess/masks.py", "# edited by a test"):
+        jobs = planned_jobs(finished_run)
+    for rule in ("preprocess", "inference", "maps", "map_metrics", "sample_figures"):
+        assert jobs[rule] == SHARDS, rule
+    assert {"gather", "study_statistics", "summary_figures", "failures", "report"} <= set(jobs)
+    # Neither the image selection, the questions nor the model depend on the masks.
+    assert not set(jobs) & {"manifest", "questions", "build_tiny_model"}
+    assert planned_jobs(finished_run) == {}
+
+
+def test_question_bank_edit_reruns_inference_and_after_not_preprocessing(finished_run):
+    with edited(finished_run / "config/questions.yaml", "# edited by a test"):
+        jobs = planned_jobs(finished_run)
+    assert jobs["questions"] == 1
+    for rule in ("inference", "maps", "map_metrics"):
+        assert jobs[rule] == SHARDS, rule
+    assert {"gather", "study_statistics", "report"} <= set(jobs)
+    assert not set(jobs) & (PREPROCESSING | {"build_tiny_model"})
+    assert planned_jobs(finished_run) == {}
