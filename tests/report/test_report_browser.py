@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_attention import figures
+from cxr_attention.figures import overlay, panels, sensitivity, summary
 from cxr_attention.report.paper import write_paper_comparison_page
 from cxr_attention.report.summary import write_run_summary
 
@@ -86,16 +86,16 @@ def make_samples(folder):
     folder = Path(folder)
     image, body, lungs = _image()
     a, b = _map(1, (4, 3)), _map(2, (10, 12))
-    figures.plot_overlay(image, a, body_mask=body, lung_labels=lungs,
+    overlay.plot_overlay(image, a, body_mask=body, lung_labels=lungs,
                          title="pleural effusion / attention / answer: yes",
                          out_path=folder / "overlay__img1.png")
     maps = {(s, m): _map(i, (i % 16, 5)) for i, (s, m) in enumerate(
         [(s, m) for s in ("baseline", "plain", "hard_positive")
          for m in ("attention", "gradcam", "uniform")])}
-    figures.plot_method_panels(image, maps, methods=("attention", "gradcam", "uniform"),
+    panels.plot_method_panels(image, maps, methods=("attention", "gradcam", "uniform"),
                                title="img1 / pleural effusion", body_mask=body,
                                lung_labels=lungs, out_path=folder / "panels__img1.png")
-    figures.plot_prompt_sensitivity(image, a, b, label_a="baseline", label_b="plain",
+    sensitivity.plot_prompt_sensitivity(image, a, b, label_a="baseline", label_b="plain",
                                     title="img1 / pleural effusion", body_mask=body,
                                     lung_labels=lungs, out_path=folder / "sensitivity__img1.png")
 
@@ -103,21 +103,21 @@ def make_samples(folder):
 def make_summary(folder):
     folder = Path(folder)
     maps = _maps_table()
-    figures.plot_metric_distributions(maps, by="strategy",
+    summary.plot_metric_distributions(maps, by="strategy",
                                       out_path=folder / "metrics_by_strategy.png")
-    figures.plot_metric_distributions(maps, by="finding",
+    summary.plot_metric_distributions(maps, by="finding",
                                       out_path=folder / "metrics_by_finding.png")
     accuracy = pd.DataFrame({"strategy": ["all", "baseline", "plain"], "accuracy": [0.7, 0.8, 0.6],
                              "ci_low": [0.6, 0.7, 0.4], "ci_high": [0.8, 0.9, 0.8],
                              "n": [40, 20, 20]})
-    figures.plot_accuracy(accuracy, out_path=folder / "accuracy_by_strategy.png")
+    summary.plot_accuracy(accuracy, out_path=folder / "accuracy_by_strategy.png")
     by_finding = accuracy.assign(finding="pleural_effusion")[
         ["finding", "strategy", "accuracy", "ci_low", "ci_high", "n"]]
-    figures.plot_accuracy(by_finding, out_path=folder / "accuracy_by_finding.png")
+    summary.plot_accuracy(by_finding, out_path=folder / "accuracy_by_finding.png")
     js = pd.DataFrame({"js_divergence": np.random.default_rng(0).beta(2, 8, 50),
                        "strategy_b": ["plain", "hard_positive"] * 25})
-    figures.plot_js_histogram(js, out_path=folder / "js_histogram.png")
-    figures.plot_method_usage(maps, out_path=folder / "method_usage.png")
+    summary.plot_js_histogram(js, out_path=folder / "js_histogram.png")
+    summary.plot_method_usage(maps, out_path=folder / "method_usage.png")
 
 
 def make_tables(maps_csv, failures_csv):
