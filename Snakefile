@@ -12,6 +12,13 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    run=RUN,
+    shard=r"\d{3}",
+
+
 include: "rules/preprocess.smk"
 include: "rules/inference.smk"
 include: "rules/maps.smk"
@@ -21,6 +28,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
-    default_target: True

@@ -3,7 +3,6 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, "../config/config.schema.json")
 
 RUN = config["run"]
@@ -11,18 +10,15 @@ SHARDS = [f"{k:03d}" for k in range(config["selection"]["shards"])]
 MIMIC_TABLES = ["metadata", "split", config["data"]["labels"]]
 
 
-wildcard_constraints:
-    run=RUN,
-    shard=r"\d{3}",
-
-
 def library(*modules):
-    """The src/cxr_attention modules a rule runs: listed as inputs so an edit reruns the rule.
+    """The src/cxr_attention modules that a job imports, as inputs: editing one reruns the job.
 
     tests/workflow/test_rule_code_inputs.py checks these lists against each script's imports.
     """
     base = ("__init__.py", "io.py", "workflow.py")
-    return list(dict.fromkeys(f"src/cxr_attention/{module}" for module in (*base, *modules)))
+    return list(
+        dict.fromkeys(f"src/cxr_attention/{module}" for module in (*base, *modules))
+    )
 
 
 MIMIC = ("preprocess/__init__.py", "preprocess/mimic.py")

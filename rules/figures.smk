@@ -18,12 +18,12 @@ rule sample_figures:
             subcategory="shard {shard}",
             labels={"figure": "{name}"},
         ),
-    params:
-        settings=config["figures"],
     log:
         "logs/{run}/sample_figures/{shard}.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        settings=config["figures"],
     script:
         "../scripts/sample_figures.py"
 

@@ -6,12 +6,12 @@ rule build_tiny_model:
         code=library("inference/__init__.py", "inference/tiny_model.py"),
     output:
         directory(config["model"]["id"]),
-    params:
-        seed=config["seed"],
     log:
         "logs/build_tiny_model.log",
     conda:
         "../envs/model.yaml"
+    params:
+        seed=config["seed"],
     script:
         "../scripts/build_tiny_model.py"
 
@@ -22,12 +22,12 @@ rule questions:
         code=QUESTIONS_CODE,
     output:
         "results/{run}/questions.csv",
-    params:
-        settings=config["questions"],
     log:
         "logs/{run}/questions.log",
     conda:
         "../envs/model.yaml"
+    params:
+        settings=config["questions"],
     script:
         "../scripts/questions.py"
 
@@ -43,18 +43,18 @@ rule inference:
         answers="results/{run}/inference/shard-{shard}.csv",
         captures=directory("results/{run}/inference/shard-{shard}"),
         failures="results/{run}/inference/shard-{shard}.failures.csv",
-    params:
-        model=config["model"],
-        settings=config["inference"],
-        questions=config["questions"],
-        seed=config["seed"],
-    resources:
-        gpu=1,
     log:
         "logs/{run}/inference/{shard}.log",
     benchmark:
         "benchmarks/{run}/inference/{shard}.tsv"
     conda:
         "../envs/model.yaml"
+    resources:
+        gpu=1,
+    params:
+        model=config["model"],
+        settings=config["inference"],
+        questions=config["questions"],
+        seed=config["seed"],
     script:
         "../scripts/inference.py"

@@ -13,17 +13,17 @@ rule maps:
         table="results/{run}/maps/shard-{shard}.csv",
         arrays="results/{run}/maps/shard-{shard}.npz",
         failures="results/{run}/maps/shard-{shard}.failures.csv",
-    params:
-        model=config["model"],
-        settings=config["maps"],
-        seed=config["seed"],
-    resources:
-        gpu=1,
     log:
         "logs/{run}/maps/{shard}.log",
     benchmark:
         "benchmarks/{run}/maps/{shard}.tsv"
     conda:
         "../envs/model.yaml"
+    resources:
+        gpu=1,
+    params:
+        model=config["model"],
+        settings=config["maps"],
+        seed=config["seed"],
     script:
         "../scripts/maps.py"

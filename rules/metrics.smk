@@ -56,13 +56,13 @@ rule study_statistics:
         js_divergence="results/{run}/metrics/js_divergence.csv",
         correct_vs_incorrect="results/{run}/metrics/correct_vs_incorrect.csv",
         paired_tests="results/{run}/metrics/paired_tests.csv",
-    params:
-        settings=config["metrics"],
-        seed=config["seed"],
     log:
         "logs/{run}/study_statistics.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        settings=config["metrics"],
+        seed=config["seed"],
     script:
         "../scripts/study_statistics.py"
 
@@ -76,13 +76,13 @@ rule paper_comparison:
         code=PAPER_CODE,
     output:
         "results/{run}/paper_comparison.csv",
-    params:
-        settings=config["metrics"],
-        seed=config["seed"],
     log:
         "logs/{run}/paper_comparison.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        settings=config["metrics"],
+        seed=config["seed"],
     script:
         "../scripts/paper_comparison.py"
 
@@ -121,11 +121,11 @@ if config["paper"]["reference_compat"]:
         output:
             table="results/{run}/reference_compat/shard-{shard}.csv",
             failures="results/{run}/reference_compat/shard-{shard}.failures.csv",
-        params:
-            model=config["model"],
         log:
             "logs/{run}/reference_compat/{shard}.log",
         conda:
             "../envs/analysis.yaml"
+        params:
+            model=config["model"],
         script:
             "../scripts/reference_compat.py"

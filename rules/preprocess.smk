@@ -7,14 +7,14 @@ rule manifest:
         code=MANIFEST_CODE,
     output:
         "results/{run}/manifest.csv",
-    params:
-        data=config["data"],
-        selection=config["selection"],
-        seed=config["seed"],
     log:
         "logs/{run}/manifest.log",
     conda:
         "../envs/imaging.yaml"
+    params:
+        data=config["data"],
+        selection=config["selection"],
+        seed=config["seed"],
     script:
         "../scripts/manifest.py"
 
@@ -27,11 +27,11 @@ rule preprocess:
         table="results/{run}/preprocess/shard-{shard}.csv",
         images=directory("results/{run}/preprocess/shard-{shard}"),
         failures="results/{run}/preprocess/shard-{shard}.failures.csv",
-    params:
-        settings=config["preprocess"],
     log:
         "logs/{run}/preprocess/{shard}.log",
     conda:
         "../envs/imaging.yaml"
+    params:
+        settings=config["preprocess"],
     script:
         "../scripts/preprocess.py"

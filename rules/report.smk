@@ -17,12 +17,12 @@ rule run_summary:
             category="Run summary",
             labels={"page": "summary"},
         ),
-    params:
-        config=config,
     log:
         "logs/{run}/run_summary.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        config=config,
     script:
         "../scripts/run_summary.py"
 
@@ -38,12 +38,12 @@ rule paper_page:
             category="Paper comparison",
             labels={"page": "paper comparison"},
         ),
-    params:
-        note=config["paper"].get("note"),
     log:
         "logs/{run}/paper_page.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        note=config["paper"].get("note"),
     script:
         "../scripts/paper_page.py"
 
@@ -54,12 +54,12 @@ rule report:
         code=library(),
     output:
         "results/{run}/report.html",
-    params:
-        snakefile=workflow.main_snakefile,
     log:
         "logs/{run}/report.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        snakefile=workflow.main_snakefile,
     script:
         "../scripts/report.py"
 
