@@ -95,6 +95,13 @@ def get_mimic_tables(wildcards):
     return {name: mimic_table(name) for name in MIMIC_TABLES}
 
 
+def get_selection_table(wildcards):
+    """The VQA table whose images the study asks about, when the selection follows it."""
+    if config["selection"].get("from_vqa_table"):
+        return config["questions"]["vqa_table"]
+    return []
+
+
 def get_question_source(wildcards):
     if config["questions"]["source"] == "vqa_table":
         return config["questions"]["vqa_table"]

@@ -4,6 +4,7 @@
 rule manifest:
     input:
         unpack(get_mimic_tables),
+        named=get_selection_table,
         code=MANIFEST_CODE,
     output:
         "results/{run}/manifest.csv",
@@ -14,6 +15,7 @@ rule manifest:
     params:
         data=config["data"],
         selection=config["selection"],
+        questions=config["questions"],
         seed=config["seed"],
     script:
         "../scripts/manifest.py"

@@ -289,3 +289,21 @@ def test_sliding_window_boundary(tiny_model_dir, model, processor, image):
         else:
             with pytest.raises(PromptTooLongError):
                 run()
+
+
+def test_generation_stops_at_end_of_turn_and_keeps_its_row(tiny_model_dir, processor, image):
+    """The row that produced the end token is kept; rows after it are not."""
+    fresh = _load(tiny_model_dir, "sdpa")
+    (free,) = capture_answers(
+        fresh, processor, image, QUESTIONS[:1], image_first=True, max_new_tokens=NEW_TOKENS
+    )
+    # Declare the second generated token an end token (the random model never emits one).
+    stop = int(free.generated_ids[1])
+    fresh.generation_config.eos_token_id = [stop]
+    (stopped,) = capture_answers(
+        fresh, processor, image, QUESTIONS[:1], image_first=True, max_new_tokens=NEW_TOKENS
+    )
+    n = int(np.flatnonzero(free.generated_ids == stop)[0]) + 1
+    np.testing.assert_array_equal(stopped.generated_ids, free.generated_ids[:n])
+    assert stopped.attention.shape[2] == stopped.text_attention.shape[2] == n
+    np.testing.assert_allclose(stopped.attention, free.attention[:, :, :n], atol=1e-6)

@@ -452,3 +452,33 @@ def test_write_manifest_from_config_sections(tmp_path):
     assert all(Path(p).is_file() for p in read["image_path"])
     with pytest.raises(ConfigError, match="missing MIMIC-CXR table"):
         write_manifest(data={"root": str(tmp_path)}, selection={}, seed=0, out_csv=out)
+
+
+def test_from_vqa_table_selects_exactly_the_images_it_names(tmp_path):
+    from cxr_attention.io import read_table
+    from cxr_attention.preprocess.mimic import write_manifest
+
+    metadata = pd.read_csv(DEMO_JPG / "mimic-cxr-2.0.0-metadata.csv.gz", dtype=str)
+    by_dicom = metadata["dicom_id"].iloc[:2].tolist()
+    # A row naming only a study (MIMIC folders spell it "s5..."): one image of that study.
+    study = metadata["study_id"].iloc[5]
+    vqa = pd.DataFrame(
+        {
+            "dicom_id": [*by_dicom, by_dicom[0], ""],
+            "study_id": ["", "", "", f"s{study}"],
+            "question": ["Is there cardiomegaly?"] * 4,
+        }
+    )
+    vqa.to_csv(tmp_path / "vqa.csv", index=False)
+    selection = {"views": ["PA", "AP"], "sample_size": 1, "from_vqa_table": True, "shards": 1}
+    write_manifest(
+        data={"root": str(DEMO_JPG)},
+        selection=selection,
+        seed=0,
+        out_csv=tmp_path / "manifest.csv",
+        vqa_table=tmp_path / "vqa.csv",
+    )
+    manifest = read_table(tmp_path / "manifest.csv")
+    expected = {*by_dicom, *metadata.loc[metadata["study_id"] == study, "dicom_id"][:1]}
+    assert set(manifest["dicom_id"]) == expected  # sample_size is ignored
+    assert len(manifest) == len(expected)

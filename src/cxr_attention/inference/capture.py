@@ -145,14 +145,17 @@ def attention_probabilities(
     -------
     Tensor (batch, heads, q_len, kv_len), float32
     """
-    groups = query.shape[1] // key.shape[1]
-    keys = key.float().repeat_interleave(groups, dim=1)
-    logits = torch.matmul(query.float(), keys.transpose(2, 3)) * scaling
+    batch, heads, q_len, head_dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    # Query head h reads key/value head h // groups (transformers' repeat_kv): group the query
+    # heads of each key head instead of copying the keys.
+    grouped = query.float().reshape(batch, kv_heads, (heads // kv_heads) * q_len, head_dim)
+    logits = torch.matmul(grouped, key.float().transpose(2, 3)) * scaling
+    logits = logits.reshape(batch, heads, q_len, kv_len)
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
     lowest = torch.finfo(torch.float32).min
     if attention_mask is None:
-        q_len, kv_len = logits.shape[-2:]
         rows = torch.arange(q_len, device=logits.device)[:, None] + (kv_len - q_len)
         visible = torch.arange(kv_len, device=logits.device)[None, :] <= rows
         logits = logits.masked_fill(~visible, lowest)

@@ -24,6 +24,9 @@ Parameters of a run (``params``; defaults in `DEFAULT_PARAMS`):
 ``prompt_image_rows`` ("all")
     ``"text"`` zeroes the image tokens' own rows of ``prompt_image_attention`` in the stored
     arrays (same shape; about 20x smaller files). See `capture_arrays`.
+``prompt_template`` ("{question}")
+    Text of the user turn; ``{question}`` is replaced by the question. The reference study sent
+    ``"Question: {question}\nAnswer with only 'yes' or 'no'."`` (config/paper.yaml).
 ``seed`` (0), ``min_free_gpu_gb`` (15.0), ``device`` ("auto")
 ``uncertain`` ("exclude"), ``blank`` ("exclude")
     Label policies, applied by ``questions.expand_samples`` / ``expected_answer``.
@@ -82,6 +85,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "uncertain": "exclude",
     "blank": "exclude",
     "prompt_image_rows": "all",
+    "prompt_template": "{question}",
 }
 
 ANSWER_COLUMNS = [
@@ -426,7 +430,7 @@ def _answer_image(
                 loaded.model,
                 loaded.processor,
                 image,
-                [s["question"] for s in pending],
+                [settings["prompt_template"].format(question=s["question"]) for s in pending],
                 image_first=bool(settings["image_first"]),
                 layers=int(settings["layers"]),
                 max_new_tokens=int(settings["max_new_tokens"]),

@@ -46,8 +46,10 @@ __all__ = [
     "TABLE_BASENAMES",
     "BalanceRequest",
     "MimicTables",
+    "NamedImages",
     "find_table",
     "image_path",
+    "images_named_by",
     "read_mimic_tables",
     "select_manifest",
     "write_manifest",
@@ -403,6 +405,7 @@ def select_manifest(
     balance: Sequence[Mapping[str, Any] | BalanceRequest] | Mapping[str, Any] | None = None,
     seed: int = 0,
     n_shards: int = 1,
+    named: NamedImages | None = None,
 ) -> pd.DataFrame:
     """Select a study's images into the manifest table (docs/architecture.md).
 
@@ -433,6 +436,10 @@ def select_manifest(
     n_shards : int
         Number of shards: contiguous blocks of the ``dicom_id``-sorted manifest, sizes differing
         by at most one (``shard = row * n_shards // n_rows``).
+    named : NamedImages, optional
+        Keep exactly the images a VQA table names (:func:`images_named_by`): its ``dicom_id``s,
+        and for rows that name only a study, that study's first image (by ``dicom_id``) passing
+        the split and view filters. ``sample_size`` and ``balance`` are then ignored.
 
     Returns
     -------
@@ -480,7 +487,13 @@ def select_manifest(
     pool = pool.sort_values("dicom_id", kind="stable", ignore_index=True)
 
     rng = np.random.default_rng(seed)
-    if requests:
+    if named is not None:
+        by_study = pool[pool["study_id"].isin(named.study_ids)].drop_duplicates("study_id")
+        pool = pool[pool["dicom_id"].isin(named.dicom_ids) | pool.index.isin(by_study.index)]
+        missing = len(named.dicom_ids) - int(pool["dicom_id"].isin(named.dicom_ids).sum())
+        if missing:
+            logger.warning("%d image(s) named by the VQA table are not selectable", missing)
+    elif requests:
         positions = _balanced_positions(pool, requests, rng)
         if sample_size is not None:
             if positions.size > sample_size:
@@ -513,12 +526,41 @@ def select_manifest(
     return manifest[MANIFEST_COLUMNS]
 
 
+@dataclass(frozen=True)
+class NamedImages:
+    """The images a VQA table asks about: by ``dicom_id``, or by ``study_id`` alone."""
+
+    dicom_ids: frozenset[str]
+    study_ids: frozenset[str]
+
+
+def images_named_by(vqa_table: str | os.PathLike) -> NamedImages:
+    """The images a VQA table (docs/questions.md) names, for ``selection.from_vqa_table``."""
+    path = Path(vqa_table)
+    if not path.is_file():
+        raise ConfigError(f"{path}: VQA table not found (questions.vqa_table)")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not {"dicom_id", "study_id"} & set(table.columns):
+        raise ConfigError(f"{path}: missing column 'dicom_id' or 'study_id'")
+    blank = pd.Series("", index=table.index)
+    dicom_ids = table["dicom_id"].str.strip() if "dicom_id" in table else blank
+    # MIMIC's folders write studies as s5xxxxxxx; the tables as 5xxxxxxx.
+    study_ids = (
+        table["study_id"].str.strip().str.removeprefix("s") if "study_id" in table else blank
+    )
+    return NamedImages(
+        dicom_ids=frozenset(dicom_ids[dicom_ids != ""]),
+        study_ids=frozenset(study_ids[(dicom_ids == "") & (study_ids != "")]),
+    )
+
+
 def write_manifest(
     *,
     data: Mapping[str, Any],
     selection: Mapping[str, Any],
     seed: int,
     out_csv: str | os.PathLike,
+    vqa_table: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Read the tables named by a config's ``data`` section, select, write ``manifest.csv``.
 
@@ -534,6 +576,8 @@ def write_manifest(
         The config's ``seed``.
     out_csv : path-like
         Where to write the manifest (atomically).
+    vqa_table : path-like, optional
+        With ``selection.from_vqa_table``: the table whose images are selected.
 
     Returns
     -------
@@ -553,6 +597,7 @@ def write_manifest(
         balance=selection.get("balance"),
         seed=int(seed),
         n_shards=int(selection.get("shards", 1)),
+        named=images_named_by(vqa_table) if selection.get("from_vqa_table") else None,
     )
     write_csv(manifest, out_csv)
     return manifest
