@@ -131,6 +131,21 @@ def get_final_output():
     return outputs
 
 
+def get_reference_compat_tables(wildcards):
+    """The reference's maps and metrics recomputed per shard, when the comparison asks for them."""
+    if config["paper"]["reference_compat"]:
+        return shard_outputs("results/{run}/reference_compat/shard-{shard}.csv")
+    return []
+
+
+def get_reference_compat_failures(wildcards):
+    if config["paper"]["reference_compat"]:
+        return shard_outputs(
+            "results/{run}/reference_compat/shard-{shard}.failures.csv"
+        )
+    return []
+
+
 def get_report_inputs(wildcards):
     """Every file the HTML report shows (the report rule runs `snakemake --report` over them)."""
     inputs = shard_outputs("results/{run}/figures/samples/shard-{shard}") + [

@@ -93,6 +93,7 @@ rule failures:
         inference=shard_outputs("results/{run}/inference/shard-{shard}.failures.csv"),
         maps=shard_outputs("results/{run}/maps/shard-{shard}.failures.csv"),
         metrics=shard_outputs("results/{run}/metrics/shard-{shard}.failures.csv"),
+        reference_compat=get_reference_compat_failures,
         code=library(),
     output:
         report(

@@ -30,6 +30,7 @@ rule run_summary:
 rule paper_page:
     input:
         comparison="results/{run}/paper_comparison.csv",
+        reference_compat=get_reference_compat_tables,
         code=REPORT_CODE,
     output:
         report(
