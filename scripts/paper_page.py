@@ -5,5 +5,8 @@ from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):
     write_paper_comparison_page(
-        snakemake.input.comparison, snakemake.output[0], note=snakemake.params.note
+        snakemake.input.comparison,
+        snakemake.output[0],
+        note=snakemake.params.note,
+        reference_compat_csvs=snakemake.input.reference_compat,
     )

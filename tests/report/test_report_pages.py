@@ -12,7 +12,13 @@ import pytest
 
 from cxr_attention.io import ConfigError
 from cxr_attention.metrics.paper import agreement_sentence
-from cxr_attention.report.paper import render_paper_comparison, write_paper_comparison_page
+from cxr_attention.reference_compat import REFERENCE_COMPAT_COLUMNS
+from cxr_attention.report.paper import (
+    REFERENCE_COMPAT_QUANTITIES,
+    reference_compat_summary,
+    render_paper_comparison,
+    write_paper_comparison_page,
+)
 from cxr_attention.report.summary import (
     fingerprint,
     method_quality,
@@ -288,3 +294,145 @@ def test_write_paper_page_refuses_a_table_without_the_columns(tmp_path):
     with pytest.raises(ConfigError, match=r"bad\.csv"):
         write_paper_comparison_page(bad, tmp_path / "bad.html")
     assert not (tmp_path / "bad.html").exists()
+
+
+# --------------------------------------------------------------------------- reference_compat
+
+_BATCH = 1 - 1e-8  # the batch runner's renormalised ratio: the paper's "99.99%"
+
+
+def _reference_compat() -> pd.DataFrame:
+    """Four samples with known means: s3's reference map failed (one-token answer), s4 has no
+    corrected inside-body (no body mask), so each row's means run over different samples."""
+    nan = np.nan
+    values = {
+        #                          s1     s2     s3    s4
+        "ref_first_cell_mass":   [0.70,  0.72,  nan,  0.74],
+        "first_cell_mass":       [0.002, 0.004, 0.5,  0.006],
+        "ref_entropy":           [4.4,   4.5,   nan,  4.6],
+        "entropy":               [5.0,   5.2,   1.0,  5.4],
+        "ref_focus":             [0.010, 0.012, nan,  0.014],
+        "focus_max":             [0.02,  0.03,  0.9,  0.04],
+        "focus":                 [0.2,   0.3,   0.95, 0.4],
+        "ref_inside_body":       [0.1,   0.2,   nan,  0.9],
+        "ref_inside_body_batch": [_BATCH, _BATCH, nan, _BATCH],
+        "inside_body":           [0.8,   0.9,   0.1,  nan],
+    }  # fmt: skip
+    table = pd.DataFrame(np.nan, index=range(4), columns=REFERENCE_COMPAT_COLUMNS)
+    table["sample_id"] = ["s1", "s2", "s3", "s4"]
+    table["dicom_id"] = ["d1", "d1", "d2", "d3"]
+    table["question_id"] = "cardiomegaly.baseline.0"
+    for column, column_values in values.items():
+        table[column] = column_values
+    return table
+
+
+def _compat_rows(page: str) -> list[list[str]]:
+    rows = _parse(page).rows
+    start = next(i for i, row in enumerate(rows) if row[:2] == ["quantity", "reference way"])
+    return rows[start + 1 :]
+
+
+def test_reference_compat_summary_pairs_samples_and_takes_hand_means():
+    summary = reference_compat_summary(_reference_compat()).set_index("quantity")
+    assert list(summary.index) == list(REFERENCE_COMPAT_QUANTITIES)
+    # s3 (no reference map) drops out everywhere, s4 only from inside-body.
+    assert summary["n"].to_dict() == {
+        "map mass in grid cell 0": 3,
+        "entropy (nats)": 3,
+        "focus": 3,
+        "inside-body": 2,
+    }
+    assert summary.at["map mass in grid cell 0", "ref_first_cell_mass"] == pytest.approx(0.72)
+    assert summary.at["map mass in grid cell 0", "first_cell_mass"] == pytest.approx(0.004)
+    assert summary.at["entropy (nats)", "ref_entropy"] == pytest.approx(4.5)
+    assert summary.at["entropy (nats)", "entropy"] == pytest.approx(5.2)
+    assert summary.at["focus", "ref_focus"] == pytest.approx(0.012)
+    assert summary.at["focus", "focus_max"] == pytest.approx(0.03)
+    assert summary.at["focus", "focus"] == pytest.approx(0.3)
+    assert summary.at["inside-body", "ref_inside_body"] == pytest.approx(0.15)
+    assert summary.at["inside-body", "ref_inside_body_batch"] == pytest.approx(_BATCH)
+    assert summary.at["inside-body", "inside_body"] == pytest.approx(0.85)
+    assert np.isnan(summary.at["inside-body", "ref_entropy"])  # not this row's column
+    with pytest.raises(ValueError, match="ref_focus"):
+        reference_compat_summary(_reference_compat().drop(columns="ref_focus"))
+
+
+def test_paper_page_shows_the_reference_numbers_beside_the_corrected_ones(tmp_path):
+    comparison = tmp_path / "paper_comparison.csv"
+    _comparison().to_csv(comparison, index=False)
+    table = _reference_compat()
+    shards = [tmp_path / "shard-0.csv", tmp_path / "shard-1.csv"]
+    table.iloc[:2].to_csv(shards[0], index=False)
+    table.iloc[2:].to_csv(shards[1], index=False)
+    out = write_paper_comparison_page(
+        comparison, tmp_path / "page.html", reference_compat_csvs=shards
+    )
+    page = out.read_text()
+    assert "<h2>The reference&#x27;s numbers from our own captures</h2>" in page
+    assert "&lt;start_of_turn&gt;" in page and "<start_of_turn>" not in page
+    rows = _compat_rows(page)
+    assert [row[:4] for row in rows] == [
+        ["map mass in grid cell 0", "0.72", "0.004", "3"],
+        ["entropy (nats)", "4.5", "5.2", "3"],
+        ["focus", "0.012", "0.03 (largest cell); 0.3 (top 5% of cells)", "3"],
+        ["inside-body", "0.15 (inverted Otsu mask); 1 (batch ratio, renormalised)", "0.85", "2"],
+    ]
+    sentences = [row[4] for row in rows]
+    assert "grid cell 0: that cell holds 72% of its map" in sentences[0]
+    assert "gives it 0.4% (a uniform map: 1/256 = 0.39%)" in sentences[0]
+    assert "4.5 nats" in sentences[1] and "is 5.2 nats" in sentences[1]
+    assert "never counts: 0.012" in sentences[2] and "13 largest cells 0.3" in sentences[2]
+    assert "reads 1 for any map (here 100%)" in sentences[3]
+    assert "its map has 15% inside" in sentences[3]
+    assert "Our maps put 85% of their mass inside the body." in sentences[3]
+    # The first section is untouched, and the shards' order changes nothing.
+    assert page.startswith(render_paper_comparison(_comparison()).split("</body>")[0])
+    again = write_paper_comparison_page(
+        comparison, tmp_path / "again.html", reference_compat_csvs=shards[::-1]
+    )
+    assert again.read_text() == page
+
+
+def test_paper_page_without_reference_compat_is_unchanged(tmp_path):
+    comparison = tmp_path / "paper_comparison.csv"
+    _comparison().to_csv(comparison, index=False)
+    plain = write_paper_comparison_page(comparison, tmp_path / "plain.html").read_text()
+    empty = write_paper_comparison_page(
+        comparison, tmp_path / "empty.html", reference_compat_csvs=()
+    ).read_text()
+    assert plain == empty == render_paper_comparison(_comparison())
+    assert "<h2>" not in plain and "reference way" not in plain
+
+
+def test_paper_page_says_so_when_reference_compat_has_nothing_to_compare(tmp_path):
+    header_only = _reference_compat().iloc[:0]
+    page = render_paper_comparison(_comparison(), reference_compat=header_only)
+    assert "have no samples: nothing to compare." in page
+    assert not any(row[:2] == ["quantity", "reference way"] for row in _parse(page).rows)
+    all_nan = _reference_compat()  # every reference map failed
+    for reference, _ in REFERENCE_COMPAT_QUANTITIES.values():
+        all_nan[list(reference)] = np.nan
+    page = render_paper_comparison(_comparison(), reference_compat=all_nan)
+    assert "has finite values on both the reference&#x27;s and the corrected side" in page
+    assert "reference way" not in page
+    # One quantity with no pair: a blank row with a sentence, the others shown.
+    partial = _reference_compat()
+    partial["inside_body"] = np.nan
+    rows = _compat_rows(render_paper_comparison(_comparison(), reference_compat=partial))
+    assert rows[3][1:] == ["", "", "0", "No sample has the inside-body on both sides."]
+    assert [row[3] for row in rows[:3]] == ["3", "3", "3"]
+
+
+def test_write_paper_page_refuses_bad_reference_compat_tables(tmp_path):
+    comparison = tmp_path / "paper_comparison.csv"
+    _comparison().to_csv(comparison, index=False)
+    empty_file, lacking = tmp_path / "shard-0.csv", tmp_path / "shard-1.csv"
+    empty_file.write_text("")
+    _reference_compat().drop(columns="ref_inside_body_batch").to_csv(lacking, index=False)
+    for bad in (empty_file, lacking):
+        with pytest.raises(ConfigError, match=bad.name):
+            write_paper_comparison_page(
+                comparison, tmp_path / "page.html", reference_compat_csvs=[bad]
+            )
+    assert not (tmp_path / "page.html").exists()
