@@ -62,6 +62,10 @@ FIGURES = (
 )
 REPORT = (
     *PAPER,
+    "maps/__init__.py",
+    "maps/grid.py",
+    "maps/attention.py",
+    "reference_compat.py",
     "figures/__init__.py",
     "figures/_style.py",
     "report/__init__.py",

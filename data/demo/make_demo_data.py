@@ -37,6 +37,15 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cxr_attention.preprocess.mimic import (
+    CHEXPERT_FINDINGS,
+    LABEL_COLUMNS,
+    METADATA_COLUMNS,
+    SPLIT_COLUMNS,
+    TABLE_BASENAMES,
+    image_path,
+)
+
 __all__ = ["build_demo_data", "main"]
 
 DEMO_DIR = Path(__file__).resolve().parent
@@ -45,39 +54,6 @@ DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "data" / "real_cxr"
 
 JPEG_QUALITY = 95
 MAX_LONG_SIDE = 2048
-
-CHEXPERT_FINDINGS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-]
-METADATA_COLUMNS = [
-    "dicom_id",
-    "subject_id",
-    "study_id",
-    "PerformedProcedureStepDescription",
-    "ViewPosition",
-    "Rows",
-    "Columns",
-    "StudyDate",
-    "StudyTime",
-    "ProcedureCodeSequence_CodeMeaning",
-    "ViewCodeSequence_CodeMeaning",
-    "PatientOrientationCodeSequence_CodeMeaning",
-]
-LABEL_COLUMNS = ["subject_id", "study_id", *CHEXPERT_FINDINGS]
-SPLIT_COLUMNS = ["dicom_id", "study_id", "subject_id", "split"]
 
 # Source label -> (CheXpert column, value), per source dataset. A source label that is absent
 # from its dataset's map has no CheXpert column (e.g. NIH "Hernia", Montgomery tuberculosis) and
@@ -226,11 +202,6 @@ def study_datetime(image: DemoImage) -> tuple[int, float]:
     return int(day.strftime("%Y%m%d")), float(f"{hours:02d}{minutes:02d}{seconds:02d}.{millis:03d}")
 
 
-def relative_image_path(image: DemoImage, suffix: str) -> str:
-    subject = subject_id(image.subject_index)
-    return f"files/p{subject[:2]}/p{subject}/s{study_id(image)}/{dicom_id(image)}{suffix}"
-
-
 def source_labels(dataset: str, labels_text: str) -> list[str]:
     """Split SOURCES.csv's ``labels`` text into the source dataset's own label names."""
     text = labels_text.strip()
@@ -324,7 +295,7 @@ def build_tree(
     for image in images:
         source = sources[image.source]
         subject, study, dicom = subject_id(image.subject_index), study_id(image), dicom_id(image)
-        target = out_dir / relative_image_path(image, ".jpg" if layout == "jpg" else ".dcm")
+        target = image_path(out_dir, layout, subject, study, dicom)
         target.parent.mkdir(parents=True, exist_ok=True)
         if layout == "jpg":
             data, source_size, (rows, columns) = encode_jpeg(source_dir / image.source)
@@ -389,11 +360,11 @@ def build_tree(
     )
     split_frame = pd.DataFrame(split, columns=SPLIT_COLUMNS)
     split_frame = split_frame.sort_values(["subject_id", "study_id", "dicom_id"])
-    write_gzip_csv(metadata_frame, out_dir / "mimic-cxr-2.0.0-metadata.csv.gz")
+    tables = {"metadata": metadata_frame, "split": split_frame}
     # One labelling source per image: CheXpert and NegBio tables carry the same mapped labels.
-    write_gzip_csv(labels_frame, out_dir / "mimic-cxr-2.0.0-chexpert.csv.gz")
-    write_gzip_csv(labels_frame, out_dir / "mimic-cxr-2.0.0-negbio.csv.gz")
-    write_gzip_csv(split_frame, out_dir / "mimic-cxr-2.0.0-split.csv.gz")
+    tables.update(chexpert=labels_frame, negbio=labels_frame)
+    for table, frame in tables.items():
+        write_gzip_csv(frame, out_dir / f"{TABLE_BASENAMES[table]}.csv.gz")
     return records
 
 

@@ -86,6 +86,17 @@ _REFERENCE_ENTROPY_EPS = 1e-10
 #: The reference's guard against division by zero in its normalisations.
 _REFERENCE_EPS = 1e-8
 
+#: The :func:`cxr_attention.metrics.per_map.map_metrics` values of the corrected answer map that
+#: sit beside the reference's own numbers.
+_CORRECTED_METRICS = (
+    "entropy",
+    "entropy_normalised",
+    "focus",
+    "focus_max",
+    "inside_body",
+    "border_fraction",
+)
+
 #: Columns of ``results/<run>/reference_compat/shard-<k>.csv``.
 REFERENCE_COMPAT_COLUMNS = [
     "sample_id",
@@ -102,12 +113,7 @@ REFERENCE_COMPAT_COLUMNS = [
     "ref_mask_fraction",
     "image_mass",
     "sink_mass",
-    "entropy",
-    "entropy_normalised",
-    "focus",
-    "focus_max",
-    "inside_body",
-    "border_fraction",
+    *_CORRECTED_METRICS,
     "first_cell_mass",
 ]
 
@@ -455,17 +461,7 @@ def corrected_answer_metrics(
         "image_mass": image_mass,
         "sink_mass": sink_mass,
         "first_cell_mass": float(np.asarray(grid, dtype=np.float64).ravel()[0]),
-        **{
-            key: metrics[key]
-            for key in (
-                "entropy",
-                "entropy_normalised",
-                "focus",
-                "focus_max",
-                "inside_body",
-                "border_fraction",
-            )
-        },
+        **{key: metrics[key] for key in _CORRECTED_METRICS},
     }
 
 

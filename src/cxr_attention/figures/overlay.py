@@ -19,6 +19,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from cxr_attention.figures._style import DPI, figure_style, new_figure, save_figure
@@ -27,6 +28,7 @@ from cxr_attention.geometry import grid_to_image
 __all__ = [
     "CONTOUR_STYLES",
     "DisplayRange",
+    "add_contour_legend",
     "colour_bar_extend",
     "contour_handles",
     "display_range",
@@ -319,6 +321,23 @@ def contour_handles(body_mask: np.ndarray | None, lung_labels: np.ndarray | None
         Line2D([], [], color=colour, linestyle=style, linewidth=1.0, label=label)
         for label, colour, style in (CONTOUR_STYLES[name] for name in present)
     ]
+
+
+def add_contour_legend(
+    figure: Figure, body_mask: np.ndarray | None, lung_labels: np.ndarray | None
+) -> None:
+    """Name the contours of a multi-panel figure once, in a legend under all its panels.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        A figure with ``layout="constrained"`` (the legend is placed outside the axes).
+    body_mask, lung_labels : ndarray of shape (H, W), optional
+        The masks the panels' contours were drawn from; no legend when neither outlines anything.
+    """
+    handles = contour_handles(body_mask, lung_labels)
+    if handles:
+        figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
 
 
 def _contour_masks(

@@ -19,8 +19,8 @@ from cxr_attention.figures._style import (
     save_figure,
 )
 from cxr_attention.figures.overlay import (
+    add_contour_legend,
     colour_bar_extend,
-    contour_handles,
     display_range,
     draw_overlay,
     image_height_inches,
@@ -138,11 +138,7 @@ def plot_method_panels(
             extend=colour_bar_extend(limits, *grid_maps.values()),
         )
         colour_bar.set_label(f"share of map mass per token, one scale\n({limits.describe()})")
-        handles = contour_handles(body_mask, lung_labels)
-        if handles:
-            figure.legend(
-                handles=handles, loc="outside lower center", ncol=len(handles), frameon=False
-            )
+        add_contour_legend(figure, body_mask, lung_labels)
         figure.suptitle(title)
         return save_figure(figure, out_path, dpi=dpi)
 

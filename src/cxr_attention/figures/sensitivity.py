@@ -11,8 +11,8 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from cxr_attention.figures._style import DPI, figure_style, new_figure, save_figure
 from cxr_attention.figures.overlay import (
     DIVERGING_CMAP,
+    add_contour_legend,
     colour_bar_extend,
-    contour_handles,
     display_range,
     draw_overlay,
     image_height_inches,
@@ -123,11 +123,7 @@ def plot_prompt_sensitivity(
         diff_bar.set_label(
             f"change in share per token (B - A)\nred: more under B, blue: more under A\n({clipped})"
         )
-        handles = contour_handles(body_mask, lung_labels)
-        if handles:
-            figure.legend(
-                handles=handles, loc="outside lower center", ncol=len(handles), frameon=False
-            )
+        add_contour_legend(figure, body_mask, lung_labels)
         figure.suptitle(
             f"{title}\nJensen-Shannon divergence A vs B (base 2) = {js:.3f} ({js_band(js)} change)"
         )

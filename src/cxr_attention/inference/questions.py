@@ -35,6 +35,7 @@ __all__ = [
     "HARD_POSITIVE_KINDS",
     "QUESTION_COLUMNS",
     "SAMPLE_COLUMNS",
+    "SAMPLE_QUESTION_COLUMNS",
     "STRATEGIES",
     "UNCERTAIN_POLICIES",
     "VQA_COLUMNS",
@@ -106,8 +107,9 @@ VQA_COLUMNS: tuple[str, ...] = (
     "strategy",
 )
 
-#: Columns of ``expand_samples``' output.
-SAMPLE_COLUMNS: tuple[str, ...] = (
+#: Columns that name a sample (image, question) and describe its question: the leading columns
+#: of ``expand_samples``' output and of the inference stage's answers table.
+SAMPLE_QUESTION_COLUMNS: tuple[str, ...] = (
     "sample_id",
     "dicom_id",
     "subject_id",
@@ -120,10 +122,10 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
     "variant_kind",
     "question",
     "target_terms",
-    "answer_terms",
-    "label",
-    "expected",
 )
+
+#: Columns of ``expand_samples``' output.
+SAMPLE_COLUMNS: tuple[str, ...] = (*SAMPLE_QUESTION_COLUMNS, "answer_terms", "label", "expected")
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 _WORD = re.compile(r"[a-z0-9]+")

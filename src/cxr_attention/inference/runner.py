@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 
 from cxr_attention.inference.capture import Capture, capture_answers
+from cxr_attention.inference.questions import SAMPLE_QUESTION_COLUMNS, expand_samples
 from cxr_attention.io import (
     ConfigError,
     Failure,
@@ -89,18 +90,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 ANSWER_COLUMNS = [
-    "sample_id",
-    "dicom_id",
-    "subject_id",
-    "study_id",
-    "question_id",
-    "finding",
-    "strategy",
-    "baseline_question_id",
-    "variant_index",
-    "variant_kind",
-    "question",
-    "target_terms",
+    *SAMPLE_QUESTION_COLUMNS,
     "prompt",
     "generated_text",
     "answer",
@@ -258,8 +248,6 @@ def _read_csv(path, name: str, required: Sequence[str]) -> pd.DataFrame:
 
 
 def _shard_samples(manifest_csv, questions_csv, preprocess_csv, shard: int, params) -> tuple:
-    from cxr_attention.inference.questions import expand_samples
-
     manifest = pd.read_csv(
         manifest_csv, dtype={"dicom_id": str, "subject_id": str, "study_id": str}
     )

@@ -247,28 +247,72 @@ def tiny_config(vocab_size: int, token_ids: dict[str, int]):
     -------
     transformers.Gemma3Config
     """
+    return _gemma3_config(
+        vocab_size=vocab_size,
+        token_ids=token_ids,
+        num_text_layers=6,
+        text_options={
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "head_dim": 16,
+            # Gemma 3 scales attention logits by query_pre_attn_scalar ** -0.5 with the scalar
+            # equal to head_dim (256 in MedGemma), which keeps the tiny model's attention far from
+            # uniform.
+            "query_pre_attn_scalar": 16,
+            "sliding_window": TINY_SLIDING_WINDOW,
+            "max_position_embeddings": 4096,
+            # Ten times Gemma's 0.02: with 64-wide layers this keeps hidden states, and so
+            # attention rows, clearly input-dependent instead of near-uniform (a sharper test of
+            # column order).
+            "initializer_range": 0.2,
+        },
+        vision_options={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": TINY_IMAGE_SIZE,
+        },
+    )
+
+
+def _gemma3_config(
+    *,
+    vocab_size: int,
+    token_ids: dict[str, int],
+    num_text_layers: int,
+    text_options: dict,
+    vision_options: dict,
+):
+    """A ``Gemma3Config`` with the traits every model here shares, at the given sizes.
+
+    Shared: grouped-query attention with 8 query heads on 4 key/value heads; Gemma 3's layer
+    pattern (layer ``i`` is full attention when ``(i + 1) % 6 == 0``, else sliding) and its RoPE
+    settings; a SigLIP tower with 14 px patches and no pooling head; 256 image tokens; the special
+    token ids read from ``token_ids`` (keys as in `tiny_token_ids`).
+
+    Parameters
+    ----------
+    vocab_size, num_text_layers : int
+    token_ids : dict
+    text_options, vision_options : dict
+        The remaining ``Gemma3TextConfig`` / ``SiglipVisionConfig`` arguments (sizes).
+
+    Returns
+    -------
+    transformers.Gemma3Config
+    """
     from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
 
-    num_layers = 6
     text_config = Gemma3TextConfig(
         vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=num_layers,
+        num_hidden_layers=num_text_layers,
         num_attention_heads=8,
         num_key_value_heads=4,
-        head_dim=16,
-        # Gemma 3 scales attention logits by query_pre_attn_scalar ** -0.5 with the scalar equal to
-        # head_dim (256 in MedGemma), which keeps the tiny model's attention far from uniform.
-        query_pre_attn_scalar=16,
-        sliding_window=TINY_SLIDING_WINDOW,
         layer_types=[
-            "full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(num_layers)
+            "full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
+            for i in range(num_text_layers)
         ],
-        max_position_embeddings=4096,
-        # Ten times Gemma's 0.02: with 64-wide layers this keeps hidden states, and so attention
-        # rows, clearly input-dependent instead of near-uniform (a sharper test of column order).
-        initializer_range=0.2,
         rope_parameters={
             "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
             "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
@@ -276,16 +320,10 @@ def tiny_config(vocab_size: int, token_ids: dict[str, int]):
         pad_token_id=token_ids["<pad>"],
         eos_token_id=token_ids["<eos>"],
         bos_token_id=token_ids["<bos>"],
+        **text_options,
     )
     vision_config = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=TINY_IMAGE_SIZE,
-        patch_size=14,
-        vision_use_head=False,
-        layer_norm_eps=1e-6,
+        patch_size=14, vision_use_head=False, layer_norm_eps=1e-6, **vision_options
     )
     return Gemma3Config(
         text_config=text_config,
@@ -421,8 +459,6 @@ def medgemma_4b_config(
     -------
     transformers.Gemma3Config
     """
-    from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
-
     ids = {
         "<pad>": 0,
         "<eos>": 1,
@@ -432,46 +468,25 @@ def medgemma_4b_config(
         "<image_soft_token>": 262_144,
         **(token_ids or {}),
     }
-    text_config = Gemma3TextConfig(
+    return _gemma3_config(
         vocab_size=vocab_size,
-        hidden_size=2560,
-        intermediate_size=10240,
-        num_hidden_layers=num_text_layers,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        head_dim=256,
-        query_pre_attn_scalar=256,
-        sliding_window=1024,
-        layer_types=[
-            "full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
-            for i in range(num_text_layers)
-        ],
-        max_position_embeddings=131_072,
-        rope_parameters={
-            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
-            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+        token_ids=ids,
+        num_text_layers=num_text_layers,
+        text_options={
+            "hidden_size": 2560,
+            "intermediate_size": 10240,
+            "head_dim": 256,
+            "query_pre_attn_scalar": 256,
+            "sliding_window": 1024,
+            "max_position_embeddings": 131_072,
         },
-        pad_token_id=ids["<pad>"],
-        eos_token_id=ids["<eos>"],
-        bos_token_id=ids["<bos>"],
-    )
-    vision_config = SiglipVisionConfig(
-        hidden_size=1152,
-        intermediate_size=4304,
-        num_hidden_layers=num_vision_layers,
-        num_attention_heads=16,
-        image_size=896,
-        patch_size=14,
-        vision_use_head=False,
-        layer_norm_eps=1e-6,
-    )
-    return Gemma3Config(
-        text_config=text_config,
-        vision_config=vision_config,
-        mm_tokens_per_image=256,
-        boi_token_index=ids["<start_of_image>"],
-        eoi_token_index=ids["<end_of_image>"],
-        image_token_index=ids["<image_soft_token>"],
+        vision_options={
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": num_vision_layers,
+            "num_attention_heads": 16,
+            "image_size": 896,
+        },
     )
 
 

@@ -93,6 +93,15 @@ def select_layers_heads(
     return layer_index, head_index
 
 
+def _all_if_unset(
+    array: np.ndarray, layer_index: np.ndarray | None, head_index: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The given layer and head indices, or every layer / head of ``array`` where not given."""
+    layer_index = np.arange(array.shape[0]) if layer_index is None else layer_index
+    head_index = np.arange(array.shape[1]) if head_index is None else head_index
+    return layer_index, head_index
+
+
 def _mean_over_layers_heads(
     array: np.ndarray, layer_index: np.ndarray, head_index: np.ndarray
 ) -> np.ndarray:
@@ -136,8 +145,7 @@ def attention_map(
         No rows, rows outside the capture, non-finite values or no mass on the image.
     """
     attention = np.asarray(attention)
-    layer_index = np.arange(attention.shape[0]) if layer_index is None else layer_index
-    head_index = np.arange(attention.shape[1]) if head_index is None else head_index
+    layer_index, head_index = _all_if_unset(attention, layer_index, head_index)
     rows = np.asarray(list(rows), dtype=np.int64)
     if rows.size == 0:
         raise MapUnavailable("no target rows")
@@ -175,8 +183,7 @@ def gate_weights(
         No positions, non-finite values, or no row attends to the term at all.
     """
     text_attention = np.asarray(text_attention)
-    layer_index = np.arange(text_attention.shape[0]) if layer_index is None else layer_index
-    head_index = np.arange(text_attention.shape[1]) if head_index is None else head_index
+    layer_index, head_index = _all_if_unset(text_attention, layer_index, head_index)
     positions = np.asarray(list(prompt_positions), dtype=np.int64)
     if positions.size == 0:
         raise MapUnavailable("no gating positions")
@@ -215,8 +222,7 @@ def attention_gated_map(
         Number of prompt tokens the gate was read from.
     """
     attention = np.asarray(attention)
-    layer_index = np.arange(attention.shape[0]) if layer_index is None else layer_index
-    head_index = np.arange(attention.shape[1]) if head_index is None else head_index
+    layer_index, head_index = _all_if_unset(attention, layer_index, head_index)
     weights = gate_weights(
         text_attention, prompt_positions, layer_index=layer_index, head_index=head_index
     )

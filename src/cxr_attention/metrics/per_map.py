@@ -110,6 +110,19 @@ def _as_fraction_grid(fractions: np.ndarray, shape: tuple[int, ...], name: str) 
     return np.clip(values, 0.0, 1.0)
 
 
+def _masses_on(attention_map: np.ndarray, **fraction_grids: np.ndarray) -> list[float]:
+    """Map mass on each region, ``sum(map * fraction_grid)``, in argument order.
+
+    Each keyword names its grid in the error of :func:`_as_fraction_grid`; grids are checked in
+    argument order.
+    """
+    values = _as_distribution(attention_map)
+    return [
+        float(np.sum(values * _as_fraction_grid(grid, values.shape, name)))
+        for name, grid in fraction_grids.items()
+    ]
+
+
 def _share(numerator: float, denominator: float) -> float:
     """``numerator / denominator``, NaN when there is nothing to share."""
     return float(numerator / denominator) if denominator > 0 else math.nan
@@ -211,9 +224,8 @@ def inside_body_ratio(attention_map: np.ndarray, body_fraction_grid: np.ndarray)
     float
         In [0, 1]; target >= 0.7.
     """
-    values = _as_distribution(attention_map)
-    body = _as_fraction_grid(body_fraction_grid, values.shape, "body_fraction_grid")
-    return float(np.sum(values * body))
+    (inside,) = _masses_on(attention_map, body_fraction_grid=body_fraction_grid)
+    return inside
 
 
 def left_right(
@@ -233,9 +245,9 @@ def left_right(
         ``left / (left + right)`` in [0, 1]: 1 = all in the patient's left lung, 0 = all in the
         right; balanced within 0.3-0.7. NaN when the map has no mass on either lung.
     """
-    values = _as_distribution(attention_map)
-    right = np.sum(values * _as_fraction_grid(right_lung_grid, values.shape, "right_lung_grid"))
-    left = np.sum(values * _as_fraction_grid(left_lung_grid, values.shape, "left_lung_grid"))
+    right, left = _masses_on(
+        attention_map, right_lung_grid=right_lung_grid, left_lung_grid=left_lung_grid
+    )
     return _share(left, left + right)
 
 
@@ -256,9 +268,9 @@ def apical_basal(
     float
         ``upper / (upper + lower)`` in [0, 1]; NaN when the map has no mass on the lungs.
     """
-    values = _as_distribution(attention_map)
-    upper = np.sum(values * _as_fraction_grid(upper_lung_grid, values.shape, "upper_lung_grid"))
-    lower = np.sum(values * _as_fraction_grid(lower_lung_grid, values.shape, "lower_lung_grid"))
+    upper, lower = _masses_on(
+        attention_map, upper_lung_grid=upper_lung_grid, lower_lung_grid=lower_lung_grid
+    )
     return _share(upper, upper + lower)
 
 

@@ -152,11 +152,35 @@ def cluster_bootstrap(
     """
     n_obs = len(clusters)
     point = float(statistic(np.ones(n_obs))) if n_obs else math.nan
+
+    def replicates(codes: np.ndarray, counts: np.ndarray, n_clusters: int) -> np.ndarray:
+        return np.array([statistic(counts[b, codes]) for b in range(n_boot)], dtype=np.float64)
+
+    return _resampled_estimate(
+        point, clusters, n_obs, replicates, n_boot=n_boot, confidence=confidence, seed=seed
+    )
+
+
+def _resampled_estimate(
+    point: float,
+    clusters: Sequence,
+    n_obs: int,
+    replicates: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
+    *,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+) -> Estimate:
+    """``point`` with the percentile interval of a statistic's cluster-bootstrap replicates.
+
+    ``replicates(codes, counts, n_clusters)`` gives the statistic of each resample from the
+    observations' cluster codes and the (n_boot, n_clusters) counts of :func:`_cluster_counts`.
+    The interval is NaN with fewer than two clusters (nothing to resample).
+    """
     codes, counts, n_clusters = _cluster_counts(clusters, n_boot, seed)
     if n_clusters < 2:
         return Estimate(point, math.nan, math.nan, n_obs, n_clusters)
-    replicates = np.array([statistic(counts[b, codes]) for b in range(n_boot)], dtype=np.float64)
-    low, high = _percentile_interval(replicates, confidence)
+    low, high = _percentile_interval(replicates(codes, counts, n_clusters), confidence)
     return Estimate(point, low, high, n_obs, n_clusters)
 
 
@@ -181,15 +205,16 @@ def bootstrap_mean(
     values, clusters = _finite(values, clusters)
     if values.size == 0:
         return Estimate(math.nan, math.nan, math.nan, 0, 0)
-    codes, counts, n_clusters = _cluster_counts(clusters, n_boot, seed)
+
+    def replicates(codes: np.ndarray, counts: np.ndarray, n_clusters: int) -> np.ndarray:
+        sums = np.bincount(codes, weights=values, minlength=n_clusters)
+        sizes = np.bincount(codes, minlength=n_clusters).astype(np.float64)
+        return (counts @ sums) / (counts @ sizes)
+
     point = float(values.mean())
-    if n_clusters < 2:
-        return Estimate(point, math.nan, math.nan, values.size, n_clusters)
-    sums = np.bincount(codes, weights=values, minlength=n_clusters)
-    sizes = np.bincount(codes, minlength=n_clusters).astype(np.float64)
-    replicates = (counts @ sums) / (counts @ sizes)
-    low, high = _percentile_interval(replicates, confidence)
-    return Estimate(point, low, high, values.size, n_clusters)
+    return _resampled_estimate(
+        point, clusters, values.size, replicates, n_boot=n_boot, confidence=confidence, seed=seed
+    )
 
 
 def bootstrap_sd(
@@ -204,20 +229,22 @@ def bootstrap_sd(
     values, clusters = _finite(values, clusters)
     if values.size < 2:
         return Estimate(math.nan, math.nan, math.nan, values.size, len(set(clusters)))
-    codes, counts, n_clusters = _cluster_counts(clusters, n_boot, seed)
+
+    def replicates(codes: np.ndarray, counts: np.ndarray, n_clusters: int) -> np.ndarray:
+        centred = values - values.mean()  # centring first keeps the sums of squares accurate
+        s1 = counts @ np.bincount(codes, weights=centred, minlength=n_clusters)
+        s2 = counts @ np.bincount(codes, weights=centred**2, minlength=n_clusters)
+        n = counts @ np.bincount(codes, minlength=n_clusters).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            variance = (s2 - s1**2 / n) / (n - 1)
+        sds = np.sqrt(np.clip(variance, 0.0, None))
+        sds[n < 2] = np.nan
+        return sds
+
     point = float(values.std(ddof=1))
-    if n_clusters < 2:
-        return Estimate(point, math.nan, math.nan, values.size, n_clusters)
-    centred = values - values.mean()  # centring first keeps the sums of squares accurate
-    s1 = counts @ np.bincount(codes, weights=centred, minlength=n_clusters)
-    s2 = counts @ np.bincount(codes, weights=centred**2, minlength=n_clusters)
-    n = counts @ np.bincount(codes, minlength=n_clusters).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        variance = (s2 - s1**2 / n) / (n - 1)
-    replicates = np.sqrt(np.clip(variance, 0.0, None))
-    replicates[n < 2] = np.nan
-    low, high = _percentile_interval(replicates, confidence)
-    return Estimate(point, low, high, values.size, n_clusters)
+    return _resampled_estimate(
+        point, clusters, values.size, replicates, n_boot=n_boot, confidence=confidence, seed=seed
+    )
 
 
 def weighted_auroc(
