@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 8
 
-.PHONY: demo test lint install clean-demo
+.PHONY: demo test lint install pull slurm clean-demo
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=1
@@ -21,6 +21,17 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
 install: $(STAMP)
+
+# Results from the DVC remote, marked up to date for Snakemake (DVC gives restored files new
+# modification times); `dvc status` first checks that they match dvc.lock.
+pull: $(STAMP)
+	$(BIN)/dvc pull
+	$(BIN)/dvc status --quiet
+	$(BIN)/snakemake --touch --cores 1
+
+# The workflow on a SLURM cluster (edit profiles/slurm/config.yaml for yours).
+slurm: $(STAMP)
+	$(BIN)/snakemake --profile profiles/slurm
 
 # torch is pinned in pyproject.toml (2.13.0); requirements.lock pins everything else that the
 # resolver picked, so that a clean checkout installs the same versions.

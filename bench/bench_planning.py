@@ -12,8 +12,8 @@ types it:
   manifest rule runs for real and every other output is created empty, then marked up to date with
   ``snakemake --touch`` (which also records Snakemake's metadata, as a real run does).
 
-Directory outputs are empty here; in a real run Snakemake walks them for their newest file, which
-adds a file-system walk per shard folder (see RESULTS.md).
+Directory outputs are empty here, which changes nothing for planning: Snakemake dates a directory
+output by the ``.snakemake_timestamp`` file it keeps inside, not by walking its files.
 
 Usage: ``.venv/bin/python bench/bench_planning.py [--sizes 1000 10000 100000]``; prints a table and
 the ratio of each size's times to the smallest size's.

@@ -1,4 +1,5 @@
 # Configuration checks and input functions. No rules here: one .smk per stage holds those.
+import os
 from pathlib import Path
 
 from snakemake.utils import validate

@@ -60,7 +60,8 @@ rule report:
     conda:
         "../envs/analysis.yaml"
     params:
-        snakefile=workflow.main_snakefile,
+        # Relative: params are recorded, and a moved or cloned run must not look stale.
+        snakefile=os.path.relpath(workflow.main_snakefile),
     script:
         "../scripts/report.py"
 

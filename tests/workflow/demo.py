@@ -43,11 +43,26 @@ TEST_SIZE = {
 _NOT_COPIED = {".git", ".venv", ".snakemake", "results", "resources", "logs", "benchmarks"}
 
 
-def copy_repository(destination: Path) -> Path:
-    """Copy the tracked and the untracked-but-not-ignored files of the checkout to destination.
+def copy_repository(destination: Path, source: Path | None = None) -> Path:
+    """Copy a repository's files to destination.
 
-    Falls back to copying the tree without state folders when the checkout is not a git one.
+    Parameters
+    ----------
+    destination : pathlib.Path
+        The new folder.
+    source : pathlib.Path, optional
+        A copy made earlier by this function, copied whole. Default: the checkout, of which only
+        the tracked and the untracked-but-not-ignored files are copied (or, outside git, the tree
+        without state folders).
+
+    Returns
+    -------
+    pathlib.Path
+        ``destination``.
     """
+    if source is not None:
+        shutil.copytree(source, destination, symlinks=True)
+        return destination
     destination.mkdir(parents=True, exist_ok=True)
     listing = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -57,11 +72,11 @@ def copy_repository(destination: Path) -> Path:
     )
     if listing.returncode == 0:
         for name in filter(None, listing.stdout.decode().split("\0")):
-            source = REPO / name
-            if source.is_file():  # listed but deleted in the working tree: skip
+            source_file = REPO / name
+            if source_file.is_file():  # listed but deleted in the working tree: skip
                 target = destination / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
+                shutil.copy2(source_file, target)
     else:
         shutil.copytree(
             REPO,

@@ -22,13 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow.demo import (
-    LOCAL_RUN,
-    copy_repository,
-    shrink_demo,
-    snakemake,
-    snakemake_environment,
-)
+from workflow.demo import LOCAL_RUN, snakemake, snakemake_environment
 
 pytestmark = pytest.mark.slow
 
@@ -77,8 +71,8 @@ def _kill_mid_shard(workdir: Path, timeout: float = 600) -> None:
 
 
 @pytest.fixture(scope="module")
-def crashed_and_resumed(tmp_path_factory: pytest.TempPathFactory):
-    workdir = shrink_demo(copy_repository(tmp_path_factory.mktemp("crash") / "repo"))
+def crashed_and_resumed(fresh_copy):
+    workdir = fresh_copy("crash")
     _kill_mid_shard(workdir)
     assert not (workdir / ANSWERS).exists(), "the shard finished before the kill"
     before = _finished(workdir / CHECKPOINT)

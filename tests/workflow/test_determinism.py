@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workflow.demo import LOCAL_RUN, copy_repository, shrink_demo, snakemake
+from workflow.demo import LOCAL_RUN, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,8 @@ TIMING_COLUMNS = {"answers.csv": ["seconds"]}
 
 
 @pytest.fixture(scope="module")
-def second_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = shrink_demo(copy_repository(tmp_path_factory.mktemp("second_run") / "repo"))
+def second_run(fresh_copy) -> Path:
+    workdir = fresh_copy("second_run")
     snakemake(workdir, *LOCAL_RUN)
     return workdir
 

@@ -95,10 +95,10 @@ def test_pull_restores_identical_files_and_snakemake_plans_nothing(versioned_run
     assert any(name.endswith("summary.json") for name in expected)
     for path in [*OUTPUTS, Path(".dvc/cache"), Path(".snakemake")]:
         shutil.rmtree(workdir / path)
+    # The sequence of `make pull`: restore, check against dvc.lock (exit 0), mark up to date.
     dvc(workdir, "pull")
     assert _digests(workdir) == expected
-    status = dvc(workdir, "status")
-    assert "up to date" in status.stdout
+    dvc(workdir, "status", "--quiet")
     snakemake(workdir, "--touch", "--cores", "1")
     assert planned_jobs(workdir) == {}
     assert _digests(workdir) == expected, "--touch must not change any content"

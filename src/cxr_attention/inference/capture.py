@@ -671,10 +671,11 @@ def capture_answers(
     prefix = None
     features = None
     if share and image_first:
-        image_end = int(image_token_positions(ids[0], model.config.image_token_id)[-1]) + 1
-        # Keep at least one token after the prefix in every row (the prompt pass needs a query).
-        length = min(_common_prefix_length(ids), min(len(i) for i in ids) - 1)
-        if length < image_end + 1:
+        # The shared prefix ends with the image's closing token, whatever the questions share
+        # after it: a prefix that depended on the questions asked together would make one
+        # question's floats depend on its company (and a resumed job differ from a whole one).
+        length = int(image_token_positions(ids[0], model.config.image_token_id)[-1]) + 2
+        if _common_prefix_length(ids) < length or min(len(i) for i in ids) <= length:
             raise RuntimeError("questions do not share the image prefix; cannot share it")
         tokens_after = first["token_type_ids"][0][:length]
         prefix = _run_prefix(model, ids[0][:length], pixel_values, tokens_after, layer_list)

@@ -364,28 +364,52 @@ def run_inference_shard(
         desc=f"inference shard {shard}",
         unit="question",
     )
-    for dicom_id, group in todo.groupby("dicom_id", sort=False):
+    batch_size = max(1, int(settings["batch_size"]))
+    for dicom_id, group in samples.groupby("dicom_id", sort=False):
+        pending = _unfinished_batches(group.to_dict("records"), done, batch_size)
+        if not pending:
+            continue
         path = image_paths.get(dicom_id)
+        n_missing = sum(s["sample_id"] not in done for s in pending)
         if path is None:
             log.warning("%s: not in the preprocess table (failed there); skipped", dicom_id)
-            bar.update(len(group))
+            bar.update(n_missing)
             continue
         try:
             image = _load_image(Path(path))
         except InputError as error:
             failures.append(Failure.from_exception(STAGE, dicom_id, path, error))
-            bar.update(len(group))
+            bar.update(n_missing)
             continue
         failures += _answer_image(
-            loaded, image, path, group.to_dict("records"), partial, out_dir, settings, bar
+            loaded, image, path, pending, done, partial, out_dir, settings, bar
         )
     bar.close()
     _finish(samples, partial, out_dir, out_csv)
     write_failures(failures, failures_csv)
 
 
+def _unfinished_batches(samples: list[dict], done: set[str], batch_size: int) -> list[dict]:
+    """The image's samples in the batches that hold an unfinished one, whole and in order.
+
+    Batches are cut from the image's full question list, so a resumed job asks each question in
+    the same company as an uninterrupted one: padding, and with it every float, stays the same.
+    The finished samples of such a batch are computed again but not written.
+    """
+    batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
+    return [s for batch in batches if any(x["sample_id"] not in done for x in batch) for s in batch]
+
+
 def _answer_image(
-    loaded, image, image_path, samples: list[dict], partial: Path, out_dir: Path, settings, bar
+    loaded,
+    image,
+    image_path,
+    samples: list[dict],
+    done: set[str],
+    partial: Path,
+    out_dir: Path,
+    settings,
+    bar,
 ) -> list[Failure]:
     """Answer one image's pending samples; halve the batch on out-of-memory."""
     failures = []
@@ -394,6 +418,8 @@ def _answer_image(
 
     def save(batch_samples, captures, seconds):
         for sample, capture in zip(batch_samples, captures, strict=True):
+            if sample["sample_id"] in done:
+                continue
             _save_sample(
                 sample,
                 capture,
@@ -402,7 +428,7 @@ def _answer_image(
                 out_dir,
                 settings["prompt_image_rows"],
             )
-        bar.update(len(captures))
+            bar.update(1)
 
     while pending:
         finished: list[dict] = []
@@ -438,6 +464,8 @@ def _answer_image(
                 log.warning("out of memory: batch size halved to %d", batch_size)
                 continue
             failed = pending.pop(0)
+            if failed["sample_id"] in done:  # finished before a restart: nothing is lost
+                continue
             failures.append(
                 Failure(
                     STAGE,

@@ -1,0 +1,43 @@
+"""The demo run's HTML report, opened in headless Chromium, shows every figure kind of the study."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cxr_attention.report.browser import check_report, find_chromium
+
+# File-name stems of each figure kind (src/cxr_attention/figures/samples.py and summary.py).
+SAMPLE_KINDS = ("overlay__", "panels__", "sensitivity__")
+SUMMARY_KINDS = (
+    "metrics_by_strategy",
+    "metrics_by_finding",
+    "accuracy_by_strategy",
+    "accuracy_by_finding",
+    "js_histogram",
+    "method_usage",
+)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    found = find_chromium()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must install Debian's chromium (.ci/run does)")
+        pytest.skip("needs Debian's chromium package (apt-get install chromium)")
+    return found
+
+
+def test_demo_report_shows_every_figure_kind_without_console_errors(demo_run: Path, chromium):
+    check = check_report(demo_run / "results/demo/report.html", chromium=chromium)
+    assert check.console_errors == []
+    shown = [Path(name).name for name, item in check.results.items() if item["shown"] is not False]
+    for kind in SAMPLE_KINDS:
+        assert any(name.startswith(kind) for name in shown), f"no {kind} figure in the report"
+    for kind in SUMMARY_KINDS:
+        assert f"{kind}.png" in shown, f"no {kind} plot in the report"
+    assert {"summary.html", "paper_comparison.html", "maps.csv", "failures.csv"} <= set(shown)
+    assert (demo_run / "results/demo/paper_comparison.csv").is_file()
