@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,11 +91,41 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         tmp_path.unlink(missing_ok=True)
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read one of the workflow's CSV tables, identifiers as strings; an empty file is no rows."""
-    if Path(path).stat().st_size == 0:
-        return pd.DataFrame()
-    return pd.read_csv(path, dtype=ID_DTYPES)
+def read_table(
+    path: str | os.PathLike, *, required: Sequence[str] = (), text: bool = False
+) -> pd.DataFrame:
+    """Read one of the workflow's CSV tables; a file without a header (a run without rows) is empty.
+
+    Parameters
+    ----------
+    path : path-like
+        The table (``.csv`` or ``.csv.gz``).
+    required : sequence of str, optional
+        Columns the table must have. A file without any header gets them as empty columns (an
+        empty shard is no rows, not an error).
+    text : bool, optional
+        Every cell as a string and blanks as ``""`` (no NaN). By default only the MIMIC
+        identifiers (``dicom_id, subject_id, study_id``) are strings and pandas infers the rest.
+
+    Raises
+    ------
+    ConfigError
+        The file does not exist, or a ``required`` column is missing; the message names the file
+        (and the columns).
+    """
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: file not found")
+    options: dict[str, Any] = (
+        {"dtype": str, "keep_default_na": False} if text else {"dtype": ID_DTYPES}
+    )
+    try:
+        table = pd.read_csv(path, **options)
+    except pd.errors.EmptyDataError:  # 0 bytes, or the lone newline an empty frame writes
+        return pd.DataFrame(columns=list(required), dtype=str if text else object)
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
+    return table
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:

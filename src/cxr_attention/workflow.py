@@ -45,7 +45,7 @@ def job_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
 
 def read_shard(manifest_csv: str | os.PathLike, shard: int | str) -> pd.DataFrame:
     """The manifest rows of one shard (identifiers kept as strings)."""
-    manifest = read_table(manifest_csv)
+    manifest = read_table(manifest_csv, required=("shard",))
     return manifest[manifest["shard"] == int(shard)].reset_index(drop=True)
 
 

@@ -159,3 +159,15 @@ def test_summary_figures_write_every_stem(tmp_path, empty_js):
     written = write_summary_figures(**paths, out_dir=tmp_path / "summary")
     assert [p.stem for p in written] == list(SUMMARY_FIGURES)
     assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
+
+
+def test_summary_figures_of_a_run_without_maps(tmp_path):
+    # gather_study_tables writes a run without maps as write_csv(pd.DataFrame()): a lone newline.
+    from cxr_attention.io import write_csv
+
+    paths = _study_tables(tmp_path, empty_js=True)
+    write_csv(pd.DataFrame(), paths["maps_csv"])
+    assert paths["maps_csv"].read_bytes() == b"\n"
+    written = write_summary_figures(**paths, out_dir=tmp_path / "summary")
+    assert [p.stem for p in written] == list(SUMMARY_FIGURES)
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in written)

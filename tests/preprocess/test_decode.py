@@ -96,6 +96,35 @@ def test_dicom_without_file_meta_reads_with_force(real_cxr: Path, tmp_path: Path
     np.testing.assert_array_equal(radiograph.stored, _read(source).pixel_array)
 
 
+def _with_window(source: Path, tmp_path: Path, center: str | None, width: str | None) -> Path:
+    ds = _read(source)
+    ds.WindowCenter, ds.WindowWidth = center, width
+    path = tmp_path / f"window_{center}_{width}.dcm"
+    ds.save_as(path)
+    return path
+
+
+def test_window_elements_without_value_mean_no_window(real_cxr: Path, tmp_path: Path) -> None:
+    # Zero-length WindowCenter/WindowWidth are "unknown" in DICOM: decode as if absent.
+    source = real_cxr / "dicom" / DICOM_KINDS["uncompressed_monochrome2"]
+    assert "WindowCenter" not in _read(source)
+    image, meta = decode_image(_with_window(source, tmp_path, None, None))
+    expected, expected_meta = decode_image(source)
+    np.testing.assert_array_equal(image, expected)
+    assert meta["windowing"] == expected_meta["windowing"]
+    assert meta["windowing"]["method"] == "data_range"
+
+
+def test_window_width_below_one_is_a_corrupt_file(real_cxr: Path, tmp_path: Path) -> None:
+    source = real_cxr / "dicom" / DICOM_KINDS["uncompressed_monochrome2"]
+    path = _with_window(source, tmp_path, "128", "0")
+    with pytest.raises(ValueError):  # pydicom's own verdict on this window
+        apply_voi_lut(apply_modality_lut(_read(path).pixel_array, _read(path)), _read(path))
+    with pytest.raises(InputError) as caught:
+        decode_image(path)
+    assert caught.value.error_type == "corrupt" and caught.value.path == str(path)
+
+
 def test_eight_bit_png_is_kept_exactly(real_cxr: Path) -> None:
     path = real_cxr / "images" / "nih_00000013_021.png"  # maximum value 192: no stretching
     image, meta = decode_image(path)

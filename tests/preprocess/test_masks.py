@@ -152,6 +152,15 @@ def test_masks_keep_input_size_and_types(real_cxr: Path) -> None:
     assert not np.any(lungs[~body])
 
 
+def test_body_mask_as_written_to_disk_gives_the_same_lungs(real_cxr: Path) -> None:
+    # The preprocess stage writes the body mask as 0/255; read back, it must mean the same body.
+    image, _ = decode_image(real_cxr / "images" / "nih_00000013_021.png")
+    body = body_mask(image)
+    from_bool = lung_mask(image, body)
+    assert from_bool.any()
+    np.testing.assert_array_equal(lung_mask(image, body.astype(np.uint8) * 255), from_bool)
+
+
 def test_degenerate_images_give_empty_or_valid_masks() -> None:
     blank = np.zeros((300, 200), np.uint8)
     assert not body_mask(blank).any() and not lung_mask(blank).any()

@@ -102,6 +102,34 @@ def test_each_bad_file_gives_one_failure_row_and_the_rest_finish(
         _check_outputs(out, path.stem)
 
 
+def test_an_unforeseen_error_of_one_file_is_a_failure_row(
+    real_cxr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cxr_attention.preprocess.masks as masks
+
+    good = real_cxr / "images" / "nih_00000013_021.png"
+    odd = real_cxr / "images" / "mhh_2168a917.png"
+    real_body_mask = masks.body_mask
+    calls = []
+
+    def body_mask_failing_on_the_second_image(image: np.ndarray) -> np.ndarray:
+        calls.append(image.shape)
+        if len(calls) == 2:
+            raise RuntimeError("a defect nobody foresaw")
+        return real_body_mask(image)
+
+    monkeypatch.setattr(masks, "body_mask", body_mask_failing_on_the_second_image)
+    out = tmp_path / "out"
+    assert preprocess_paths([good, odd], out, max_side=256) == 1
+    failures = pd.read_csv(out / "failures.csv", dtype=str, keep_default_na=False)
+    assert failures[["dicom_id", "path", "error_type"]].values.tolist() == [
+        [odd.stem, str(odd.resolve()), "RuntimeError"]
+    ]
+    assert failures.loc[0, "message"] == "a defect nobody foresaw"
+    _check_outputs(out, good.stem)
+    assert not (out / f"{odd.stem}.png").exists()
+
+
 def test_no_inputs_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("nothing here")
     with pytest.raises(ValueError, match="no DICOM, JPEG or PNG inputs"):

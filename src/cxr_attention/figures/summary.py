@@ -66,7 +66,7 @@ METRIC_LABELS = {
     "entropy_normalised": "entropy / log(tokens)",
     "focus": "mass of the top 5% of tokens",
     "focus_max": "largest token share",
-    "left_right": "share of lung mass in the left lung",
+    "left_right": "share of lung mass in the patient's left lung",
     "apical_basal": "share of lung mass in the upper halves",
 }
 

@@ -28,7 +28,8 @@ __all__ = [
     "pearson_correlation",
 ]
 
-#: Interpretation bands of the base-2 divergence: (upper bound, name); > 0.5 is "large".
+#: Interpretation bands of the base-2 divergence: (upper bound, name); minor < 0.2 <= moderate
+#: <= 0.5 < large.
 JS_BANDS = ((0.2, "minor"), (0.5, "moderate"))
 
 
@@ -103,10 +104,10 @@ def js_band(value: float) -> str:
     """Band of a base-2 divergence: ``"minor"`` (< 0.2), ``"moderate"`` (0.2-0.5), ``"large"``."""
     if not np.isfinite(value):
         return "undefined"
-    for upper, name in JS_BANDS:
-        if value < upper:
-            return name
-    return "large" if value > 0.5 else "moderate"
+    (minor_below, _), (moderate_up_to, _) = JS_BANDS
+    if value < minor_below:
+        return "minor"
+    return "moderate" if value <= moderate_up_to else "large"
 
 
 def pearson_correlation(p: np.ndarray, q: np.ndarray) -> float:

@@ -32,8 +32,6 @@ import yaml
 from cxr_attention.io import ConfigError, write_csv
 from cxr_attention.metrics.pairwise import (
     cosine_similarity,
-    js_base2_to_natural,
-    js_divergence,
     js_divergence_natural,
     js_natural_to_base2,
     pearson_correlation,
@@ -41,6 +39,7 @@ from cxr_attention.metrics.pairwise import (
 from cxr_attention.metrics.study import (
     Estimate,
     MapStore,
+    _boot_kwargs,
     _params,
     bootstrap_mean,
     bootstrap_sd,
@@ -56,10 +55,6 @@ __all__ = [
     "STATISTICS",
     "agreement_sentence",
     "group_table",
-    "js_base2_to_natural",
-    "js_divergence",
-    "js_divergence_natural",
-    "js_natural_to_base2",
     "load_reference",
     "pairs_table",
     "paper_comparison",
@@ -205,7 +200,7 @@ def _map_change(arrays: Any, map_a: str, map_b: str) -> dict[str, float]:
     p, q = arrays[map_a], arrays[map_b]
     natural = js_divergence_natural(p, q)
     return {
-        "js_base2": js_divergence(p, q, base=2),
+        "js_base2": js_natural_to_base2(natural),  # the same divergence, not computed twice
         "js_natural": natural,
         "js_distance_natural": math.sqrt(natural),
         "pearson": pearson_correlation(p, q),
@@ -304,6 +299,7 @@ def paper_comparison(
     reference: Sequence[Mapping[str, Any]],
     *,
     params: Mapping[str, Any] | None = None,
+    pairs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Our value of every reference quantity with a 95% bootstrap interval, beside the paper's.
 
@@ -318,6 +314,9 @@ def paper_comparison(
         :data:`MAP_CHANGE_MEASURES`) and ``direction`` (a flip direction, ``changed`` or ``any``).
     params
         ``seed, bootstrap_samples, confidence`` and the :func:`pairs_table` keys.
+    pairs
+        :func:`pairs_table` of the same inputs and ``params`` when the caller already has it
+        (it compares every map pair); None computes it.
 
     Returns
     -------
@@ -326,12 +325,9 @@ def paper_comparison(
         have no interval; ``n`` counts images, groups or pairs (the bootstrap's units' rows).
     """
     params = {**PAPER_DEFAULTS, **_params(params)}
-    boot = {
-        "n_boot": int(params["bootstrap_samples"]),
-        "confidence": float(params["confidence"]),
-        "seed": int(params["seed"]),
-    }
-    pairs = pairs_table(answers, maps, arrays, params=params)
+    boot = _boot_kwargs(params)
+    if pairs is None:
+        pairs = pairs_table(answers, maps, arrays, params=params)
     groups = group_table(pairs)
     baseline = answers[answers["strategy"] == params["reference_strategy"]]
     rows = []
@@ -493,10 +489,10 @@ def run_paper_comparison(
     if maps_npz is None:
         maps_npz = default_maps_npz(maps_csv)
     with MapStore(maps_npz) as arrays:
-        comparison = paper_comparison(answers, maps, arrays, reference, params=merged)
-        pairs = pairs_table(answers, maps, arrays, params=merged) if tables_dir else None
+        pairs = pairs_table(answers, maps, arrays, params=merged)
+        comparison = paper_comparison(answers, maps, arrays, reference, params=merged, pairs=pairs)
     write_csv(comparison, out_csv)
-    if tables_dir is not None and pairs is not None:
+    if tables_dir is not None:
         out = Path(tables_dir)
         write_csv(pairs, out / "paper_pairs.csv")
         write_csv(group_table(pairs), out / "paper_groups.csv")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_attention.geometry import image_to_grid
-from cxr_attention.io import ConfigError, Failure, InputError, write_csv, write_failures
+from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 
 __all__ = [
     "BORDER_TARGET",
@@ -103,8 +103,9 @@ def _as_fraction_grid(fractions: np.ndarray, shape: tuple[int, ...], name: str) 
         raise ValueError(f"{name} has shape {values.shape}, the map has shape {shape}")
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{name} has non-finite values")
-    # Fractions from an area interpolation may overshoot [0, 1] by a rounding error (OpenCV's
-    # INTER_AREA accumulates in single precision: ~1e-7); anything beyond that is a wrong input.
+    # Fractions may overshoot [0, 1] by a rounding error (image_to_grid's float64 products by
+    # ~1e-16, a caller's OpenCV INTER_AREA shrink in single precision by ~1e-7); anything beyond
+    # that is a wrong input.
     if np.any(values < -1e-6) or np.any(values > 1 + 1e-6):
         raise ValueError(f"{name} must hold cell fractions in [0, 1]")
     return np.clip(values, 0.0, 1.0)
@@ -486,10 +487,8 @@ def run_metrics_shard(
     written; a map whose array is missing or invalid gets an all-NaN row. Each is a failures row.
     """
     root_path = Path.cwd() if root is None else Path(root)
-    maps = pd.read_csv(maps_csv, dtype=str, keep_default_na=False)
-    if "map_id" not in maps.columns or "dicom_id" not in maps.columns:
-        raise ConfigError(f"{maps_csv}: needs columns map_id and dicom_id")
-    preprocess = pd.read_csv(preprocess_csv, dtype=str, keep_default_na=False)
+    maps = read_table(maps_csv, required=("map_id", "dicom_id"), text=True)
+    preprocess = read_table(preprocess_csv, text=True)
     masks_by_image = (
         preprocess.drop_duplicates("dicom_id").set_index("dicom_id")
         if "dicom_id" in preprocess.columns

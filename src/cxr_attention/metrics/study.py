@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cxr_attention.io import ConfigError, write_csv, write_json
+from cxr_attention.io import read_table, write_csv, write_json
 from cxr_attention.metrics.pairwise import js_band, js_divergence
 from cxr_attention.metrics.per_map import (
     BORDER_TARGET,
@@ -273,27 +273,9 @@ def weighted_auroc(
 # --------------------------------------------------------------------------- reading tables
 
 
-def _require(frame: pd.DataFrame, columns: Iterable[str], path: str | os.PathLike) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
-
-
-def _read_table(path: str | os.PathLike, required: Sequence[str]) -> pd.DataFrame:
-    """A table as strings; an empty file (a run without rows) is an empty table, not an error."""
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        table = pd.DataFrame()
-    if table.empty:
-        return table.reindex(columns=list(dict.fromkeys([*table.columns, *required])))
-    _require(table, required, path)
-    return table
-
-
 def read_answers(path: str | os.PathLike) -> pd.DataFrame:
     """Read an answers table: identifiers as strings, ``p_yes`` as float, ``correct`` as 1/0/NaN."""
-    answers = _read_table(path, ANSWERS_REQUIRED)
+    answers = read_table(path, required=ANSWERS_REQUIRED, text=True)
     for column in ("answer", "expected", "correct", "baseline_question_id", "variant_kind"):
         if column not in answers.columns:
             answers[column] = ""
@@ -306,9 +288,9 @@ def read_maps(
     maps_csv: str | os.PathLike, metrics_csv: str | os.PathLike | None = None
 ) -> pd.DataFrame:
     """Read the maps table and join the per-map metrics on ``map_id`` (metrics win on overlap)."""
-    maps = _read_table(maps_csv, MAPS_REQUIRED)
+    maps = read_table(maps_csv, required=MAPS_REQUIRED, text=True)
     if metrics_csv is not None:
-        metrics = _read_table(metrics_csv, ["map_id"])
+        metrics = read_table(metrics_csv, required=["map_id"], text=True)
         overlap = [c for c in metrics.columns if c in maps.columns and c != "map_id"]
         maps = maps.drop(columns=overlap).merge(metrics, on="map_id", how="left")
     for column in MAP_METRICS:

@@ -309,12 +309,19 @@ def _dicom_pixels(path: Path, ds: Any, *, has_file_meta: bool) -> Radiograph:
             path, f"expected one 2-D frame, got shape {stored.shape}", error_type="not_an_image"
         )
 
-    pixels = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-    window = _voi_description(ds)
+    try:
+        pixels = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        window = _voi_description(ds)
+        if window is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom warns about LUT descriptors it fixes
+                pixels = np.asarray(apply_voi_lut(pixels, ds, index=0), dtype=np.float64)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
+        # A malformed rescale, LUT or window (e.g. a window width below 1) cannot be applied.
+        raise InputError(
+            path, f"invalid modality or VOI transform: {error}", error_type="corrupt"
+        ) from error
     if window is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns about LUT descriptors it then fixes
-            pixels = np.asarray(apply_voi_lut(pixels, ds, index=0), dtype=np.float64)
         low, high = window.pop("output_low"), window.pop("output_high")
         window["output_range"] = [low, high]  # the LUT output that maps to 0..255
     else:
@@ -402,7 +409,8 @@ def _voi_description(ds: Any) -> dict[str, Any] | None:
             "output_low": 0.0,
             "output_high": float(2**bits - 1),
         }
-    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+    # An element present with no value (zero length) means "unknown" (PS3.5 7.4): no window.
+    if ds.get("WindowCenter") in (None, "") or ds.get("WindowWidth") in (None, ""):
         return None
     center = ds["WindowCenter"].value
     width = ds["WindowWidth"].value

@@ -61,7 +61,7 @@ def lung_mask(image: np.ndarray, body: np.ndarray | None = None) -> np.ndarray:
     image : numpy.ndarray
         uint8, 2-D frontal (PA or AP) radiograph, bone bright and air dark.
     body : numpy.ndarray, optional
-        bool body mask of the same shape (computed when omitted).
+        Body mask of the same shape, bool or 0/255 as written to disk (computed when omitted).
 
     Returns
     -------
@@ -76,7 +76,7 @@ def lung_mask(image: np.ndarray, body: np.ndarray | None = None) -> np.ndarray:
     else:
         if body.shape != image.shape:
             raise ValueError(f"body mask shape {body.shape} differs from image {image.shape}")
-        body_work = _shrink(body.astype(np.uint8) * 255) > 127
+        body_work = _shrink((body > 0).astype(np.uint8) * 255) > 127
     return _grow(_lungs_work(work, body_work), image.shape)
 
 

@@ -8,7 +8,9 @@ For each input this writes, all at the size of ``<stem>.png``:
 - ``<stem>_lungs.png``: lung labels, 0 background, 1 patient's right, 2 patient's left.
 
 A file that cannot be used raises :class:`cxr_attention.io.InputError` in
-:func:`preprocess_image`; the loops turn it into a :class:`cxr_attention.io.Failure` row and go on.
+:func:`preprocess_image`; both loops (:func:`preprocess_shard`, :func:`preprocess_paths`) turn it,
+or any unforeseen error of one file (logged with its traceback), into a
+:class:`cxr_attention.io.Failure` row and go on.
 """
 
 from __future__ import annotations
@@ -126,6 +128,24 @@ def preprocess_image(
     return row
 
 
+def _attempt(
+    source_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    stem: str,
+    failures: list[Failure],
+    **options: Any,
+) -> dict[str, Any] | None:
+    """:func:`preprocess_image`, or None with a failures row (``dicom_id`` = ``stem``)."""
+    try:
+        return preprocess_image(source_path, out_dir, stem, **options)
+    except InputError as error:
+        failures.append(Failure.from_exception(STAGE, stem, str(source_path), error))
+    except Exception as error:  # an unforeseen defect of one file must not end the loop
+        logger.exception("unexpected error on %s", source_path)
+        failures.append(Failure.from_exception(STAGE, stem, str(source_path), error))
+    return None
+
+
 def preprocess_shard(
     manifest: pd.DataFrame,
     out_dir: str | os.PathLike,
@@ -160,19 +180,10 @@ def preprocess_shard(
         dicom_id = str(record.dicom_id)
         view = getattr(record, "view_position", None) if has_view else None
         view = None if view is None or pd.isna(view) else str(view)
-        try:
-            row = preprocess_image(
-                record.image_path, out_dir, dicom_id, max_side=max_side, view=view
-            )
-        except InputError as error:
-            failures.append(Failure.from_exception(STAGE, dicom_id, record.image_path, error))
-            continue
-        except Exception as error:  # an unforeseen defect of one file must not end the shard
-            logger.exception("unexpected error on %s", record.image_path)
-            failures.append(Failure.from_exception(STAGE, dicom_id, record.image_path, error))
-            continue
-        row["dicom_id"] = dicom_id
-        rows.append(row)
+        row = _attempt(record.image_path, out_dir, dicom_id, failures, max_side=max_side, view=view)
+        if row is not None:
+            row["dicom_id"] = dicom_id
+            rows.append(row)
     return pd.DataFrame(rows, columns=SHARD_COLUMNS), failures
 
 
@@ -232,10 +243,7 @@ def preprocess_paths(
     out_dir.mkdir(parents=True, exist_ok=True)
     failures: list[Failure] = []
     for path, stem in zip(inputs, unique_stems(inputs), strict=True):
-        try:
-            preprocess_image(path, out_dir, stem, max_side=max_side)
-        except InputError as error:
-            failures.append(Failure.from_exception(STAGE, stem, str(path), error))
+        _attempt(path, out_dir, stem, failures, max_side=max_side)
     write_failures(failures, out_dir / "failures.csv")
     return 1 if failures else 0
 

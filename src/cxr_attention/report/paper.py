@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from cxr_attention.io import ConfigError, atomic_path
+from cxr_attention.io import ConfigError, atomic_path, read_table
 from cxr_attention.metrics.paper import COMPARISON_COLUMNS, agreement_sentence
 from cxr_attention.reference_compat import REFERENCE_COMPAT_COLUMNS
 from cxr_attention.report._html import format_number, html_page, html_table
@@ -135,10 +135,7 @@ def write_paper_comparison_page(
         When the comparison file lacks one of its columns, or a ``reference_compat`` table is
         empty or lacks a column the section reads.
     """
-    table = pd.read_csv(comparison_csv)
-    missing = [c for c in COMPARISON_COLUMNS if c not in table.columns]
-    if missing:
-        raise ConfigError(f"{comparison_csv}: missing columns {missing}")
+    table = read_table(comparison_csv, required=COMPARISON_COLUMNS)
     if isinstance(reference_compat_csvs, str | os.PathLike):  # one path, not its characters
         reference_compat_csvs = [reference_compat_csvs]
     compat = _read_reference_compat(reference_compat_csvs) if reference_compat_csvs else None

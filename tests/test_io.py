@@ -1,0 +1,53 @@
+"""The shared table reader: empty tables, required columns, text mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxr_attention.io import ConfigError, read_table, write_csv
+
+
+def test_an_empty_frame_written_by_write_csv_reads_back_as_no_rows(tmp_path: Path) -> None:
+    # write_csv of a frame without columns writes a lone newline, not 0 bytes.
+    path = tmp_path / "gathered.csv"
+    write_csv(pd.DataFrame(), path)
+    assert path.read_bytes() == b"\n"
+    assert read_table(path).empty
+    table = read_table(path, required=("map_id", "dicom_id"), text=True)
+    assert list(table.columns) == ["map_id", "dicom_id"] and table.empty
+
+
+def test_a_zero_byte_file_is_no_rows(tmp_path: Path) -> None:
+    path = tmp_path / "shard-0.csv"
+    path.write_bytes(b"")
+    assert read_table(path).shape == (0, 0)
+
+
+def test_identifiers_are_strings_and_text_mode_keeps_blanks(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("dicom_id,subject_id,width,answer\n007,10000032,512,\n")
+    default = read_table(path)
+    assert default.loc[0, "dicom_id"] == "007" and default.loc[0, "subject_id"] == "10000032"
+    assert default.loc[0, "width"] == 512 and pd.isna(default.loc[0, "answer"])
+    text = read_table(path, text=True)
+    assert text.loc[0].tolist() == ["007", "10000032", "512", ""]
+
+
+def test_a_missing_required_column_names_the_file_and_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "answers.csv"
+    path.write_text("sample_id,dicom_id\ns1,d1\n")
+    with pytest.raises(
+        ConfigError, match=r"answers\.csv: missing column\(s\) subject_id, strategy"
+    ):
+        read_table(path, required=("sample_id", "subject_id", "strategy"))
+    path.write_text("sample_id,dicom_id\n")  # a header without rows is checked too
+    with pytest.raises(ConfigError, match="subject_id"):
+        read_table(path, required=("subject_id",), text=True)
+
+
+def test_a_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"absent\.csv: file not found"):
+        read_table(tmp_path / "absent.csv")
