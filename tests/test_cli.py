@@ -135,3 +135,20 @@ def test_explain_forced_method(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     maps = pd.read_csv(tmp_path / "maps.csv")
     assert set(maps["method"]) == {"activation_norm"}
+
+
+@pytest.mark.parametrize(
+    ("question", "generated_text", "expected"),
+    [
+        # No Finding: a denied abnormality means the image is normal.
+        ("Is the chest X-ray normal?", "There are no acute cardiopulmonary abnormalities.", "yes"),
+        # The finding's own names judge the answer: "pleural" alone is not an effusion.
+        ("Is there a pleural effusion?", "There is pleural thickening. No effusion is seen.", "no"),
+        ("Is there a pleural effusion?", "A small left pleural effusion is present.", "yes"),
+    ],
+)
+def test_explain_parses_the_answer_as_the_inference_stage_does(question, generated_text, expected):
+    from cxr_attention.explain import parse_question_answer
+
+    bank = REPO / "config/questions.yaml"
+    assert parse_question_answer(question, generated_text, bank) == expected

@@ -405,3 +405,37 @@ def test_shard_writes_reference_and_corrected_numbers_side_by_side(
     failures = pd.read_csv(out.with_name("shard-0.failures.csv"))
     assert failures["error_type"].tolist() == ["reference_map_unavailable", "missing_capture"]
     assert failures["stage"].tolist() == ["reference_compat"] * 2
+
+
+def test_shard_records_a_truncated_capture_and_goes_on(tmp_path: Path):
+    # A capture cut short by a crash is a zip with no central directory: numpy raises
+    # zipfile.BadZipFile, which must become a failures row, not end the shard.
+    captures_dir = tmp_path / "captures"
+    captures_dir.mkdir()
+    buffer = tmp_path / "whole.npz"
+    np.savez_compressed(buffer, **_synthetic_capture())
+    (captures_dir / "d1__cut.npz").write_bytes(buffer.read_bytes()[:200])
+    image = np.full((64, 64), 30, np.uint8)
+    cv2.imwrite(str(tmp_path / "d1.png"), image)
+    cv2.imwrite(str(tmp_path / "d1_body.png"), np.full_like(image, 255))
+    pd.DataFrame([{"sample_id": "d1__cut", "dicom_id": "d1", "question_id": "cut"}]).to_csv(
+        tmp_path / "answers.csv", index=False
+    )
+    pd.DataFrame([{"dicom_id": "d1", "image": "d1.png", "body_mask": "d1_body.png"}]).to_csv(
+        tmp_path / "preprocess.csv", index=False
+    )
+    out = tmp_path / "shard-0.csv"
+
+    run_reference_compat_shard(
+        answers_csv=tmp_path / "answers.csv",
+        captures_dir=captures_dir,
+        preprocess_csv=tmp_path / "preprocess.csv",
+        out_csv=out,
+        params={"root": tmp_path, "model_view_side": 64},
+    )
+
+    table = pd.read_csv(out)
+    assert table["sample_id"].tolist() == ["d1__cut"]
+    assert table[["ref_entropy", "entropy"]].isna().all(axis=None)
+    failures = pd.read_csv(tmp_path / "shard-0.failures.csv")
+    assert failures["error_type"].tolist() == ["bad_capture"]

@@ -10,18 +10,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from cxr_attention.maps.cascade import METHODS
+
 __all__ = ["main"]
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-MAP_METHOD_CHOICES = [
-    "cascade",
-    "all",
-    "attention",
-    "attention_gated",
-    "gradcam",
-    "activation_norm",
-    "uniform",
-]
+MAP_METHOD_CHOICES = ["cascade", "all", *METHODS]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_json
+from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_json, write_npz
 
-__all__ = ["DEFAULT_QUESTION_BANK", "explain", "question_terms"]
+__all__ = ["DEFAULT_QUESTION_BANK", "explain", "parse_question_answer", "question_terms"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,37 @@ def question_terms(
 
     Empty when the bank is absent (the command runs outside a checkout) or no finding matches.
     """
+    finding = _question_finding(question, bank_path)
+    return list(finding.target_terms) if finding else []
+
+
+def parse_question_answer(
+    question: str, generated_text: str, bank_path: str | os.PathLike = DEFAULT_QUESTION_BANK
+) -> str:
+    """``yes`` / ``no`` / ``unclear``, parsed as the inference stage parses the same answer.
+
+    The finding's own names judge the answer (not the broader words the maps look for: "pleural"
+    would count "pleural thickening" as a pleural effusion), and a question about a normal image
+    (No Finding) reads a denied abnormality as "yes".
+    """
+    from cxr_attention.inference.answers import parse_answer
+    from cxr_attention.inference.questions import NO_FINDING
+
+    finding = _question_finding(question, bank_path)
+    if finding is None:
+        return parse_answer(generated_text)
+    return parse_answer(generated_text, terms=finding.terms, asks_normal=finding.name == NO_FINDING)
+
+
+def _question_finding(question: str, bank_path: str | os.PathLike):
+    """The bank's ``FindingQuestions`` the question is about, or None (no bank, no match)."""
     from cxr_attention.inference.questions import infer_finding, load_question_bank
 
     if not Path(bank_path).is_file():
-        return []
+        return None
     bank = load_question_bank(bank_path)
-    finding = infer_finding(question, bank)
-    by_name = {f.name: f for f in bank.findings}
-    return list(by_name[finding].target_terms) if finding else []
+    name = infer_finding(question, bank)
+    return bank.finding(name) if name else None
 
 
 def explain(
@@ -85,9 +108,8 @@ def explain(
     body = _read_gray(images["body_mask"]) > 0
     lungs = _read_gray(images["lung_mask"])
 
-    from cxr_attention.inference.answers import parse_answer
     from cxr_attention.inference.model import load_model
-    from cxr_attention.inference.runner import answer_one, capture_arrays, write_capture
+    from cxr_attention.inference.runner import answer_one, capture_arrays
     from cxr_attention.maps.shard import explain_maps, write_maps
 
     loaded = load_model(model_id)
@@ -100,9 +122,9 @@ def explain(
         image_first=image_first,
         include_pixel_values=True,
     )
-    write_capture(capture, out_dir / "attention.npz", dtype=np.float32, include_pixel_values=True)
-    finding_terms = question_terms(question)
-    answer = parse_answer(capture.generated_text, terms=finding_terms)
+    arrays = capture_arrays(capture, dtype=np.float32, include_pixel_values=True)
+    write_npz(out_dir / "attention.npz", **arrays)
+    answer = parse_question_answer(question, capture.generated_text)
     write_json(
         {
             "question": question,
@@ -116,10 +138,9 @@ def explain(
         out_dir / "answer.json",
     )
 
-    arrays = capture_arrays(capture, dtype=np.float32, include_pixel_values=True)
     maps = explain_maps(
         arrays,
-        terms=list(dict.fromkeys([*terms, *finding_terms])),
+        terms=list(dict.fromkeys([*terms, *question_terms(question)])),
         loaded_model=loaded,
         method=method,
     )

@@ -40,17 +40,18 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cxr_attention.io import ConfigError, Failure, InputError, write_csv, write_failures
+from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 from cxr_attention.maps.attention import (
     attention_map,
     reassemble_prompt_keys,
-    reference_compat_attention,
+    reference_key_slice,
 )
 from cxr_attention.maps.grid import MapUnavailable
 from cxr_attention.metrics.per_map import map_metrics
@@ -295,23 +296,20 @@ def reference_image_slice(
     ndarray of shape (generated, 256), float64
         Rows with no mass on positions 1:257 are all zero.
     """
-    sliced = _head_mean_slices(capture, n_layers)  # (layers, generated, 256)
+    sliced = reference_key_slice(_head_mean_prompt_rows(capture, n_layers))  # (layers, gen., 256)
     totals = sliced.sum(axis=-1, keepdims=True)
     per_layer = np.divide(sliced, totals, out=np.zeros_like(sliced), where=totals > 0)
     weights = reference_layer_weights(sliced.shape[0])
     return np.tensordot(weights, per_layer, axes=1)
 
 
-def _head_mean_slices(capture: Mapping[str, np.ndarray], n_layers: int) -> np.ndarray:
-    """Positions 1:257 of the last ``n_layers`` captured layers, mean over heads."""
-    sliced = reference_compat_attention(capture)  # (layers, heads, generated, 256), float64
-    n_layers = min(n_layers, sliced.shape[0])
-    return sliced[_layer_order(capture, n_layers)].mean(axis=1)
+def _head_mean_prompt_rows(capture: Mapping[str, np.ndarray], n_layers: int) -> np.ndarray:
+    """Every row's attention over the whole prompt, mean over heads: ``(layers, rows, prompt)``.
 
-
-def _full_prompt_rows(capture: Mapping[str, np.ndarray], layer_index: np.ndarray) -> np.ndarray:
-    """Every row's attention over the whole prompt, for the chosen layers, mean over heads."""
-    return reassemble_prompt_keys(capture)[layer_index].mean(axis=1)  # (layers, rows, prompt)
+    The last ``n_layers`` captured layers (all, if fewer were captured), earliest first.
+    """
+    full = reassemble_prompt_keys(capture)  # (layers, heads, generated, prompt), float64
+    return full[_layer_order(capture, min(n_layers, full.shape[0]))].mean(axis=1)
 
 
 def reference_attention_grid(
@@ -356,9 +354,8 @@ def reference_attention_grid(
     row_list = reference_rows(n_generated) if rows is None else [int(r) for r in rows]
     if not row_list:
         raise MapUnavailable("no generated position to average (answer of one token)")
-    sliced = _head_mean_slices(capture, n_layers)[:, row_list]  # (layers, rows, 256)
-    layer_index = _layer_order(capture, sliced.shape[0])
-    prompt_rows = _full_prompt_rows(capture, layer_index)[:, row_list]  # (layers, rows, prompt)
+    prompt_rows = _head_mean_prompt_rows(capture, n_layers)[:, row_list]  # (layers, rows, prompt)
+    sliced = reference_key_slice(prompt_rows)  # (layers, rows, 256)
     prompt_len = prompt_rows.shape[-1]
     if gate_positions:
         positions = np.asarray(list(gate_positions), dtype=np.int64)
@@ -454,8 +451,8 @@ def corrected_answer_metrics(
     attention = np.asarray(capture["attention"])
     rows = range(attention.shape[2])
     grid, image_mass = attention_map(attention, rows)
-    text = np.asarray(capture["text_attention"], dtype=np.float64)
-    sink_mass = float(text[..., 1].mean()) if text.shape[-1] > 1 else math.nan
+    text = np.asarray(capture["text_attention"])
+    sink_mass = float(text[..., 1].astype(np.float64).mean()) if text.shape[-1] > 1 else math.nan
     metrics = map_metrics(grid, body_mask=body_mask, lung_labels=None)
     return {
         "image_mass": image_mass,
@@ -488,9 +485,10 @@ def _load_capture(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(path, "capture not found", error_type="missing_capture")
     try:
-        with np.load(path) as arrays:
+        with np.load(path, allow_pickle=False) as arrays:
             capture = {key: arrays[key] for key in arrays.files}
-    except (OSError, ValueError) as error:
+    # A file cut short by a crash is a zip without its directory (BadZipFile) or a short read.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise InputError(
             path, f"capture cannot be read: {error}", error_type="bad_capture"
         ) from error
@@ -532,14 +530,8 @@ def run_reference_compat_shard(
     root = Path(params.get("root") or Path.cwd())
     side = int(params.get("model_view_side") or model_view_side(params.get("model_id")))
     n_layers = int(params.get("layers", REFERENCE_LAYERS))
-    answers = pd.read_csv(answers_csv, dtype=str, keep_default_na=False)
-    for column in ("sample_id", "dicom_id"):
-        if column not in answers.columns:
-            raise ConfigError(f"{answers_csv}: needs column {column}")
-    preprocess = pd.read_csv(preprocess_csv, dtype=str, keep_default_na=False)
-    for column in ("dicom_id", "image", "body_mask"):
-        if column not in preprocess.columns:
-            raise ConfigError(f"{preprocess_csv}: needs column {column}")
+    answers = read_table(answers_csv, required=("sample_id", "dicom_id"), text=True)
+    preprocess = read_table(preprocess_csv, required=("dicom_id", "image", "body_mask"), text=True)
     images = preprocess.drop_duplicates("dicom_id").set_index("dicom_id")
     failures: list[Failure] = []
     masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -552,12 +544,12 @@ def run_reference_compat_shard(
             question_id=getattr(record, "question_id", ""),
             ref_rows="",
         )
+        capture_path = Path(captures_dir) / f"{record.sample_id}.npz"
         try:
-            capture = _load_capture(Path(captures_dir) / f"{record.sample_id}.npz")
+            capture = _load_capture(capture_path)
             if record.dicom_id not in masks:
                 masks[record.dicom_id] = _image_masks(record.dicom_id, images, root, side)
             reference_mask, project_mask = masks[record.dicom_id]
-            capture_path = Path(captures_dir) / f"{record.sample_id}.npz"
             # The two sides fail independently: a one-token answer has no reference map but a
             # corrected one, and the other way round for a map with no image mass.
             try:

@@ -322,3 +322,29 @@ def test_text_only_prompt_rows_zero_the_image_rows_and_keep_the_rest(tiny_model_
     np.testing.assert_array_equal(text[:, :, others], full[:, :, others])
     with pytest.raises(ValueError, match="prompt_image_rows"):
         capture_arrays(capture, prompt_image_rows="some")
+
+
+def test_question_longer_than_the_sliding_window_fails_alone(run_tables, tiny_model_dir, tmp_path):
+    # The tiny model's captured layers 3 and 4 slide over 512 keys: this question alone does
+    # not fit, and padded beside it neither do the others of its batch.
+    long_question = "Is there a pleural effusion" + " or an effusion" * 200 + "?"
+    questions = pd.read_csv(run_tables["questions_csv"], dtype=str, keep_default_na=False)
+    extra = questions.iloc[[0]].assign(question_id="long.baseline.0", question=long_question)
+    tables = {**run_tables, "questions_csv": tmp_path / "questions_long.csv"}
+    pd.concat([questions.iloc[:1], extra, questions.iloc[1:]]).to_csv(
+        tables["questions_csv"], index=False
+    )
+    table = _run(tables, tiny_model_dir, tmp_path / "long")
+    assert len(table) == 2 * len(QUESTIONS)
+    assert "long.baseline.0" not in set(table["question_id"])
+    failures = pd.read_csv(tmp_path / "long" / "shard-0.failures.csv", dtype=str)
+    too_long = failures[failures["error_type"] == "prompt_too_long"]
+    assert sorted(too_long["dicom_id"]) == ["d1", "d2"]
+    assert too_long["message"].str.contains("sliding window").all()
+    # The other questions' answers are those of a run without the long one.
+    reference = _run(run_tables, tiny_model_dir, tmp_path / "plain")
+    pd.testing.assert_frame_equal(
+        _strip(table).sort_values("sample_id", ignore_index=True),
+        _strip(reference).sort_values("sample_id", ignore_index=True),
+        atol=1e-5,
+    )

@@ -382,3 +382,63 @@ def test_terms_with_one_slug_make_one_target(tiny):
         ("pleural effusion", "prompt"),
         ("effusion", "prompt"),
     ]
+
+
+def test_run_maps_shard_rebuilds_an_images_pixels_once(tiny, tiny_model_dir, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cxr_attention.maps import shard
+
+    model, processor = tiny
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    capture = forced_capture(model, prompt_inputs(processor, QUESTION), _answer_ids(processor))
+    rng = np.random.default_rng(1)
+    for dicom_id in ("d1", "d2"):
+        image = (rng.random((320, 256)) * 255).astype(np.uint8)
+        Image.fromarray(image).save(tmp_path / f"{dicom_id}.png")
+    # Two questions about d1, then one about d2: "fluid" is absent, so each needs Grad-CAM.
+    sample_ids = ["d1__q1", "d1__q2", "d2__q1"]
+    for sample_id in sample_ids:
+        _write_capture(captures / f"{sample_id}.npz", capture)
+    pd.DataFrame(
+        {
+            "sample_id": sample_ids,
+            "dicom_id": ["d1", "d1", "d2"],
+            "question_id": ["q1", "q2", "q1"],
+            "capture": [str(captures / f"{s}.npz") for s in sample_ids],
+        }
+    ).to_csv(tmp_path / "answers.csv", index=False)
+    pd.DataFrame(
+        {"dicom_id": ["d1", "d2"], "image": [str(tmp_path / "d1.png"), str(tmp_path / "d2.png")]}
+    ).to_csv(tmp_path / "images.csv", index=False)
+    pd.DataFrame({"question_id": ["q1", "q2"], "target_terms": ["fluid", "fluid"]}).to_csv(
+        tmp_path / "questions.csv", index=False
+    )
+    rebuilt = []
+    real_pixels = shard._pixels_from_image
+
+    def counting(processor, image_path):
+        rebuilt.append(image_path)
+        return real_pixels(processor, image_path)
+
+    monkeypatch.setattr(shard, "_pixels_from_image", counting)
+    run_maps_shard(
+        answers_csv=tmp_path / "answers.csv",
+        captures_dir=captures,
+        questions_csv=tmp_path / "questions.csv",
+        model_id=tiny_model_dir,
+        images_csv=tmp_path / "images.csv",
+        params={"device": "cpu"},
+        out_csv=tmp_path / "maps.csv",
+        out_npz=tmp_path / "maps.npz",
+        failures_csv=tmp_path / "maps.failures.csv",
+    )
+    assert rebuilt == [str(tmp_path / "d1.png"), str(tmp_path / "d2.png")]
+    table = pd.read_csv(tmp_path / "maps.csv", dtype=str, keep_default_na=False)
+    fluid = table[table["term"] == "fluid"]
+    assert fluid["method"].tolist() == ["gradcam"] * 3
+    with np.load(tmp_path / "maps.npz") as arrays:
+        d1_q1, d1_q2, d2_q1 = (arrays[m] for m in fluid["map_id"])
+    np.testing.assert_array_equal(d1_q1, d1_q2)  # the same pixels, reused
+    assert not np.allclose(d1_q1, d2_q1)  # the other image's own pixels

@@ -116,7 +116,7 @@ def last_layers(model, k: int) -> list[int]:
     """Indices of the last ``k`` decoder layers of ``model``'s language model (0: none)."""
     n_layers = model.config.get_text_config().num_hidden_layers
     if not 0 <= k <= n_layers:
-        raise ValueError(f"layers must be between 1 and {n_layers}, got {k}")
+        raise ValueError(f"layers must be between 0 and {n_layers}, got {k}")
     return list(range(n_layers - k, n_layers))
 
 
@@ -334,7 +334,6 @@ class _Prefix:
     input_ids: torch.Tensor  # (P,)
     cache: object
     prompt_image_rows: dict[int, torch.Tensor]  # layer -> (heads, P, n_image)
-    image_columns: torch.Tensor  # (n_image,) columns of the image tokens
 
 
 @torch.no_grad()
@@ -357,7 +356,7 @@ def _run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers) -> _Pre
             logits_to_keep=1,
         )
     rows = {layer: recorder.prompt_image_rows[layer][0] for layer in layers}
-    return _Prefix(prefix_ids, cache, rows, image_columns)
+    return _Prefix(prefix_ids, cache, rows)
 
 
 @torch.no_grad()
@@ -677,8 +676,8 @@ def capture_answers(
         length = int(image_token_positions(ids[0], model.config.image_token_id)[-1]) + 2
         if _common_prefix_length(ids) < length or min(len(i) for i in ids) <= length:
             raise RuntimeError("questions do not share the image prefix; cannot share it")
-        tokens_after = first["token_type_ids"][0][:length]
-        prefix = _run_prefix(model, ids[0][:length], pixel_values, tokens_after, layer_list)
+        prefix_token_types = first["token_type_ids"][0][:length]
+        prefix = _run_prefix(model, ids[0][:length], pixel_values, prefix_token_types, layer_list)
     elif share:
         features = model.get_image_features(
             pixel_values.to(model.device, model.dtype), return_dict=True

@@ -33,6 +33,7 @@ __all__ = [
     "BLANK_POLICIES",
     "CHEXPERT_FINDINGS",
     "HARD_POSITIVE_KINDS",
+    "NO_FINDING",
     "QUESTION_COLUMNS",
     "SAMPLE_COLUMNS",
     "SAMPLE_QUESTION_COLUMNS",
@@ -63,6 +64,9 @@ HARD_POSITIVE_KINDS: tuple[str, ...] = (
     "formality_change",
     "voice_change",
 )
+
+#: The CheXpert label of a normal study: its question asks whether the image is normal.
+NO_FINDING = "No Finding"
 
 #: ``variant_kind`` of the baseline and plain questions.
 BASELINE_KIND = "original"
@@ -407,7 +411,7 @@ def infer_finding(question: str, bank: QuestionBank) -> str:
     if len(best) > 1:
         # "normal" also appears in questions about a pathology ("Is the heart size normal?"):
         # a question that names a pathology is about that pathology.
-        best.pop("No Finding", None)
+        best.pop(NO_FINDING, None)
     if not best:
         return ""
     top = max(best.values())

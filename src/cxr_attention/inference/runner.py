@@ -13,7 +13,9 @@ Parameters of a run (``params``; defaults in `DEFAULT_PARAMS`):
 ``max_new_tokens`` (12)
     Tokens generated per question (greedy).
 ``batch_size`` (8)
-    Questions per generation batch; halved on out-of-memory, down to 1.
+    Questions per generation batch; halved on out-of-memory, down to 1. A batch whose padded
+    prompts do not fit a captured sliding layer's window is halved too: at batch size 1 the
+    question that is too long gets a failures row (``prompt_too_long``) and the others go on.
 ``image_first`` (False)
     Image before the question in the user turn (the MedGemma model card puts the question first;
     image first lets every question reuse the image prefix's cache).
@@ -38,7 +40,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +48,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr_attention.inference.capture import Capture, capture_answers
-from cxr_attention.inference.questions import SAMPLE_QUESTION_COLUMNS, expand_samples
+from cxr_attention.inference.capture import Capture, PromptTooLongError, capture_answers
+from cxr_attention.inference.questions import (
+    NO_FINDING,
+    SAMPLE_QUESTION_COLUMNS,
+    expand_samples,
+)
 from cxr_attention.io import (
     ConfigError,
     Failure,
     InputError,
     atomic_path,
+    read_table,
     write_csv,
     write_failures,
     write_npz,
@@ -237,25 +244,12 @@ def _load_image(path: Path):
         ) from error
 
 
-def _read_csv(path, name: str, required: Sequence[str]) -> pd.DataFrame:
-    if not Path(path).exists():
-        raise ConfigError(f"{name}: file not found: {path}")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"{name} ({path}): missing column(s) {missing}")
-    return frame
-
-
 def _shard_samples(manifest_csv, questions_csv, preprocess_csv, shard: int, params) -> tuple:
-    manifest = pd.read_csv(
-        manifest_csv, dtype={"dicom_id": str, "subject_id": str, "study_id": str}
-    )
-    if "shard" not in manifest.columns:
-        raise ConfigError(f"manifest ({manifest_csv}): missing column 'shard'")
+    # The manifest's label columns stay numeric (1.0, 0.0, -1.0, NaN); the other tables are text.
+    manifest = read_table(manifest_csv, required=("dicom_id", "shard"))
     manifest = manifest[manifest["shard"].astype(int) == int(shard)]
-    questions = _read_csv(questions_csv, "questions table", ["question_id", "question"])
-    images = _read_csv(preprocess_csv, "preprocess table", ["dicom_id", "image"])
+    questions = read_table(questions_csv, required=("question_id", "question"), text=True)
+    images = read_table(preprocess_csv, required=("dicom_id", "image"), text=True)
     image_paths = dict(zip(images["dicom_id"], images["image"], strict=True))
     samples = expand_samples(
         manifest, questions, uncertain=params["uncertain"], blank=params["blank"]
@@ -271,11 +265,11 @@ def _sample_row(sample: dict, capture: Capture, seconds: float, capture_path: st
     source = sample.get("answer_terms") or sample.get("target_terms") or ""
     terms = [t for t in str(source).split("|") if t]
     answer = parse_answer(
-        capture.generated_text, terms=terms, asks_normal=sample.get("finding") == "No Finding"
+        capture.generated_text, terms=terms, asks_normal=sample.get("finding") == NO_FINDING
     )
     expected = sample.get("expected") or ""
     return {
-        **{k: sample.get(k, "") for k in ANSWER_COLUMNS if k in sample},
+        **{k: sample[k] for k in ANSWER_COLUMNS if k in sample},
         "prompt": capture.prompt,
         "generated_text": capture.generated_text,
         "answer": answer,
@@ -411,7 +405,7 @@ def _answer_image(
     settings,
     bar,
 ) -> list[Failure]:
-    """Answer one image's pending samples; halve the batch on out-of-memory."""
+    """Answer one image's pending samples; halve the batch on out-of-memory or a long prompt."""
     failures = []
     pending = list(samples)
     batch_size = max(1, int(settings["batch_size"]))
@@ -454,25 +448,31 @@ def _answer_image(
             )
             pending = []
         except Exception as error:
-            if not is_out_of_memory(error):
+            # Padding makes a batch as long as its longest prompt, so a smaller batch can fit a
+            # sliding window that a larger one does not; alone, the question itself is too long.
+            too_long = isinstance(error, PromptTooLongError)
+            if not too_long and not is_out_of_memory(error):
                 raise
             pending = pending[len(finished) :]
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if batch_size > 1:
                 batch_size //= 2
-                log.warning("out of memory: batch size halved to %d", batch_size)
+                cause = "prompt too long" if too_long else "out of memory"
+                log.warning("%s: batch size halved to %d", cause, batch_size)
                 continue
             failed = pending.pop(0)
             if failed["sample_id"] in done:  # finished before a restart: nothing is lost
                 continue
+            error_type = "prompt_too_long" if too_long else "out_of_memory"
+            reason = str(error) if too_long else f"out of memory at batch size 1: {error}"
             failures.append(
                 Failure(
                     STAGE,
                     failed["dicom_id"],
                     str(image_path),
-                    "out_of_memory",
-                    f"{failed['sample_id']}: out of memory at batch size 1: {error}",
+                    error_type,
+                    f"{failed['sample_id']}: {reason}",
                 )
             )
             bar.update(1)

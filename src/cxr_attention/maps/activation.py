@@ -13,7 +13,12 @@ from torch import nn
 
 from cxr_attention.geometry import pool_patches_to_grid
 from cxr_attention.maps.grid import normalise_map
-from cxr_attention.maps.hooks import LayerActivations, tokens_per_side, vision_layers
+from cxr_attention.maps.hooks import (
+    LayerActivations,
+    model_pixels,
+    tokens_per_side,
+    vision_layers,
+)
 
 __all__ = ["activation_norm_grid", "activation_norm_map"]
 
@@ -59,16 +64,7 @@ def activation_norm_map(
     MapUnavailable
         Non-finite or all-zero activations.
     """
-    parameter = next(model.parameters())
-    if isinstance(pixel_values, torch.Tensor):
-        pixels = pixel_values.to(parameter.device)
-    else:
-        pixels = torch.as_tensor(
-            np.asarray(pixel_values, dtype=np.float32), device=parameter.device
-        )
-    if pixels.ndim == 3:
-        pixels = pixels.unsqueeze(0)
     with LayerActivations(vision_layers(model)[layer]) as kept:
-        model.model.vision_tower(pixel_values=pixels.to(parameter.dtype))
+        model.model.vision_tower(pixel_values=model_pixels(model, pixel_values))
     activations = kept.activations[0].float().cpu().numpy()
     return normalise_map(activation_norm_grid(activations, tokens_per_side(model)))

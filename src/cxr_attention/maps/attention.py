@@ -41,6 +41,7 @@ __all__ = [
     "gate_weights",
     "reassemble_prompt_keys",
     "reference_compat_attention",
+    "reference_key_slice",
     "select_layers_heads",
 ]
 
@@ -57,7 +58,7 @@ def select_layers_heads(
     Parameters
     ----------
     captured_layers : sequence of int
-        The capture's ``layers`` array (decoder layer indices, possibly negative-free absolute).
+        The capture's ``layers`` array (absolute decoder layer indices).
     n_heads : int
         Size of the head axis.
     layers : sequence of int, optional
@@ -263,12 +264,25 @@ def reference_compat_attention(
     ndarray of shape (layers, heads, generated, n_tokens), float64
         Drop-in replacement for ``capture["attention"]``.
     """
-    full = reassemble_prompt_keys(capture)
-    if full.shape[-1] < start + n_tokens:
+    return reference_key_slice(reassemble_prompt_keys(capture), start=start, n_tokens=n_tokens)
+
+
+def reference_key_slice(
+    prompt_keys: np.ndarray, *, start: int = 1, n_tokens: int = 256
+) -> np.ndarray:
+    """Key positions ``start:start + n_tokens`` of rows over the full prompt key axis (last axis).
+
+    Raises
+    ------
+    MapUnavailable
+        The prompt ends before the slice does.
+    """
+    prompt_len = prompt_keys.shape[-1]
+    if prompt_len < start + n_tokens:
         raise MapUnavailable(
-            f"prompt of {full.shape[-1]} tokens ends before position {start + n_tokens}"
+            f"prompt of {prompt_len} tokens ends before position {start + n_tokens}"
         )
-    return full[..., start : start + n_tokens]
+    return prompt_keys[..., start : start + n_tokens]
 
 
 def _finish(row: np.ndarray, aspect_ratio: float) -> tuple[np.ndarray, float]:

@@ -37,6 +37,7 @@ from cxr_attention.maps.attention import (
     select_layers_heads,
 )
 from cxr_attention.maps.grid import MapUnavailable, normalise_map, strip_outer_ring, uniform_map
+from cxr_attention.maps.hooks import vision_layers
 from cxr_attention.maps.terms import decode_with_offsets, find_terms_in_text
 
 __all__ = [
@@ -449,7 +450,7 @@ def _gradcam_method(context: _Context, target: MapTarget):
     else:
         following = np.asarray(target.forced_ids, dtype=np.int64)
         positions = range(following.size)
-    layers = model.model.vision_tower.encoder.layers
+    layers = vision_layers(model)
     layer = context.params.gradcam_layer
     try:
         grid_map = VisionGradCAM(model, layers[layer])(
@@ -467,7 +468,7 @@ def _activation_method(context: _Context):
 
     model, pixel_values = _vision(context)
     layer = context.params.activation_layer
-    n_layers = len(model.model.vision_tower.encoder.layers)
+    n_layers = len(vision_layers(model))
     grid_map = activation_norm_map(model, pixel_values, layer=layer)
     return grid_map, math.nan, f"vision:{layer % n_layers}", "", 0
 

@@ -20,6 +20,7 @@ __all__ = [
     "LayerActivations",
     "frozen_parameters",
     "model_inputs_from_capture",
+    "model_pixels",
     "tokens_per_side",
     "vision_layers",
 ]
@@ -127,18 +128,27 @@ def model_inputs_from_capture(
     ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)
     if continuation_ids is not None and len(continuation_ids):
         ids = np.concatenate([ids, np.asarray(continuation_ids, dtype=np.int64).reshape(-1)])
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    ids_tensor = torch.as_tensor(ids, device=device).unsqueeze(0)
-    if isinstance(pixel_values, torch.Tensor):
-        pixels = pixel_values.to(device)
-    else:
-        pixels = torch.as_tensor(np.asarray(pixel_values, dtype=np.float32), device=device)
-    if pixels.ndim == 3:
-        pixels = pixels.unsqueeze(0)
+    ids_tensor = torch.as_tensor(ids, device=next(model.parameters()).device).unsqueeze(0)
     return {
         "input_ids": ids_tensor,
         "attention_mask": torch.ones_like(ids_tensor),
         "token_type_ids": (ids_tensor == model.config.image_token_id).long(),
-        "pixel_values": pixels.to(dtype),
+        "pixel_values": model_pixels(model, pixel_values),
     }
+
+
+def model_pixels(model: nn.Module, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Pixels ``(3, S, S)`` or ``(1, 3, S, S)`` as a batch of one.
+
+    On the model's device and in its dtype, whether given as a tensor or an array.
+    """
+    parameter = next(model.parameters())
+    if isinstance(pixel_values, torch.Tensor):
+        pixels = pixel_values.to(parameter.device)
+    else:
+        pixels = torch.as_tensor(
+            np.asarray(pixel_values, dtype=np.float32), device=parameter.device
+        )
+    if pixels.ndim == 3:
+        pixels = pixels.unsqueeze(0)
+    return pixels.to(parameter.dtype)

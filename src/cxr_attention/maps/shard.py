@@ -6,6 +6,7 @@ writer both share (:func:`write_maps`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import zipfile
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_attention.io import ConfigError, Failure, InputError, write_csv, write_failures
+from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 from cxr_attention.io import write_npz as _write_npz
 from cxr_attention.maps.cascade import (
     MAP_COLUMNS,
@@ -118,7 +119,7 @@ def explain_maps(
     list of (MapRecord, ndarray)
     """
     settings = params if isinstance(params, MapParams) else MapParams.from_dict(params)
-    settings = MapParams.from_dict({**_as_dict(settings), "method": method})
+    settings = dataclasses.replace(settings, method=method)  # validated again
     if tokenizer is None:
         if loaded_model is None:
             raise ValueError("explain_maps needs a loaded model or a tokenizer to locate terms")
@@ -210,12 +211,12 @@ def run_maps_shard(
     if params.pop("reference_compat", False):
         logger.info("maps: reference_compat is left to the reference_compat rule")
     settings = MapParams.from_dict(params)
-    answers = _read_table(answers_csv, _ANSWER_COLUMNS)
+    answers = read_table(answers_csv, required=_ANSWER_COLUMNS, text=True)
     image_of: dict[str, str] = {}
     if images_csv is not None:
-        images = _read_table(images_csv, ("dicom_id", "image"))
+        images = read_table(images_csv, required=("dicom_id", "image"), text=True)
         image_of = dict(zip(images["dicom_id"], images["image"], strict=True))
-    questions = _read_table(questions_csv, ("question_id", "target_terms"))
+    questions = read_table(questions_csv, required=("question_id", "target_terms"), text=True)
     terms_of = {
         row.question_id: [t.strip() for t in str(row.target_terms).split("|") if t.strip()]
         for row in questions.drop_duplicates("question_id").itertuples(index=False)
@@ -225,6 +226,10 @@ def run_maps_shard(
 
     processor = AutoProcessor.from_pretrained(os.fspath(model_id), trust_remote_code=False)
     model_holder = _LazyModel(model_id, params)
+    # Every question about an image sees the same pixels: rebuild them once per image. The
+    # answers table lists an image's questions together, so the last image's pixels suffice
+    # (one 896 x 896 image is ~10 MB in float32; a shard's worth would not fit).
+    pixels_of: dict[str, object] = {}
     results: list[tuple[MapRecord, np.ndarray]] = []
     failures: list[Failure] = []
     for row in answers.itertuples(index=False):
@@ -236,7 +241,9 @@ def run_maps_shard(
             failures.append(Failure.from_exception("maps", row.dicom_id, str(capture_path), error))
             continue
         image_path = image_of.get(row.dicom_id) or getattr(row, "image", "") or ""
-        vision = VisionSource(_vision_loader(model_holder, processor, capture, image_path))
+        vision = VisionSource(
+            _vision_loader(model_holder, processor, capture, image_path, pixels_of)
+        )
         key = SampleKey(row.sample_id, row.dicom_id, row.question_id)
         for target in locate_targets(
             processor.tokenizer,
@@ -281,11 +288,16 @@ class _LazyModel:
         return self._model
 
 
-def _vision_loader(model_holder: _LazyModel, processor, capture, image_path: str):
+def _vision_loader(model_holder: _LazyModel, processor, capture, image_path: str, pixels_of: dict):
+    """``VisionSource.load`` of one sample; ``pixels_of`` keeps the last image's rebuilt pixels."""
+
     def load():
         pixel_values = capture.get("pixel_values")
         if pixel_values is None:
-            pixel_values = _pixels_from_image(processor, image_path)
+            if image_path not in pixels_of:
+                pixels_of.clear()
+                pixels_of[image_path] = _pixels_from_image(processor, image_path)
+            pixel_values = pixels_of[image_path]
         return model_holder.get().model, pixel_values
 
     return load
@@ -308,17 +320,6 @@ def _pixels_from_image(processor, image_path: str):
     return processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
 
 
-def _read_table(path, columns) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {missing}")
-    return table
-
-
 def _resolve(capture: str, captures_dir) -> Path:
     path = Path(capture)
     if path.is_file() or path.is_absolute():
@@ -332,7 +333,3 @@ def _aspect(capture: Mapping[str, np.ndarray]) -> float:
         rows, cols = (int(v) for v in np.asarray(capture["grid_shape"]).reshape(-1)[:2])
         return cols / rows
     return 1.0
-
-
-def _as_dict(settings: MapParams) -> dict:
-    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
