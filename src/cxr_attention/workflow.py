@@ -18,7 +18,6 @@ from cxr_attention.io import atomic_path, read_table, write_csv
 
 __all__ = [
     "gather_study_tables",
-    "gather_tables",
     "job_logging",
     "read_shard",
     "render_report",
@@ -49,12 +48,8 @@ def read_shard(manifest_csv: str | os.PathLike, shard: int | str) -> pd.DataFram
     return manifest[manifest["shard"] == int(shard)].reset_index(drop=True)
 
 
-def gather_tables(paths: Sequence[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
-    """Concatenate per-shard tables in shard order; empty shards contribute no rows."""
-    table = _concat(paths)
-    write_csv(table, out_csv)
-    return table
-
+# Timings differ between any two runs; the study's tables leave them out.
+_WALL_CLOCK_COLUMNS = ["seconds"]
 
 # Sample-level columns copied onto every map row, so that one tidy table serves the statistics,
 # the figures and DVC plots.
@@ -82,9 +77,14 @@ def gather_study_tables(
     answers_out: str | os.PathLike,
     maps_out: str | os.PathLike,
 ) -> None:
-    """Write the study's answers table and its maps table (maps + metrics + sample columns)."""
+    """Write the study's answers table and its maps table (maps + metrics + sample columns).
+
+    The study's tables leave out the wall-clock ``seconds`` of each answer (it stays in each
+    shard's answers table): two runs from clean must give byte-identical metrics tables.
+    """
     del manifest_csv  # listed as an input so that a new selection regathers
-    answer_table = gather_tables(answers, answers_out)
+    answer_table = _concat(answers).drop(columns=_WALL_CLOCK_COLUMNS, errors="ignore")
+    write_csv(answer_table, answers_out)
     map_table = _concat(maps)
     metric_table = _concat(metrics)
     if map_table.empty:

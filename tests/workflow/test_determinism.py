@@ -16,9 +16,6 @@ from workflow.demo import LOCAL_RUN, snakemake
 pytestmark = pytest.mark.slow
 
 METRICS = Path("results/demo/metrics")
-# Wall-clock seconds per answer (inference's `seconds`) differ between any two runs by nature;
-# they are compared apart from the rest of their table, which must still be identical.
-TIMING_COLUMNS = {"answers.csv": ["seconds"]}
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +40,7 @@ def test_metrics_tables_are_byte_identical(demo_run, second_run):
     differing = []
     for name in _metrics_files(demo_run):
         first, second = demo_run / METRICS / name, second_run / METRICS / name
-        if name in TIMING_COLUMNS:
-            timing = TIMING_COLUMNS[name]
-            left = pd.read_csv(first, dtype=str, keep_default_na=False)
-            right = pd.read_csv(second, dtype=str, keep_default_na=False)
-            assert set(timing) <= set(left.columns), f"{name}: expected columns {timing}"
-            if not left.drop(columns=timing).equals(right.drop(columns=timing)):
-                differing.append(name)
-        elif first.read_bytes() != second.read_bytes():
+        if first.read_bytes() != second.read_bytes():
             differing.append(name)
     assert not differing, f"differ between two runs from clean: {differing}"
 
