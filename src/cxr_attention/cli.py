@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cxr_attention.maps.cascade import METHODS
 
@@ -103,6 +104,8 @@ def _build_tiny_model(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from cxr_attention.explain import explain
 
+    if not Path(args.image).is_file():
+        raise UsageError(f"{args.image}: no such file")
     return explain(
         args.image,
         question=args.question,
