@@ -25,7 +25,16 @@ def cxr_attention(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 def test_usage_error_exits_2(tmp_path):
     assert cxr_attention("preprocess", "--out", tmp_path).returncode == 2
     missing = tmp_path / "no-such-image.png"
-    explain = ("explain", missing, "--question", "Is there?", "--model", tmp_path, "--out", tmp_path)
+    explain = (
+        "explain",
+        missing,
+        "--question",
+        "Is there?",
+        "--model",
+        tmp_path,
+        "--out",
+        tmp_path,
+    )
     assert cxr_attention(*explain).returncode == 2
     assert cxr_attention("no-such-command").returncode == 2
     empty = tmp_path / "empty"
