@@ -27,6 +27,7 @@ from cxr_attention.maps.cascade import (
     SampleKey,
     VisionSource,
     compute_maps,
+    compute_sample_maps,
     locate_targets,
 )
 from cxr_attention.maps.grid import clip_for_display, strip_outer_ring
@@ -52,12 +53,21 @@ def _maps(capture, processor, terms, params=None, *, model=None):
     targets = locate_targets(
         processor.tokenizer, capture["input_ids"], capture["generated_ids"], terms
     )
-    results = []
+    key, params = SampleKey("s", "d", "q"), params or MapParams()
+    one_at_a_time = []
     for target in targets:
-        results += compute_maps(
-            capture, target, SampleKey("s", "d", "q"), params or MapParams(), vision=vision
-        )
+        one_at_a_time += compute_maps(capture, target, key, params, vision=vision)
+    # The batched path (Grad-CAM shared across targets) must give the same maps and reasons.
+    results = compute_sample_maps(capture, targets, key, params, vision=_fresh(vision))
+    assert [r for r, _ in results] == [r for r, _ in one_at_a_time]
+    for (_, batched), (_, single) in zip(results, one_at_a_time, strict=True):
+        np.testing.assert_allclose(batched, single, rtol=0, atol=1e-6)
     return {(r.term, r.method): (r, g) for r, g in results}
+
+
+def _fresh(vision):
+    """The same loader without the first run's cached model, pixels or error."""
+    return None if vision is None else VisionSource(vision.load)
 
 
 def _check_map(grid):
@@ -442,3 +452,27 @@ def test_run_maps_shard_rebuilds_an_images_pixels_once(tiny, tiny_model_dir, tmp
         d1_q1, d1_q2, d2_q1 = (arrays[m] for m in fluid["map_id"])
     np.testing.assert_array_equal(d1_q1, d1_q2)  # the same pixels, reused
     assert not np.allclose(d1_q1, d2_q1)  # the other image's own pixels
+
+
+def test_batched_gradcam_keeps_each_targets_failure_reason(tiny_model_dir):
+    """Three absent terms of different token lengths reach Grad-CAM together; with a zeroed
+    projector every row fails alone and each falls on to activation_norm with its own reason
+    (``_maps`` also checks the batched path against one target at a time)."""
+    model, processor = load_tiny(tiny_model_dir)
+    capture = forced_capture(model, prompt_inputs(processor, QUESTION), _answer_ids(processor))
+    terms = ["fluid", "consolidation", "pneumothorax"]
+    lengths = {len(_answer_ids(processor, term)) for term in terms}
+    working = _maps(capture, processor, terms, model=model)
+    for term in terms:
+        record, grid = working[(term, "gradcam")]
+        assert record.fallback_reason == "attention: term not found"
+        _check_map(grid)
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.zero_()
+    failing = _maps(capture, processor, terms, model=model)
+    for term in terms:
+        record, _ = failing[(term, "activation_norm")]
+        assert record.fallback_reason == (
+            "attention: term not found; gradcam: gradient failure: all-zero gradients"
+        )
+    assert len(lengths) >= 2, lengths

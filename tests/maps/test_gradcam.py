@@ -15,7 +15,7 @@ from cxr_attention.geometry import pool_patches_to_grid
 from cxr_attention.maps.activation import activation_norm_grid, activation_norm_map
 from cxr_attention.maps.gradcam import TokenLogitsTarget, VisionGradCAM, teacher_forcing
 from cxr_attention.maps.grid import MapUnavailable, normalise_map
-from cxr_attention.maps.hooks import model_inputs_from_capture
+from cxr_attention.maps.hooks import LayerActivations, model_inputs_from_capture
 
 CELLS = [(1, 12), (1, 13), (9, 2), (14, 7)]
 
@@ -195,3 +195,55 @@ def test_bfloat16_model_gives_the_float32_maps(tiny_model_dir, tiny, prompt):
     np.testing.assert_allclose(
         norms, activation_norm_map(model, pixel_values), rtol=1e-2
     )  # bfloat16: 8 mantissa bits
+
+
+def test_batched_gradcam_equals_one_target_at_a_time(tiny, prompt, monkeypatch):
+    """Targets of 1, 2, 3 and 5 forced tokens (right-padded rows), one forward + backward: each
+    row's map is the single call's, and a bad request is that request's failure only."""
+    model, _ = tiny
+    input_ids, pixel_values = prompt
+    requests = [
+        ([300, 301, 302], [1, 2]),
+        ([310], [0]),
+        ([5, 6, 7, 8, 9], [3]),
+        ([400, 401], [0, 1]),
+        ([300], [4]),  # outside the forced tokens
+    ]
+    gradcam = VisionGradCAM(model)
+    singles = [gradcam(input_ids, pixel_values, *request) for request in requests[:-1]]
+    hooks = dict(gradcam.target_layer._forward_hooks)  # transformers may keep its own there
+
+    def no_single_calls(*args, **kwargs):
+        raise AssertionError("the batched pass fell back to one target at a time")
+
+    monkeypatch.setattr(VisionGradCAM, "__call__", no_single_calls)
+    batched = gradcam.batched(input_ids, pixel_values, requests, max_rows=3)
+    assert len(batched) == len(requests)
+    for grid, single in zip(batched, singles, strict=False):
+        assert single.max() > 0
+        assert grid.dtype == single.dtype and grid.shape == single.shape
+        np.testing.assert_allclose(normalise_map(grid), normalise_map(single), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(grid, single, rtol=1e-4, atol=1e-7 * single.max())
+    assert isinstance(batched[-1], MapUnavailable) and "outside" in batched[-1].reason
+    assert all(p.grad is None for p in model.parameters())
+    assert dict(gradcam.target_layer._forward_hooks) == hooks
+
+
+def test_gradient_of_the_rows_sum_is_each_rows_own_gradient():
+    """The repeated layer output is one leaf per row: d(sum_b s_b)/dA_b equals ds_b/dA alone."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(4, 4), nn.Linear(4, 3)
+    model = nn.Sequential(first, nn.Tanh(), second, nn.Tanh())
+    inputs = torch.randn(1, 5, 4)
+    weights = torch.randn(3, 5, 3)  # a different score per row
+
+    with LayerActivations(first, requires_grad=True, repeat=3) as kept:
+        scores = (model(inputs) * weights).sum(dim=(1, 2))
+        (batched,) = torch.autograd.grad(scores.sum(), kept.activations)
+    assert kept.activations.shape == (3, 5, 4)
+    assert not first._forward_hooks
+    for row in range(3):
+        with LayerActivations(first, requires_grad=True) as alone:
+            score = (model(inputs) * weights[row]).sum()
+            (single,) = torch.autograd.grad(score, alone.activations)
+        torch.testing.assert_close(batched[row], single[0])

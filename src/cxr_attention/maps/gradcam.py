@@ -19,6 +19,13 @@ callables, ``get_cam_weights`` as the one overridable step); the result equals c
 
 ``generate`` runs under ``torch.no_grad``, so Grad-CAM runs its own forward (``use_cache=False``,
 logits kept only for the rows needed).
+
+Several targets of one sample (:meth:`VisionGradCAM.batched`) share one forward and one backward:
+one row per target (the prompt, then that target's teacher-forced tokens, right-padded and
+masked, so every real token keeps its unpadded position), the vision tower run once and its
+target-layer output repeated per row. Rows are independent, so the gradient of the sum of the
+rows' scores, read on row ``b``, is row ``b``'s own Grad-CAM gradient (tested against the
+one-at-a-time maps).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from cxr_attention.maps.hooks import (
     LayerActivations,
     frozen_parameters,
     model_inputs_from_capture,
+    model_pixels,
     tokens_per_side,
     vision_layers,
 )
@@ -177,3 +185,115 @@ class VisionGradCAM:
         inputs = model_inputs_from_capture(self.model, input_ids, pixel_values, continuation)
         cam = self.patch_cam(inputs, target, logits_to_keep=keep)
         return pool_patches_to_grid(cam[0], self.grid_side)
+
+    def batched(
+        self,
+        input_ids: np.ndarray,
+        pixel_values: np.ndarray | torch.Tensor,
+        requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+        *,
+        max_rows: int = 8,
+    ) -> list[np.ndarray | Exception]:
+        """Grad-CAM grids of several targets of one sample, ``max_rows`` per forward + backward.
+
+        Parameters
+        ----------
+        input_ids : ndarray of shape (prompt_len,)
+        pixel_values : array of shape (1, 3, S, S)
+        requests : sequence of (following_ids, positions)
+            One per target, as the arguments of the single call.
+        max_rows : int
+            Most targets in one pass (bounds the memory of the backward).
+
+        Returns
+        -------
+        list of ndarray or Exception
+            In request order: the grid the single call gives, or the exception it raises
+            (``MapUnavailable`` for an expected failure). Should a batched pass fail as a whole,
+            its rows are redone one at a time, so that each records its own reason.
+        """
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        results: list[np.ndarray | Exception | None] = [None] * len(requests)
+        prepared = []
+        for index, (following, positions) in enumerate(requests):
+            try:
+                prepared.append((index, *teacher_forcing(following, positions)))
+            except MapUnavailable as error:
+                results[index] = error
+        for start in range(0, len(prepared), max_rows):
+            chunk = prepared[start : start + max_rows]
+            try:
+                cams = self._batched_patch_cams(
+                    input_ids, pixel_values, [(ids, target) for _, ids, _, target in chunk]
+                )
+            except Exception:
+                cams = [None] * len(chunk)  # redone one at a time below
+            for (index, *_), cam in zip(chunk, cams, strict=True):
+                if cam is None:
+                    following, positions = requests[index]
+                    try:
+                        results[index] = self(input_ids, pixel_values, following, positions)
+                    except Exception as error:  # the caller records each row's own failure
+                        results[index] = error
+                elif isinstance(cam, MapUnavailable):
+                    results[index] = cam
+                else:
+                    results[index] = pool_patches_to_grid(cam, self.grid_side)
+        return results
+
+    def _batched_patch_cams(
+        self,
+        input_ids: np.ndarray,
+        pixel_values: np.ndarray | torch.Tensor,
+        rows: Sequence[tuple[np.ndarray, TokenLogitsTarget]],
+    ) -> list[np.ndarray | MapUnavailable]:
+        """Patch CAMs ``(patches,)`` of teacher-forced rows in one forward + backward.
+
+        Rows are right-padded: each row's real tokens keep the positions they have alone, and
+        with ``logits_to_keep = width + 1`` kept row ``r`` predicts continuation token ``r`` in
+        every row, as in :func:`teacher_forcing`.
+        """
+        prompt = np.asarray(input_ids, dtype=np.int64).reshape(-1)
+        width = max(continuation.size for continuation, _ in rows)
+        ids = np.zeros((len(rows), prompt.size + width), dtype=np.int64)  # pad id is masked out
+        mask = np.zeros_like(ids)
+        for row, (continuation, _) in enumerate(rows):
+            length = prompt.size + continuation.size
+            ids[row, : prompt.size] = prompt
+            ids[row, prompt.size : length] = continuation
+            mask[row, :length] = 1
+        device = next(self.model.parameters()).device
+        ids_tensor = torch.as_tensor(ids, device=device)
+        inputs = {
+            "input_ids": ids_tensor,
+            "attention_mask": torch.as_tensor(mask, device=device),
+            "token_type_ids": (ids_tensor == self.model.config.image_token_id).long(),
+            # one image: the vision tower runs once, the hook repeats the target layer per row
+            "pixel_values": model_pixels(self.model, pixel_values),
+        }
+        with (
+            frozen_parameters(self.model),
+            torch.enable_grad(),
+            LayerActivations(self.target_layer, requires_grad=True, repeat=len(rows)) as kept,
+        ):
+            outputs = self.model(**inputs, use_cache=False, logits_to_keep=width + 1)
+            scores = torch.cat(
+                [target(outputs.logits[row : row + 1]) for row, (_, target) in enumerate(rows)]
+            )
+            if kept.activations is None:
+                raise MapUnavailable("gradient failure: the target layer never ran")
+            (gradients,) = torch.autograd.grad(scores.sum(), kept.activations)
+            activations = kept.activations.detach()
+        gradients = gradients.float()
+        weights = self.get_cam_weights(gradients)
+        cams = torch.relu(torch.einsum("bc,bpc->bp", weights, activations.float())).cpu().numpy()
+        results: list[np.ndarray | MapUnavailable] = []
+        for row in range(len(rows)):
+            if not torch.isfinite(gradients[row]).all():
+                results.append(MapUnavailable("gradient failure: non-finite gradients"))
+            elif not gradients[row].abs().sum() > 0:
+                results.append(MapUnavailable("gradient failure: all-zero gradients"))
+            else:
+                results.append(cams[row])
+        return results

@@ -47,6 +47,11 @@ class LayerActivations:
         If True and the output does not already require a gradient (parameters frozen, inputs
         constant), it is replaced by a detached copy that does, so that the rest of the forward
         builds a graph from it and nothing upstream is differentiated.
+    repeat : int
+        If above 1, a batch-of-one output is replaced by that many copies (a new gradient leaf
+        when ``requires_grad``), so that the layers before run once for several rows after
+        (one image, several teacher-forced texts). Rows stay independent: the gradient of a
+        sum of per-row scores, taken on row ``b``, is row ``b``'s own gradient.
 
     Examples
     --------
@@ -55,15 +60,24 @@ class LayerActivations:
     ...     (grad,) = torch.autograd.grad(score.sum(), kept.activations)
     """
 
-    def __init__(self, layer: nn.Module, *, requires_grad: bool = False):
+    def __init__(self, layer: nn.Module, *, requires_grad: bool = False, repeat: int = 1):
+        if repeat < 1:
+            raise ValueError(f"repeat must be at least 1, got {repeat}")
         self.layer = layer
         self.requires_grad = requires_grad
+        self.repeat = int(repeat)
         self.activations: torch.Tensor | None = None
         self._handle = None
 
     def _hook(self, module, inputs, output):
         tensor = output[0] if isinstance(output, tuple) else output
         replaced = False
+        if self.repeat > 1:
+            if tensor.shape[0] != 1:
+                raise ValueError(f"repeat needs a batch of one, got {tensor.shape[0]} rows")
+            tensor = tensor.detach() if self.requires_grad else tensor
+            tensor = tensor.repeat(self.repeat, *([1] * (tensor.ndim - 1)))
+            replaced = True
         if self.requires_grad and not tensor.requires_grad:
             tensor = tensor.detach().requires_grad_(True)
             replaced = True

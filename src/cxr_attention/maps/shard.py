@@ -24,7 +24,7 @@ from cxr_attention.maps.cascade import (
     MapRecord,
     SampleKey,
     VisionSource,
-    compute_maps,
+    compute_sample_maps,
     locate_targets,
 )
 from cxr_attention.maps.grid import MapUnavailable
@@ -137,16 +137,10 @@ def explain_maps(
 
     vision = VisionSource(load_vision)
     key = key or SampleKey("explain")
-    results = []
-    for target in locate_targets(
-        tokenizer, capture["input_ids"], capture["generated_ids"], list(terms)
-    ):
-        results.extend(
-            compute_maps(
-                capture, target, key, settings, vision=vision, aspect_ratio=_aspect(capture)
-            )
-        )
-    return results
+    targets = locate_targets(tokenizer, capture["input_ids"], capture["generated_ids"], list(terms))
+    return compute_sample_maps(
+        capture, targets, key, settings, vision=vision, aspect_ratio=_aspect(capture)
+    )
 
 
 def write_maps(
@@ -245,17 +239,18 @@ def run_maps_shard(
             _vision_loader(model_holder, processor, capture, image_path, pixels_of)
         )
         key = SampleKey(row.sample_id, row.dicom_id, row.question_id)
-        for target in locate_targets(
+        targets = locate_targets(
             processor.tokenizer,
             capture["input_ids"],
             capture["generated_ids"],
             terms_of.get(row.question_id, []),
-        ):
-            results.extend(
-                compute_maps(
-                    capture, target, key, settings, vision=vision, aspect_ratio=_aspect(capture)
-                )
+        )
+        # One sample at a time: its Grad-CAM targets share one batched forward + backward.
+        results.extend(
+            compute_sample_maps(
+                capture, targets, key, settings, vision=vision, aspect_ratio=_aspect(capture)
             )
+        )
     write_maps(results, out_csv, out_npz)
     write_failures(failures, failures_csv)
 
