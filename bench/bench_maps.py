@@ -37,6 +37,7 @@ def main(argv: list[str]) -> int:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from cxr_attention.captures import load_capture
     from cxr_attention.io import read_table
     from cxr_attention.maps.cascade import (
         MapParams,
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
         compute_sample_maps,
         locate_targets,
     )
-    from cxr_attention.maps.shard import _pixels_from_image, _resolve, load_capture
+    from cxr_attention.maps.shard import _pixels_from_image, _resolve
 
     n_samples = int(argv[0]) if argv else 40
     answers_csv = DEMO / "inference" / "shard-000.csv"

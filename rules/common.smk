@@ -36,6 +36,7 @@ CAPTURE = (
 )
 MAPS = (
     *MODEL,
+    "captures.py",
     "geometry.py",
     "maps/__init__.py",
     "maps/grid.py",
@@ -66,6 +67,7 @@ REPORT = (
     "maps/__init__.py",
     "maps/grid.py",
     "maps/attention.py",
+    "captures.py",
     "reference_compat.py",
     "figures/__init__.py",
     "figures/_style.py",

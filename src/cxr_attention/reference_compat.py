@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cxr_attention.captures import load_capture
 from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 from cxr_attention.maps.attention import (
     attention_map,
@@ -481,24 +481,6 @@ def _resolve(path_text: str, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def _load_capture(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise InputError(path, "capture not found", error_type="missing_capture")
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            capture = {key: arrays[key] for key in arrays.files}
-    # A file cut short by a crash is a zip without its directory (BadZipFile) or a short read.
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise InputError(
-            path, f"capture cannot be read: {error}", error_type="bad_capture"
-        ) from error
-    needed = {"attention", "text_attention", "image_token_positions", "layers"}
-    missing = sorted(needed - set(capture))
-    if missing:
-        raise InputError(path, f"capture lacks {', '.join(missing)}", error_type="bad_capture")
-    return capture
-
-
 def run_reference_compat_shard(
     *,
     answers_csv: str | os.PathLike,
@@ -546,7 +528,7 @@ def run_reference_compat_shard(
         )
         capture_path = Path(captures_dir) / f"{record.sample_id}.npz"
         try:
-            capture = _load_capture(capture_path)
+            capture = load_capture(capture_path)
             if record.dicom_id not in masks:
                 masks[record.dicom_id] = _image_masks(record.dicom_id, images, root, side)
             reference_mask, project_mask = masks[record.dicom_id]

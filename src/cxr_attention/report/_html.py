@@ -10,7 +10,7 @@ import html
 import math
 from collections.abc import Iterable, Sequence
 
-__all__ = ["format_number", "html_page", "html_table"]
+__all__ = ["as_float", "format_number", "html_page", "html_table"]
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif;
@@ -87,3 +87,11 @@ def format_number(value: object, digits: int = 4) -> str:
     if math.isnan(number):
         return ""
     return f"{number:.{digits}g}"
+
+
+def as_float(value: object) -> float:
+    """``value`` as a float; NaN when it is missing or not a number (blank table cells, None)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -24,7 +24,7 @@ import pandas as pd
 from cxr_attention.io import ConfigError, atomic_path, read_table
 from cxr_attention.metrics.paper import COMPARISON_COLUMNS, agreement_sentence
 from cxr_attention.reference_compat import REFERENCE_COMPAT_COLUMNS
-from cxr_attention.report._html import format_number, html_page, html_table
+from cxr_attention.report._html import as_float, format_number, html_page, html_table
 
 __all__ = [
     "REFERENCE_COMPAT_QUANTITIES",
@@ -81,10 +81,10 @@ def render_paper_comparison(
         rows.append(
             [
                 str(row["quantity"]),
-                _as_float(row["paper_value"]),
-                _as_float(row["ours"]),
-                _as_float(row["ci_low"]),
-                _as_float(row["ci_high"]),
+                as_float(row["paper_value"]),
+                as_float(row["ours"]),
+                as_float(row["ci_low"]),
+                as_float(row["ci_high"]),
                 "" if pd.isna(row["n"]) else str(int(float(row["n"]))),
                 sentence(row),
             ]
@@ -144,13 +144,6 @@ def write_paper_comparison_page(
     with atomic_path(out_html, ".html") as tmp:
         tmp.write_text(page, "utf-8")
     return out_html
-
-
-def _as_float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 # --------------------------------------------------------------------------- reference_compat

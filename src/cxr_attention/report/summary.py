@@ -27,7 +27,7 @@ from cxr_attention.metrics.per_map import (
     ENTROPY_FOCUSED,
     INSIDE_BODY_TARGET,
 )
-from cxr_attention.report._html import format_number, html_page, html_table
+from cxr_attention.report._html import as_float, format_number, html_page, html_table
 
 __all__ = [
     "QUALITY_TARGETS",
@@ -115,14 +115,14 @@ def quality_targets(study_summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     for key, words, metric, share_key in QUALITY_TARGETS:
         share = quality.get(share_key, math.nan) if share_key else math.nan
         if key == "entropy_not_diffuse_le_4.5" and "entropy_share_diffuse" in quality:
-            share = 1.0 - _number(quality["entropy_share_diffuse"])
+            share = 1.0 - as_float(quality["entropy_share_diffuse"])
         rows.append(
             {
                 "target": words,
-                "mean": _number(quality.get(f"{metric}_mean")),
-                "ci_low": _number(quality.get(f"{metric}_ci_low")),
-                "ci_high": _number(quality.get(f"{metric}_ci_high")),
-                "share": _number(share),
+                "mean": as_float(quality.get(f"{metric}_mean")),
+                "ci_low": as_float(quality.get(f"{metric}_ci_low")),
+                "ci_high": as_float(quality.get(f"{metric}_ci_high")),
+                "share": as_float(share),
                 "met": verdicts.get(key),
             }
         )
@@ -226,14 +226,14 @@ def summarise_run(
     js = study_summary.get("js_divergence", {}) or {}
     headline = {
         "accuracy, all strategies": (
-            _number(accuracy.get("overall")),
-            _number(accuracy.get("overall_ci_low")),
-            _number(accuracy.get("overall_ci_high")),
+            as_float(accuracy.get("overall")),
+            as_float(accuracy.get("overall_ci_low")),
+            as_float(accuracy.get("overall_ci_high")),
         ),
         "Jensen-Shannon divergence vs baseline (base 2), mean": (
-            _number(js.get("mean")),
-            _number(js.get("ci_low")),
-            _number(js.get("ci_high")),
+            as_float(js.get("mean")),
+            as_float(js.get("ci_low")),
+            as_float(js.get("ci_high")),
         ),
     }
     model = config.get("model", {})
@@ -431,13 +431,6 @@ def write_run_summary(
     with atomic_path(out_html, ".html") as tmp:
         tmp.write_text(render_run_summary(summary), encoding="utf-8")
     return out_html
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _mean(values: pd.Series) -> float:
