@@ -8,7 +8,10 @@ not depend on the machine:
   questions branched from the prefix's cache as batches (``share=True``);
 - ``shared, no capture``: the same with no layer captured (capture overhead inside the pipeline);
 - ``plain generate``: transformers' ``generate`` on the sdpa path, one question at a time, no
-  capture function installed (capture overhead against plain generation).
+  capture function installed (capture overhead against plain generation);
+- ``written``: the shared pipeline over ``--write-rounds`` images in a row, each capture written
+  as the workflow writes it, inline or on background threads (`SampleWriter`, what the
+  inference rule uses), against the same without writing.
 
 Goals (issue 5): shared >= 3x alone at 42 questions per image; capture <= 1.10x plain.
 
@@ -23,18 +26,23 @@ Run: ``.venv/bin/python bench/bench_inference.py --model tiny``
 from __future__ import annotations
 
 import argparse
-import platform
+import contextlib
+import itertools
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_CXR = REPO_ROOT.parent / "shared" / "data" / "real_cxr"
+from _models import (
+    MODEL_KINDS,
+    bench_image,
+    describe_machine,
+    load_bench_model,
+    peak_memory_gib,
+    reset_peak_memory,
+    timed,
+)
 
 FINDINGS = [
     ("atelectasis", "a collapsed part of the lung"),
@@ -67,61 +75,33 @@ def questions_for_one_image(n: int) -> list[str]:
     return pool[:n]
 
 
-def bench_image() -> Image.Image:
-    """A real radiograph when ../shared/data is there, else a fixed random image."""
-    for pattern in ("images/*.png", "images/*.jpg", "**/*.png"):
-        found = sorted(REAL_CXR.glob(pattern)) if REAL_CXR.is_dir() else []
-        if found:
-            return Image.open(found[0]).convert("L")
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 256, (1024, 1024), dtype=np.uint8))
+def agreement(alone: list, shared: list) -> str:
+    """How far the shared + batched captures are from one-at-a-time ones, question by question.
 
-
-def load(kind: str, device: str, text_layers: int, vision_layers: int):
-    """(model, processor, description) for the requested kind."""
-    from cxr_attention.inference.model import load_model
-    from cxr_attention.inference.tiny_model import (
-        build_random_model,
-        build_tiny_model,
-        build_tiny_processor,
-        medgemma_4b_config,
-        tiny_token_ids,
+    Equal up to float32 rounding on the CPU (the tests assert it); on a GPU in bfloat16 batching
+    changes the order of sums, so small differences are expected and reported.
+    """
+    pairs = list(zip(alone, shared[: len(alone)], strict=True))  # alone: the first questions
+    same = sum(np.array_equal(a.generated_ids, s.generated_ids) for a, s in pairs)
+    p_yes = max(abs(a.p_yes - s.p_yes) for a, s in pairs)
+    attention = 0.0
+    for a, s in pairs:
+        steps = min(a.attention.shape[2], s.attention.shape[2])  # answers may differ in length
+        difference = np.abs(a.attention[:, :, :steps] - s.attention[:, :, :steps])
+        attention = max(attention, float(difference.max(initial=0.0)))
+    return (
+        f"shared vs one at a time on the same {len(alone)} questions: {same} identical answers, "
+        f"largest P(yes) difference {p_yes:.2e}, largest attention difference {attention:.2e}"
     )
-
-    if kind == "tiny":
-        folder = build_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
-        loaded = load_model(folder, device=device, min_free_gpu_gb=0)
-        return loaded.model, loaded.processor, "tiny model (6 layers, hidden 64, 448 px)"
-    processor = build_tiny_processor(image_size=896)
-    layers = {"full-width": (text_layers, vision_layers), "medgemma-4b": (34, 27)}[kind]
-    config = medgemma_4b_config(
-        num_text_layers=layers[0],
-        num_vision_layers=layers[1],
-        token_ids=tiny_token_ids(processor.tokenizer),
-    )
-    target = torch.device(device if device != "auto" else "cpu")
-    dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
-    model = build_random_model(config, device=target, dtype=dtype)
-    text = f"{layers[0]} text / {layers[1]} vision layers"
-    return model, processor, f"MedGemma 4B widths, vocab 262208, {text}, 896 px, {dtype}"
-
-
-def timed(function) -> tuple[float, object]:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = function()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, result
 
 
 def main(argv: list[str]) -> int:
     from cxr_attention.inference.capture import capture_answers
     from cxr_attention.inference.prompting import build_inputs
+    from cxr_attention.inference.runner import SampleWriter, write_capture
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=["tiny", "full-width", "medgemma-4b"], default="tiny")
+    parser.add_argument("--model", choices=MODEL_KINDS, default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--questions", type=int, default=42)
     parser.add_argument("--alone", type=int, default=6, help="questions run one at a time")
@@ -131,12 +111,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--text-layers", type=int, default=3)
     parser.add_argument("--vision-layers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    parser.add_argument(
+        "--write-rounds", type=int, default=3, help="images in a row for the written runs"
+    )
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
-    model, processor, description = load(
-        args.model, args.device, args.text_layers, args.vision_layers
+    model, processor, description = load_bench_model(
+        args.model, args.device, text_layers=args.text_layers, vision_layers=args.vision_layers
     )
+    weights_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     image = bench_image()
     questions = questions_for_one_image(args.questions)
     alone_questions = questions[: args.alone]
@@ -144,7 +128,7 @@ def main(argv: list[str]) -> int:
     common = {"image_first": True, "max_new_tokens": args.new_tokens}
 
     def run_alone(layer_count=layers):
-        for question in alone_questions:
+        return [
             capture_answers(
                 model,
                 processor,
@@ -154,7 +138,9 @@ def main(argv: list[str]) -> int:
                 share=False,
                 batch_size=1,
                 **common,
-            )
+            )[0]
+            for question in alone_questions
+        ]
 
     def run_shared(layer_count=layers):
         return capture_answers(
@@ -168,6 +154,37 @@ def main(argv: list[str]) -> int:
             **common,
         )
 
+    written_dir = Path(tempfile.mkdtemp())
+    names = itertools.count()
+
+    def write(capture):
+        path = written_dir / f"{next(names) % (2 * args.batch_size)}.npz"
+        write_capture(capture, path, prompt_image_rows="text")
+
+    def run_written(writes: str):
+        background = writes == "background"
+        with SampleWriter(lambda: None) if background else contextlib.nullcontext() as writer:
+
+            def on_batch(captures, seconds):
+                for capture in captures:
+                    if writes == "inline":
+                        write(capture)
+                    elif background:
+                        writer.submit(write, capture)
+
+            for _ in range(args.write_rounds):
+                capture_answers(
+                    model,
+                    processor,
+                    image,
+                    questions,
+                    layers=layers,
+                    share=True,
+                    batch_size=args.batch_size,
+                    on_batch=on_batch,
+                    **common,
+                )
+
     def run_plain():
         model.set_attn_implementation("sdpa")
         for question in alone_questions:
@@ -177,18 +194,24 @@ def main(argv: list[str]) -> int:
 
     # Warm-up (lazy initialisation, allocator) on one question, outside the timings.
     capture_answers(model, processor, image, questions[:2], layers=layers, batch_size=2, **common)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    peak_shared = 0.0
 
     # Interleaved repeats, best of each: the machine may be shared, and the minimum is the
     # least disturbed measurement of each run.
     best = {"plain": np.inf, "alone": np.inf, "shared": np.inf, "shared_plain": np.inf}
+    writes = ("none", "inline", "background")
+    best_written = dict.fromkeys(writes, np.inf)
     for _ in range(args.repeats):
         best["plain"] = min(best["plain"], timed(run_plain)[0])
-        best["alone"] = min(best["alone"], timed(run_alone)[0])
+        seconds, alone_captures = timed(run_alone)
+        best["alone"] = min(best["alone"], seconds)
+        reset_peak_memory()
         seconds, captures = timed(run_shared)
+        peak_shared = max(peak_shared, peak_memory_gib())
         best["shared"] = min(best["shared"], seconds)
         best["shared_plain"] = min(best["shared_plain"], timed(lambda: run_shared(0))[0])
+        for mode in writes:
+            best_written[mode] = min(best_written[mode], timed(lambda m=mode: run_written(m))[0])
     t_plain, t_alone, t_shared, t_shared_plain = (
         best["plain"],
         best["alone"],
@@ -201,16 +224,11 @@ def main(argv: list[str]) -> int:
     rate_plain = len(alone_questions) / t_plain
     rate_shared = len(questions) / t_shared
     rate_shared_plain = len(questions) / t_shared_plain
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"device {model.device}"
-    )
+    print("\n".join(describe_machine(model)))
     if model.device.type == "cuda":
         print(
-            f"gpu: {torch.cuda.get_device_name(model.device)}, peak memory "
-            f"{torch.cuda.max_memory_allocated(model.device) / 2**30:.1f} GiB"
+            f"GPU memory: weights {weights_gib:.1f} GiB, peak {peak_shared:.1f} GiB "
+            f"(capture, shared + batched, batch {args.batch_size})"
         )
     print(f"model: {description}")
     print(
@@ -232,6 +250,15 @@ def main(argv: list[str]) -> int:
         "(goal <= 1.10x)"
     )
     print(f"capture overhead, shared pipeline: {rate_shared_plain / rate_shared:.2f}x")
+    print(agreement(alone_captures, captures))
+    written = args.write_rounds * len(questions)
+    print(
+        f"written as the workflow writes ({args.write_rounds} images in a row, "
+        f"{written} questions; q/s): "
+        + ", ".join(f"{mode} {written / best_written[mode]:.2f}" for mode in writes)
+        + f"; background writes cost {best_written['background'] / best_written['none']:.2f}x"
+        + f", inline {best_written['inline'] / best_written['none']:.2f}x"
+    )
     return 0
 
 

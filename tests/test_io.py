@@ -1,13 +1,14 @@
-"""The shared table reader: empty tables, required columns, text mode."""
+"""The shared table reader (empty tables, required columns, text mode) and the npz writer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_attention.io import ConfigError, read_table, write_csv
+from cxr_attention.io import ConfigError, read_table, write_csv, write_npz
 
 
 def test_an_empty_frame_written_by_write_csv_reads_back_as_no_rows(tmp_path: Path) -> None:
@@ -51,3 +52,28 @@ def test_a_missing_required_column_names_the_file_and_the_column(tmp_path: Path)
 def test_a_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"absent\.csv: file not found"):
         read_table(tmp_path / "absent.csv")
+
+
+def test_write_npz_reads_back_with_numpy_byte_for_byte_the_same_each_time(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "attention": rng.dirichlet(np.ones(256), size=(3, 8, 5)).astype(np.float16),
+        "input_ids": np.arange(300, dtype=np.int64),
+        "input_tokens": np.asarray(["<bos>", "▁effusion", ""], dtype=str),
+        "empty": np.zeros((0, 8, 4), dtype=np.float32),
+    }
+    write_npz(tmp_path / "a.npz", **arrays)
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as stored:
+        assert sorted(stored.files) == sorted(arrays)
+        for name, array in arrays.items():
+            assert stored[name].dtype == array.dtype
+            np.testing.assert_array_equal(stored[name], array)
+    write_npz(tmp_path / "b.npz", **arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    assert (tmp_path / "a.npz").stat().st_size < sum(a.nbytes for a in arrays.values())
+
+
+def test_write_npz_that_fails_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pickle"):
+        write_npz(tmp_path / "bad.npz", ok=np.ones(3), objects=np.asarray([{}, []], dtype=object))
+    assert list(tmp_path.iterdir()) == []

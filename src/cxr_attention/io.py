@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -140,9 +141,20 @@ def write_json(data: Any, path: str | os.PathLike) -> None:
 
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Write arrays to a compressed ``.npz`` atomically."""
-    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    """Write arrays to a compressed ``.npz`` atomically (the format ``np.savez_compressed`` writes).
+
+    zlib level 1 rather than numpy's fixed 6: attention probabilities in float16 shrink by about
+    45% at any level, and level 1 takes about half the time, which matters when a GPU finishes a
+    capture about as fast as one core compresses it. Members carry zip's fixed default timestamp,
+    so equal arrays give equal bytes.
+    """
+    with (
+        atomic_path(path, ".npz") as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+    ):
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def write_png(image: np.ndarray, path: str | os.PathLike, *, compression: int = 1) -> None:

@@ -182,6 +182,21 @@ def test_shared_batched_equals_one_question_at_a_time(model, processor, image, i
         assert abs(one.p_yes - many.p_yes) <= 1e-5
         for key in ("attention", "text_attention", "prompt_image_attention"):
             assert np.abs(getattr(one, key) - getattr(many, key)).max() <= 1e-5, key
+    if image_first:  # the prefix's prompt rows are one array for the whole image, not copies
+        assert len({id(c.prompt_image_parts[0]) for c in shared[:2]}) == 1
+
+
+def test_chosen_prompt_rows_equal_those_of_the_joined_array(model, processor, image):
+    captures = capture_answers(
+        model, processor, image, QUESTIONS, image_first=True, max_new_tokens=2, batch_size=3
+    )
+    for capture in captures:
+        assert len(capture.prompt_image_parts) == 2  # shared prefix, then the question's own
+        joined = capture.prompt_image_attention
+        assert joined.shape[2] == len(capture.input_ids)
+        text_rows = np.setdiff1d(np.arange(joined.shape[2]), capture.image_token_positions)
+        for rows in (text_rows, [0, joined.shape[2] - 1], capture.image_token_positions[:3]):
+            np.testing.assert_array_equal(capture.prompt_image_rows(rows), joined[:, :, rows])
 
 
 def test_prompt_longer_than_a_captured_sliding_window_is_refused(tiny_model_dir, processor, image):
@@ -249,16 +264,16 @@ def test_attention_probabilities_match_softmax_with_gqa():
 
 @pytest.mark.parametrize("image_first", [True, False])
 def test_prompt_ids_without_pixels_equal_the_processor_ids(processor, image, image_first):
-    from cxr_attention.inference.prompting import prompt_token_ids
+    from cxr_attention.inference.prompting import prompt_token_ids, render_prompts
 
     questions = [
         *QUESTIONS,
         "  Is there an effusion?\nAnswer yes or no.  ",
         "Épanchement pleural ? (±)",
     ]
-    for question in questions:
+    prompts = render_prompts(processor, questions, image_first=image_first)
+    for question, got in zip(questions, prompt_token_ids(processor, prompts), strict=True):
         expected = build_inputs(processor, image, question, image_first=image_first)
-        got = prompt_token_ids(processor, question, image_first=image_first)
         assert torch.equal(got, expected["input_ids"][0]), question
 
 

@@ -14,6 +14,7 @@ from cxr_attention.inference.model import load_model
 from cxr_attention.inference.prompting import build_inputs
 from cxr_attention.inference.runner import (
     ANSWER_COLUMNS,
+    SampleWriter,
     answer_one,
     is_out_of_memory,
     run_inference_shard,
@@ -262,6 +263,54 @@ def test_sample_still_out_of_memory_at_batch_one_fails_alone(
     oom = failures[failures["error_type"] == "out_of_memory"]
     assert sorted(oom["dicom_id"]) == ["d1", "d2"]
     assert (failures["error_type"] != "out_of_memory").sum() == 1  # the unreadable image
+
+
+def test_sample_writer_writes_in_the_background_and_bounds_what_waits():
+    import threading
+
+    release = threading.Event()
+    written, reported = [], []
+
+    def write(name, wait):
+        if wait:
+            assert release.wait(timeout=30)
+        written.append(name)
+
+    with SampleWriter(lambda: reported.append(1), threads=2, max_pending=2) as writer:
+        writer.submit(write, "first", True)  # blocked until released ...
+        writer.submit(write, "second", False)  # ... and submitting went on meanwhile
+        assert "first" not in written
+        release.set()
+        writer.submit(write, "third", False)  # three waiting > 2: the oldest is waited for
+        assert "first" in written
+    assert sorted(written) == ["first", "second", "third"]
+    assert len(reported) == 3
+
+
+def test_sample_writer_finishes_submitted_writes_when_the_job_fails(tmp_path):
+    import threading
+
+    release = threading.Event()
+
+    def write(name, fail=False):
+        assert release.wait(timeout=30)
+        if fail:
+            raise OSError(f"disk full writing {name}")
+        (tmp_path / name).write_text("done")
+
+    with pytest.raises(Stop), SampleWriter(lambda: None, threads=1) as writer:
+        writer.submit(write, "a")
+        writer.submit(write, "b")
+        release.set()
+        raise Stop  # the job's own error is what propagates, after the writes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+    release.clear()
+    with pytest.raises(OSError, match="disk full writing c"), SampleWriter(lambda: None) as writer:
+        writer.submit(write, "c", True)
+        writer.submit(write, "d")
+        release.set()
+    assert (tmp_path / "d").exists()  # a failed write does not drop the others submitted
 
 
 def test_other_errors_are_not_taken_for_out_of_memory():

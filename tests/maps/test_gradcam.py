@@ -229,6 +229,30 @@ def test_batched_gradcam_equals_one_target_at_a_time(tiny, prompt, monkeypatch):
     assert dict(gradcam.target_layer._forward_hooks) == hooks
 
 
+def test_batched_gradcam_that_fails_whole_is_redone_one_target_at_a_time(
+    tiny, prompt, monkeypatch, caplog
+):
+    """A pass that fails as a whole (out of memory, say) loses no map: its rows are redone one
+    at a time, each giving the single call's map, and the fallback is logged."""
+    model, _ = tiny
+    input_ids, pixel_values = prompt
+    requests = [([300, 301, 302], [1, 2]), ([310], [0]), ([400, 401], [0, 1])]
+    gradcam = VisionGradCAM(model)
+    singles = [gradcam(input_ids, pixel_values, *request) for request in requests]
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("planted: no room for 2 rows")
+
+    monkeypatch.setattr(VisionGradCAM, "_batched_patch_cams", out_of_memory)
+    with caplog.at_level("WARNING", logger="cxr_attention.maps.gradcam"):
+        batched = gradcam.batched(input_ids, pixel_values, requests, max_rows=2)
+    for grid, single in zip(batched, singles, strict=True):
+        np.testing.assert_array_equal(grid, single)
+    fallbacks = [r.getMessage() for r in caplog.records]
+    assert len(fallbacks) == 2  # one per pass of max_rows targets
+    assert "OutOfMemoryError: planted" in fallbacks[0] and "one at a time" in fallbacks[0]
+
+
 def test_gradient_of_the_rows_sum_is_each_rows_own_gradient():
     """The repeated layer output is one leaf per row: d(sum_b s_b)/dA_b equals ds_b/dA alone."""
     torch.manual_seed(0)

@@ -53,7 +53,7 @@ from cxr_attention.inference.prompting import (
     build_inputs,
     image_token_positions,
     prompt_token_ids,
-    render_prompt,
+    render_prompts,
 )
 from cxr_attention.inference.scoring import YesNoTokens, p_yes_from_logits, yes_no_tokens
 
@@ -90,6 +90,10 @@ class Capture:
     ``[layers, heads, generated, 256]``, ``text_attention`` ``[layers, heads, generated,
     prompt_len]`` (image columns 0), ``prompt_image_attention``
     ``[layers, heads, prompt_len, 256]``.
+
+    ``prompt_image_attention`` is kept as consecutive blocks of prompt rows
+    (``prompt_image_parts``) and joined on demand: with a shared image prefix, its rows (about
+    270 of 290) are one array for every question of the image, not a copy per question.
     """
 
     question: str
@@ -102,7 +106,7 @@ class Capture:
     image_token_positions: np.ndarray
     attention: np.ndarray
     text_attention: np.ndarray
-    prompt_image_attention: np.ndarray
+    prompt_image_parts: tuple[np.ndarray, ...] = field(repr=False)
     input_tokens: list[str] = field(default_factory=list)
     generated_tokens: list[str] = field(default_factory=list)
     pixel_values: np.ndarray | None = None
@@ -110,6 +114,24 @@ class Capture:
     @property
     def n_generated_tokens(self) -> int:
         return len(self.generated_ids)
+
+    @property
+    def prompt_image_attention(self) -> np.ndarray:
+        """Each prompt row's attention to the image tokens, ``[layers, heads, prompt_len, 256]``."""
+        if len(self.prompt_image_parts) == 1:
+            return self.prompt_image_parts[0]
+        return np.concatenate(self.prompt_image_parts, axis=2)
+
+    def prompt_image_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Chosen rows (prompt positions, increasing) of `prompt_image_attention`, without joining
+        the others."""
+        rows = np.asarray(rows, dtype=np.int64)
+        picked, start = [], 0
+        for part in self.prompt_image_parts:
+            stop = start + part.shape[2]
+            picked.append(part[:, :, rows[(rows >= start) & (rows < stop)] - start])
+            start = stop
+        return np.concatenate(picked, axis=2)
 
 
 def last_layers(model, k: int) -> list[int]:
@@ -499,7 +521,7 @@ def capture_batch(
                 text_attention=np.ascontiguousarray(
                     arrays["text_attention"][:, row, :, :n_tokens, :prompt_len]
                 ),
-                prompt_image_attention=arrays["prompt_image"](row),
+                prompt_image_parts=arrays["prompt_image"](row),
                 input_tokens=tokenizer.convert_ids_to_tokens(ids.tolist()),
                 generated_tokens=tokenizer.convert_ids_to_tokens(tokens),
             )
@@ -530,8 +552,8 @@ def _gather_rows(
         return {
             "attention": np.zeros((0, batch, heads, steps, n_image), dtype=np.float32),
             "text_attention": np.zeros((0, batch, heads, steps, widest), dtype=np.float32),
-            "prompt_image": lambda row: np.zeros(
-                (0, heads, len(prompt_columns[row]), n_image), dtype=np.float32
+            "prompt_image": lambda row: (
+                np.zeros((0, heads, len(prompt_columns[row]), n_image), dtype=np.float32),
             ),
         }
     # (layers, batch, heads, steps, total_columns); rows right-padded with zeros.
@@ -551,19 +573,19 @@ def _gather_rows(
     # Prompt rows: the prefix's rows (shared) followed by each row's own prompt-pass rows, which
     # are the last ones of the call (left padding puts a row's real tokens at the end).
     call_rows = torch.stack([recorder.prompt_image_rows[layer] for layer in layers]).cpu()
+    # The prefix's rows: one array that every row's capture shares.
     prefix_rows = (
-        None
+        ()
         if prefix is None
-        else torch.stack([prefix.prompt_image_rows[layer] for layer in layers]).cpu()
+        else (torch.stack([prefix.prompt_image_rows[layer] for layer in layers]).cpu().numpy(),)
     )
-    prefix_length = 0 if prefix is None else prefix_rows.shape[2]
+    prefix_length = 0 if prefix is None else prefix_rows[0].shape[2]
 
-    def prompt_image(row: int) -> np.ndarray:
+    def prompt_image(row: int) -> tuple[np.ndarray, ...]:
         own = len(prompt_columns[row]) - prefix_length
-        part = call_rows[:, row, :, call_length - own :]
-        if prefix_rows is not None:
-            part = torch.cat([prefix_rows, part], dim=2)
-        return np.ascontiguousarray(part.numpy())
+        # A copy: a view would keep the whole batch's rows alive as long as any one capture.
+        part = np.ascontiguousarray(call_rows[:, row, :, call_length - own :].numpy())
+        return (*prefix_rows, part)
 
     return {
         "attention": attention.cpu().numpy(),
@@ -651,16 +673,13 @@ def capture_answers(
     layer_list = last_layers(model, layers) if isinstance(layers, int) else list(layers)
     yes_no = yes_no_tokens(processor.tokenizer)
     questions = list(questions)
-    prompts = [render_prompt(processor, q, image_first=image_first) for q in questions]
+    prompts = render_prompts(processor, questions, image_first=image_first)
     first = build_inputs(processor, image, questions[0], image_first=image_first)
     pixel_values = first["pixel_values"]
-    # The image is preprocessed once; the other prompts are tokenized alone, after checking on
+    # The image is preprocessed once; the prompts are tokenized without it, after checking on
     # the first question that this gives the processor's own ids.
-    fast = prompt_token_ids(processor, questions[0], image_first=image_first)
-    if torch.equal(fast, first["input_ids"][0]):
-        ids = [first["input_ids"][0]]
-        ids += [prompt_token_ids(processor, q, image_first=image_first) for q in questions[1:]]
-    else:
+    ids = prompt_token_ids(processor, prompts)
+    if not torch.equal(ids[0], first["input_ids"][0]):
         ids = [
             build_inputs(processor, image, q, image_first=image_first)["input_ids"][0]
             for q in questions

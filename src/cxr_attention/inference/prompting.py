@@ -9,6 +9,8 @@ token ids and pixels can never disagree. Image token positions are read from
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from PIL import Image
@@ -18,7 +20,7 @@ __all__ = [
     "chat_messages",
     "image_token_positions",
     "prompt_token_ids",
-    "render_prompt",
+    "render_prompts",
     "to_pil",
 ]
 
@@ -80,30 +82,42 @@ def build_inputs(processor, image, question: str | list[str], *, image_first: bo
     )
 
 
-def render_prompt(processor, question: str, *, image_first: bool) -> str:
-    """The prompt as text, the image shown as the template's single ``<start_of_image>`` marker."""
+def render_prompts(processor, questions: Sequence[str], *, image_first: bool) -> list[str]:
+    """The prompts as text, the image shown as the template's single ``<start_of_image>`` marker.
+
+    Rendered as one batch: one template call costs about what 42 separate calls cost, ten times
+    what their rendering does.
+    """
     placeholder = Image.new("L", (1, 1))
-    messages = chat_messages(placeholder, question, image_first=image_first)
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    conversations = [chat_messages(placeholder, q, image_first=image_first) for q in questions]
+    return list(
+        processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+    )
 
 
-def prompt_token_ids(processor, question: str, *, image_first: bool) -> torch.Tensor:
-    """The prompt's token ids without preprocessing any pixels (1-D).
+def prompt_token_ids(processor, prompts: Sequence[str]) -> list[torch.Tensor]:
+    """The token ids of rendered prompts (`render_prompts`), without preprocessing any pixels.
 
     The ids do not depend on the image: the processor renders the template, replaces the image
     marker with ``processor.full_image_sequence`` (``\\n\\n<start_of_image>`` + soft tokens +
     ``<end_of_image>\\n\\n``) and tokenizes without special tokens; this does the same without
     the image preprocessing, which costs far more than the tokenizing when dozens of questions are
-    asked of one image. Callers check it against `build_inputs` on one question (``capture`` does,
-    on every image) so that a processor that expands differently is caught, not trusted.
+    asked of one image, and tokenizes them as one batch. Callers check it against `build_inputs`
+    on one question (``capture`` does, on every image) so that a processor that expands
+    differently is caught, not trusted.
+
+    Returns
+    -------
+    list of LongTensor (prompt_len,), one per prompt
     """
-    text = render_prompt(processor, question, image_first=image_first)
     marker = processor.image_token
-    if text.count(marker) != 1:
-        raise ValueError(f"expected one image marker {marker!r} in the rendered prompt")
-    expanded = text.replace(marker, processor.full_image_sequence)
+    expanded = []
+    for text in prompts:
+        if text.count(marker) != 1:
+            raise ValueError(f"expected one image marker {marker!r} in the rendered prompt")
+        expanded.append(text.replace(marker, processor.full_image_sequence))
     ids = processor.tokenizer(expanded, add_special_tokens=False)["input_ids"]
-    return torch.tensor(ids, dtype=torch.long)
+    return [torch.tensor(row, dtype=torch.long) for row in ids]
 
 
 def image_token_positions(input_ids: torch.Tensor, image_token_id: int) -> torch.Tensor:

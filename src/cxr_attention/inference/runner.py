@@ -3,8 +3,9 @@
 The model loads once per job. Every image's questions are answered together (image prefix or
 vision features shared, see ``capture``); each finished (image, question) is written at once,
 atomically, into a checkpoint folder beside the output (``<out_dir>.partial/``, which Snakemake
-does not own and so does not delete after a crash): a rerun skips what is there. When the shard is
-done, the capture files move into ``out_dir`` and the answers table is written.
+does not own and so does not delete after a crash): a rerun skips what is there. The writes run on
+background threads while the model goes on (see `SampleWriter`). When the shard is done, the
+capture files move into ``out_dir`` and the answers table is written.
 
 Parameters of a run (``params``; defaults in `DEFAULT_PARAMS`):
 
@@ -36,11 +37,13 @@ Parameters of a run (``params``; defaults in `DEFAULT_PARAMS`):
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,7 @@ from cxr_attention.io import (
 __all__ = [
     "ANSWER_COLUMNS",
     "DEFAULT_PARAMS",
+    "SampleWriter",
     "answer_one",
     "capture_arrays",
     "is_out_of_memory",
@@ -131,10 +135,16 @@ def capture_arrays(
     rows set to 0 (same shape): the maps stage reads only text rows (prompt terms), and the
     256 image rows are ~95% of a sample's bytes (about 3 MB of 3.1 MB compressed, float16).
     """
-    prompt_image = capture.prompt_image_attention.astype(dtype)
-    if prompt_image_rows == "text":
-        prompt_image[:, :, np.asarray(capture.image_token_positions)] = 0
-    elif prompt_image_rows != "all":
+    if prompt_image_rows == "all":
+        prompt_image = capture.prompt_image_attention.astype(dtype)
+    elif prompt_image_rows == "text":
+        # Only the text rows are read: the image rows (256 of ~280) are neither joined nor cast.
+        layers, heads, _, n_image = capture.attention.shape
+        n_rows = len(capture.input_ids)
+        prompt_image = np.zeros((layers, heads, n_rows, n_image), dtype=dtype)
+        text_rows = np.setdiff1d(np.arange(n_rows), capture.image_token_positions)
+        prompt_image[:, :, text_rows] = capture.prompt_image_rows(text_rows)
+    else:
         raise ValueError(f"prompt_image_rows must be 'all' or 'text', got {prompt_image_rows!r}")
     arrays = {
         "attention": capture.attention.astype(dtype),
@@ -282,6 +292,61 @@ def _sample_row(sample: dict, capture: Capture, seconds: float, capture_path: st
     }
 
 
+class SampleWriter:
+    """Writes finished samples on worker threads while the model goes on with the next batch.
+
+    On a GPU, a batch of captures is computed about as fast as one core compresses them (about
+    10 ms per sample); zlib and numpy's casts release the GIL, so threads overlap the writes with
+    generation. At most ``max_pending`` samples wait, which bounds the memory they hold. Leaving
+    the ``with`` block, on an error too, waits for every write already submitted, so no finished
+    sample is dropped; the first write that failed is raised (at once if seen while submitting).
+
+    Parameters
+    ----------
+    on_written : callable
+        Called in the submitting thread with no argument once per sample written (progress).
+    threads : int, optional
+        Default: one per available core but one (the model's), at most 4, at least 1.
+    max_pending : int
+    """
+
+    def __init__(
+        self, on_written: Callable[[], object], *, threads: int | None = None, max_pending: int = 64
+    ):
+        if threads is None:
+            threads = max(1, min(4, _available_cores() - 1))
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample-writer")
+        self._pending: collections.deque[Future] = collections.deque()
+        self._on_written = on_written
+        self._max_pending = max(1, max_pending)
+
+    def submit(self, write: Callable, *args) -> None:
+        """Run ``write(*args)`` on a worker thread."""
+        self._pending.append(self._pool.submit(write, *args))
+        while self._pending and (len(self._pending) > self._max_pending or self._pending[0].done()):
+            self._pending.popleft().result()  # raises the write's error, if any
+            self._on_written()
+
+    def __enter__(self) -> SampleWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self._pool.shutdown(wait=True)
+        errors = [f.exception() for f in self._pending if f.exception() is not None]
+        for _ in range(len(self._pending) - len(errors)):
+            self._on_written()
+        self._pending.clear()
+        if errors and exc is None:
+            raise errors[0]
+
+
+def _available_cores() -> int:
+    """Cores this process may run on (a SLURM job's allocation, not the whole node)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; macOS has only the machine's count
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def run_inference_shard(
     *,
     manifest_csv: str | os.PathLike,
@@ -359,25 +424,26 @@ def run_inference_shard(
         unit="question",
     )
     batch_size = max(1, int(settings["batch_size"]))
-    for dicom_id, group in samples.groupby("dicom_id", sort=False):
-        pending = _unfinished_batches(group.to_dict("records"), done, batch_size)
-        if not pending:
-            continue
-        path = image_paths.get(dicom_id)
-        n_missing = sum(s["sample_id"] not in done for s in pending)
-        if path is None:
-            log.warning("%s: not in the preprocess table (failed there); skipped", dicom_id)
-            bar.update(n_missing)
-            continue
-        try:
-            image = _load_image(Path(path))
-        except InputError as error:
-            failures.append(Failure.from_exception(STAGE, dicom_id, path, error))
-            bar.update(n_missing)
-            continue
-        failures += _answer_image(
-            loaded, image, path, pending, done, partial, out_dir, settings, bar
-        )
+    with SampleWriter(lambda: bar.update(1), max_pending=2 * batch_size) as writer:
+        for dicom_id, group in samples.groupby("dicom_id", sort=False):
+            pending = _unfinished_batches(group.to_dict("records"), done, batch_size)
+            if not pending:
+                continue
+            path = image_paths.get(dicom_id)
+            n_missing = sum(s["sample_id"] not in done for s in pending)
+            if path is None:
+                log.warning("%s: not in the preprocess table (failed there); skipped", dicom_id)
+                bar.update(n_missing)
+                continue
+            try:
+                image = _load_image(Path(path))
+            except InputError as error:
+                failures.append(Failure.from_exception(STAGE, dicom_id, path, error))
+                bar.update(n_missing)
+                continue
+            failures += _answer_image(
+                loaded, image, path, pending, done, partial, out_dir, settings, bar, writer
+            )
     bar.close()
     _finish(samples, partial, out_dir, out_csv)
     write_failures(failures, failures_csv)
@@ -404,6 +470,7 @@ def _answer_image(
     out_dir: Path,
     settings,
     bar,
+    writer: SampleWriter,
 ) -> list[Failure]:
     """Answer one image's pending samples; halve the batch on out-of-memory or a long prompt."""
     failures = []
@@ -414,7 +481,8 @@ def _answer_image(
         for sample, capture in zip(batch_samples, captures, strict=True):
             if sample["sample_id"] in done:
                 continue
-            _save_sample(
+            writer.submit(
+                _save_sample,
                 sample,
                 capture,
                 seconds / len(captures),
@@ -422,7 +490,6 @@ def _answer_image(
                 out_dir,
                 settings["prompt_image_rows"],
             )
-            bar.update(1)
 
     while pending:
         finished: list[dict] = []

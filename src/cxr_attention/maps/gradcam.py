@@ -30,6 +30,7 @@ one-at-a-time maps).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,6 +49,8 @@ from cxr_attention.maps.hooks import (
 )
 
 __all__ = ["TokenLogitsTarget", "VisionGradCAM", "teacher_forcing"]
+
+logger = logging.getLogger(__name__)
 
 
 class TokenLogitsTarget:
@@ -227,7 +230,14 @@ class VisionGradCAM:
                 cams = self._batched_patch_cams(
                     input_ids, pixel_values, [(ids, target) for _, ids, _, target in chunk]
                 )
-            except Exception:
+            except Exception as error:  # out of memory, most likely: fewer rows may fit
+                logger.warning(
+                    "Grad-CAM of %d targets in one pass failed (%s: %s); redoing them one at "
+                    "a time",
+                    len(chunk),
+                    type(error).__name__,
+                    error,
+                )
                 cams = [None] * len(chunk)  # redone one at a time below
             for (index, *_), cam in zip(chunk, cams, strict=True):
                 if cam is None:
