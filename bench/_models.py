@@ -25,9 +25,17 @@ DEMO_IMAGES = REPO_ROOT / "data" / "demo" / "mimic-cxr-jpg" / "files"
 MODEL_KINDS = ("tiny", "full-width", "medgemma-4b")
 
 
+def bench_images(count: int = 1) -> list[Image.Image]:
+    """The first ``count`` demo radiographs (14 at most), in grey levels."""
+    paths = sorted(DEMO_IMAGES.rglob("*.jpg"))
+    if count > len(paths):
+        raise SystemExit(f"at most {len(paths)} demo images")
+    return [Image.open(path).convert("L") for path in paths[:count]]
+
+
 def bench_image() -> Image.Image:
     """The first demo radiograph, in grey levels."""
-    return Image.open(sorted(DEMO_IMAGES.rglob("*.jpg"))[0]).convert("L")
+    return bench_images(1)[0]
 
 
 def load_bench_model(kind: str, device: str, *, text_layers: int = 3, vision_layers: int = 2):

@@ -11,7 +11,9 @@ not depend on the machine:
   capture function installed (capture overhead against plain generation);
 - ``written``: the shared pipeline over ``--write-rounds`` images in a row, each capture written
   as the workflow writes it, inline or on background threads (`SampleWriter`, what the
-  inference rule uses), against the same without writing.
+  inference rule uses), against the same without writing;
+- ``images per batch``: the shared pipeline on 1, 2, 4 ... different images at once, their
+  questions in one batch (``inference.images_per_batch``), questions per second and peak memory.
 
 Goals (issue 5): shared >= 3x alone at 42 questions per image; capture <= 1.10x plain.
 
@@ -37,6 +39,7 @@ import torch
 from _models import (
     MODEL_KINDS,
     bench_image,
+    bench_images,
     describe_machine,
     load_bench_model,
     peak_memory_gib,
@@ -96,7 +99,7 @@ def agreement(alone: list, shared: list) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from cxr_attention.inference.capture import capture_answers
+    from cxr_attention.inference.capture import capture_answers, capture_images
     from cxr_attention.inference.prompting import build_inputs
     from cxr_attention.inference.runner import SampleWriter, write_capture
 
@@ -113,6 +116,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument(
         "--write-rounds", type=int, default=3, help="images in a row for the written runs"
+    )
+    parser.add_argument(
+        "--images-per-batch",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4],
+        help="images answered together, each in turn (batch: this times --batch-size rows)",
     )
     args = parser.parse_args(argv)
 
@@ -185,6 +195,19 @@ def main(argv: list[str]) -> int:
                     **common,
                 )
 
+    several = bench_images(max(args.images_per_batch))
+
+    def run_images(count: int):
+        return capture_images(
+            model,
+            processor,
+            [(picture, questions) for picture in several[:count]],
+            layers=layers,
+            share=True,
+            batch_size=count * args.batch_size,
+            **common,
+        )
+
     def run_plain():
         model.set_attn_implementation("sdpa")
         for question in alone_questions:
@@ -201,6 +224,8 @@ def main(argv: list[str]) -> int:
     best = {"plain": np.inf, "alone": np.inf, "shared": np.inf, "shared_plain": np.inf}
     writes = ("none", "inline", "background")
     best_written = dict.fromkeys(writes, np.inf)
+    best_images = dict.fromkeys(args.images_per_batch, np.inf)
+    peak_images = dict.fromkeys(args.images_per_batch, 0.0)
     for _ in range(args.repeats):
         best["plain"] = min(best["plain"], timed(run_plain)[0])
         seconds, alone_captures = timed(run_alone)
@@ -212,6 +237,11 @@ def main(argv: list[str]) -> int:
         best["shared_plain"] = min(best["shared_plain"], timed(lambda: run_shared(0))[0])
         for mode in writes:
             best_written[mode] = min(best_written[mode], timed(lambda m=mode: run_written(m))[0])
+        for count in args.images_per_batch:
+            reset_peak_memory()
+            seconds, _ = timed(lambda c=count: run_images(c))
+            best_images[count] = min(best_images[count], seconds)
+            peak_images[count] = max(peak_images[count], peak_memory_gib())
     t_plain, t_alone, t_shared, t_shared_plain = (
         best["plain"],
         best["alone"],
@@ -225,7 +255,8 @@ def main(argv: list[str]) -> int:
     rate_shared = len(questions) / t_shared
     rate_shared_plain = len(questions) / t_shared_plain
     print("\n".join(describe_machine(model)))
-    if model.device.type == "cuda":
+    on_gpu = model.device.type == "cuda"
+    if on_gpu:
         print(
             f"GPU memory: weights {weights_gib:.1f} GiB, peak {peak_shared:.1f} GiB "
             f"(capture, shared + batched, batch {args.batch_size})"
@@ -251,6 +282,15 @@ def main(argv: list[str]) -> int:
     )
     print(f"capture overhead, shared pipeline: {rate_shared_plain / rate_shared:.2f}x")
     print(agreement(alone_captures, captures))
+    first = args.images_per_batch[0]
+    for count in args.images_per_batch:
+        rate = count * len(questions) / best_images[count]
+        gain = best_images[first] / first / (best_images[count] / count)
+        memory = f", peak GPU memory {peak_images[count]:.1f} GiB" if on_gpu else ""
+        print(
+            f"images per batch {count} ({count * args.batch_size} rows): {rate:.2f} q/s, "
+            f"{gain:.2f}x images per batch {first}{memory}"
+        )
     written = args.write_rounds * len(questions)
     print(
         f"written as the workflow writes ({args.write_rounds} images in a row, "

@@ -27,6 +27,7 @@ def test_inference_bench_reports_equal_answers_and_every_run():
         "bench_inference.py",
         *("--questions", "4", "--alone", "2", "--batch-size", "4"),
         *("--repeats", "1", "--write-rounds", "2", "--new-tokens", "3"),
+        *("--images-per-batch", "1", "2"),
     )
     agreement = re.search(
         r"same 2 questions: (\d+) identical answers, largest P\(yes\) difference (\S+), "
@@ -39,6 +40,7 @@ def test_inference_bench_reports_equal_answers_and_every_run():
     for run in ("plain generate", "capture, one at a time", "capture, shared + batched"):
         assert run in out
     assert re.search(r"written as the workflow writes .*none \S+, inline \S+, background", out)
+    assert re.search(r"images per batch 2 \(8 rows\): \S+ q/s", out)
 
 
 def test_gradcam_bench_reports_equal_maps():

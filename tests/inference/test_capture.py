@@ -186,6 +186,49 @@ def test_shared_batched_equals_one_question_at_a_time(model, processor, image, i
         assert len({id(c.prompt_image_parts[0]) for c in shared[:2]}) == 1
 
 
+@pytest.mark.parametrize("image_first", [True, False])
+def test_several_images_per_batch_equal_each_question_alone(model, processor, image, image_first):
+    """Batches that span images (4 rows over 2 images of 3 questions) give every row its own
+    image: captures equal one-question-at-a-time ones, pixels included."""
+    from cxr_attention.inference.capture import capture_images
+
+    other = Image.fromarray(np.random.default_rng(8).integers(0, 256, (90, 120), dtype=np.uint8))
+    requests = [(image, QUESTIONS), (other, QUESTIONS[::-1])]
+    together = capture_images(
+        model,
+        processor,
+        requests,
+        image_first=image_first,
+        max_new_tokens=NEW_TOKENS,
+        batch_size=4,
+        include_pixel_values=True,
+    )
+    assert [c.question for c in together] == QUESTIONS + QUESTIONS[::-1]
+    alone = [
+        capture_answers(
+            model,
+            processor,
+            picture,
+            [question],
+            image_first=image_first,
+            max_new_tokens=NEW_TOKENS,
+            share=False,
+            include_pixel_values=True,
+        )[0]
+        for picture, questions in requests
+        for question in questions
+    ]
+    for one, many in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(one.input_ids, many.input_ids)
+        np.testing.assert_array_equal(one.generated_ids, many.generated_ids)
+        np.testing.assert_array_equal(one.pixel_values, many.pixel_values)
+        assert abs(one.p_yes - many.p_yes) <= 1e-5
+        for key in ("attention", "text_attention", "prompt_image_attention"):
+            assert np.abs(getattr(one, key) - getattr(many, key)).max() <= 1e-5, key
+    assert not np.array_equal(together[0].pixel_values, together[-1].pixel_values)
+    assert np.abs(together[0].attention - together[-1].attention).max() > 1e-3  # images differ
+
+
 def test_chosen_prompt_rows_equal_those_of_the_joined_array(model, processor, image):
     captures = capture_answers(
         model, processor, image, QUESTIONS, image_first=True, max_new_tokens=2, batch_size=3

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from cxr_attention.inference import runner
-from cxr_attention.inference.capture import capture_answers
+from cxr_attention.inference.capture import capture_images
 from cxr_attention.inference.model import load_model
 from cxr_attention.inference.prompting import build_inputs
 from cxr_attention.inference.runner import (
@@ -121,19 +121,21 @@ def _run(tables, tiny_model_dir, out, **extra):
 
 
 class Counting:
-    """Wraps capture_answers: counts the questions the model is asked, optionally stops or OOMs."""
+    """Wraps capture_images: counts the questions the model is asked, optionally stops or OOMs."""
 
     def __init__(self, stop_after_batches=None, oom=None):
         self.questions = 0
         self.batch_sizes = []
+        self.calls = []  # per call, the number of questions of each image
         self.batches = 0
         self.stop_after_batches = stop_after_batches
         self.oom = oom
 
-    def __call__(self, model, processor, image, questions, **kwargs):
+    def __call__(self, model, processor, requests, **kwargs):
         self.batch_sizes.append(kwargs["batch_size"])
+        self.calls.append([len(questions) for _, questions in requests])
         if self.oom is not None:
-            self.oom(questions, kwargs["batch_size"])
+            self.oom([q for _, questions in requests for q in questions], kwargs["batch_size"])
         inner = kwargs.pop("on_batch")
 
         def on_batch(captures, seconds):
@@ -143,7 +145,7 @@ class Counting:
             if self.stop_after_batches is not None and self.batches >= self.stop_after_batches:
                 raise Stop
 
-        return capture_answers(model, processor, image, questions, on_batch=on_batch, **kwargs)
+        return capture_images(model, processor, requests, on_batch=on_batch, **kwargs)
 
 
 def _strip(table):
@@ -205,7 +207,7 @@ def test_resume_after_kill_skips_finished_samples(
     reference = _run(run_tables, tiny_model_dir, tmp_path / "whole")
 
     interrupted = Counting(stop_after_batches=1)
-    monkeypatch.setattr(runner, "capture_answers", interrupted)
+    monkeypatch.setattr(runner, "capture_images", interrupted)
     with pytest.raises(Stop):
         _run(run_tables, tiny_model_dir, tmp_path / "resumed")
     partial = tmp_path / "resumed" / "shard-0.partial"
@@ -214,7 +216,7 @@ def test_resume_after_kill_skips_finished_samples(
     mtimes = {p.name: p.stat().st_mtime_ns for p in partial.iterdir()}
 
     resumed = Counting()
-    monkeypatch.setattr(runner, "capture_answers", resumed)
+    monkeypatch.setattr(runner, "capture_images", resumed)
     table = _run(run_tables, tiny_model_dir, tmp_path / "resumed")
     assert resumed.questions == len(reference) - len(finished)  # finished ones not recomputed
     # Exactly equal: a resumed job asks each question in the same batch as an uninterrupted one.
@@ -229,13 +231,48 @@ def test_resume_after_kill_skips_finished_samples(
         assert (tmp_path / "resumed" / "shard-0" / name).stat().st_mtime_ns == mtimes[name]
 
 
+def test_images_answered_together_equal_one_image_at_a_time_and_resume_exactly(
+    run_tables, tiny_model_dir, tmp_path, monkeypatch
+):
+    """Three images per group (one unreadable), 4 rows per batch: the first batch spans two
+    images; answers equal those of one image at a time, and a job killed after that batch
+    resumes to exactly the whole job's tables and arrays."""
+    reference = _run(run_tables, tiny_model_dir, tmp_path / "alone")
+    grouped = {**PARAMS, "images_per_batch": 3, "batch_size": 4}
+
+    whole_calls = Counting()
+    monkeypatch.setattr(runner, "capture_images", whole_calls)
+    whole = _run(run_tables, tiny_model_dir, tmp_path / "whole", params=grouped)
+    assert whole_calls.calls == [[3, 3]]  # d1 and d2 in one call; "bad" failed to load
+    pd.testing.assert_frame_equal(_strip(whole), _strip(reference), atol=1e-5)
+    failures = pd.read_csv(tmp_path / "whole" / "shard-0.failures.csv", dtype=str)
+    assert list(failures["dicom_id"]) == ["bad"]
+    alone_arrays = _arrays(tmp_path / "alone" / "shard-0")
+    for name, arrays in _arrays(tmp_path / "whole" / "shard-0").items():
+        for key in ("attention", "text_attention", "prompt_image_attention"):
+            np.testing.assert_allclose(arrays[key], alone_arrays[name][key], atol=1e-3)
+
+    monkeypatch.setattr(runner, "capture_images", Counting(stop_after_batches=1))
+    with pytest.raises(Stop):
+        _run(run_tables, tiny_model_dir, tmp_path / "resumed", params=grouped)
+    resumed_calls = Counting()
+    monkeypatch.setattr(runner, "capture_images", resumed_calls)
+    resumed = _run(run_tables, tiny_model_dir, tmp_path / "resumed", params=grouped)
+    assert resumed_calls.calls == [[2]]  # only the second batch: d2's last two questions
+    pd.testing.assert_frame_equal(_strip(resumed), _strip(whole), check_exact=True)
+    again = _arrays(tmp_path / "resumed" / "shard-0")
+    for name, arrays in _arrays(tmp_path / "whole" / "shard-0").items():
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(value, again[name][key])
+
+
 def test_out_of_memory_halves_the_batch(run_tables, tiny_model_dir, tmp_path, monkeypatch):
     def oom_above_one(questions, batch_size):
         if batch_size > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
 
     fake = Counting(oom=oom_above_one)
-    monkeypatch.setattr(runner, "capture_answers", fake)
+    monkeypatch.setattr(runner, "capture_images", fake)
     table = _run(run_tables, tiny_model_dir, tmp_path / "oom", params={**PARAMS, "batch_size": 4})
     assert fake.batch_sizes[:3] == [4, 2, 1]
     assert len(table) == 2 * len(QUESTIONS)

@@ -14,9 +14,13 @@ Parameters of a run (``params``; defaults in `DEFAULT_PARAMS`):
 ``max_new_tokens`` (12)
     Tokens generated per question (greedy).
 ``batch_size`` (8)
-    Questions per generation batch; halved on out-of-memory, down to 1. A batch whose padded
-    prompts do not fit a captured sliding layer's window is halved too: at batch size 1 the
+    (image, question) rows per generation batch; halved on out-of-memory, down to 1. A batch whose
+    padded prompts do not fit a captured sliding layer's window is halved too: at batch size 1 the
     question that is too long gets a failures row (``prompt_too_long``) and the others go on.
+``images_per_batch`` (1)
+    Images answered together: their questions are cut into batches as one list, so a batch may
+    hold several images' questions (on a GPU, decoding 84 rows costs about what 42 do). Set
+    ``batch_size`` to ``images_per_batch`` times the questions per image.
 ``image_first`` (False)
     Image before the question in the user turn (the MedGemma model card puts the question first;
     image first lets every question reuse the image prefix's cache).
@@ -38,6 +42,7 @@ Parameters of a run (``params``; defaults in `DEFAULT_PARAMS`):
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import os
@@ -51,7 +56,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr_attention.inference.capture import Capture, PromptTooLongError, capture_answers
+from cxr_attention.inference.capture import (
+    Capture,
+    PromptTooLongError,
+    capture_answers,
+    capture_images,
+)
 from cxr_attention.inference.questions import (
     NO_FINDING,
     SAMPLE_QUESTION_COLUMNS,
@@ -88,6 +98,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "layers": 3,
     "max_new_tokens": 12,
     "batch_size": 8,
+    "images_per_batch": 1,
     "image_first": False,
     "share": True,
     "do_sample": False,
@@ -424,26 +435,35 @@ def run_inference_shard(
         unit="question",
     )
     batch_size = max(1, int(settings["batch_size"]))
+    images_per_batch = max(1, int(settings["images_per_batch"]))
+    by_image = [group.to_dict("records") for _, group in samples.groupby("dicom_id", sort=False)]
     with SampleWriter(lambda: bar.update(1), max_pending=2 * batch_size) as writer:
-        for dicom_id, group in samples.groupby("dicom_id", sort=False):
-            pending = _unfinished_batches(group.to_dict("records"), done, batch_size)
-            if not pending:
+        # Fixed groups of images, so that a resumed job batches every question as a whole one did.
+        for start in range(0, len(by_image), images_per_batch):
+            group = by_image[start : start + images_per_batch]
+            if all(s["sample_id"] in done for image_samples in group for s in image_samples):
                 continue
-            path = image_paths.get(dicom_id)
-            n_missing = sum(s["sample_id"] not in done for s in pending)
-            if path is None:
-                log.warning("%s: not in the preprocess table (failed there); skipped", dicom_id)
-                bar.update(n_missing)
-                continue
-            try:
-                image = _load_image(Path(path))
-            except InputError as error:
-                failures.append(Failure.from_exception(STAGE, dicom_id, path, error))
-                bar.update(n_missing)
-                continue
-            failures += _answer_image(
-                loaded, image, path, pending, done, partial, out_dir, settings, bar, writer
-            )
+            images, rows = {}, []
+            for image_samples in group:
+                dicom_id = image_samples[0]["dicom_id"]
+                unfinished = sum(s["sample_id"] not in done for s in image_samples)
+                path = image_paths.get(dicom_id)
+                if path is None:
+                    log.warning("%s: not in the preprocess table (failed there); skipped", dicom_id)
+                    bar.update(unfinished)
+                    continue
+                try:
+                    images[dicom_id] = (_load_image(Path(path)), path)
+                except InputError as error:
+                    failures.append(Failure.from_exception(STAGE, dicom_id, path, error))
+                    bar.update(unfinished)
+                    continue
+                rows += image_samples
+            pending = _unfinished_batches(rows, done, batch_size)
+            if pending:
+                failures += _answer_images(
+                    loaded, images, pending, done, partial, out_dir, settings, bar, writer
+                )
     bar.close()
     _finish(samples, partial, out_dir, out_csv)
     write_failures(failures, failures_csv)
@@ -460,10 +480,9 @@ def _unfinished_batches(samples: list[dict], done: set[str], batch_size: int) ->
     return [s for batch in batches if any(x["sample_id"] not in done for x in batch) for s in batch]
 
 
-def _answer_image(
+def _answer_images(
     loaded,
-    image,
-    image_path,
+    images: dict,
     samples: list[dict],
     done: set[str],
     partial: Path,
@@ -472,7 +491,8 @@ def _answer_image(
     bar,
     writer: SampleWriter,
 ) -> list[Failure]:
-    """Answer one image's pending samples; halve the batch on out-of-memory or a long prompt."""
+    """Answer the pending samples of a group of images (``images``: dicom_id -> (image, path));
+    halve the batch on out-of-memory or a long prompt."""
     failures = []
     pending = list(samples)
     batch_size = max(1, int(settings["batch_size"]))
@@ -500,12 +520,16 @@ def _answer_image(
             save(batch, captures, seconds)
             _finished.extend(batch)
 
+        # Samples come grouped by image: one request per run of the same image.
+        requests = []
+        for dicom_id, run in itertools.groupby(pending, key=lambda s: s["dicom_id"]):
+            prompts = [settings["prompt_template"].format(question=s["question"]) for s in run]
+            requests.append((images[dicom_id][0], prompts))
         try:
-            capture_answers(
+            capture_images(
                 loaded.model,
                 loaded.processor,
-                image,
-                [settings["prompt_template"].format(question=s["question"]) for s in pending],
+                requests,
                 image_first=bool(settings["image_first"]),
                 layers=int(settings["layers"]),
                 max_new_tokens=int(settings["max_new_tokens"]),
@@ -537,7 +561,7 @@ def _answer_image(
                 Failure(
                     STAGE,
                     failed["dicom_id"],
-                    str(image_path),
+                    str(images[failed["dicom_id"]][1]),
                     error_type,
                     f"{failed['sample_id']}: {reason}",
                 )
