@@ -162,6 +162,39 @@ def test_real_rgba_and_rgb_files(real_cxr: Path) -> None:
         np.testing.assert_array_equal(image, raw[..., 0])
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_turns_the_image_upright_as_pillow_does(
+    real_cxr: Path, tmp_path: Path, orientation: int
+) -> None:
+    from PIL import Image, ImageOps
+
+    stored = Image.open(real_cxr / "images" / "nih_00000013_021.png").convert("L")
+    stored = stored.crop((0, 0, 1024, 700))  # not square: a transposition shows in the shape
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"oriented-{orientation}.png"  # PNG: lossless, so the pixels compare exactly
+    stored.save(path, exif=exif)
+    image, meta = decode_image(path)
+    with Image.open(path) as reread:
+        upright = np.asarray(ImageOps.exif_transpose(reread))
+    np.testing.assert_array_equal(image, upright)
+    assert meta["exif_orientation"] == orientation
+    assert (meta["source_width"], meta["source_height"]) == (upright.shape[1], upright.shape[0])
+
+
+def test_exif_rotated_jpeg_equals_opencvs_oriented_read(real_cxr: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    turned = Image.open(real_cxr / "images" / "nih_00000001_000.png").convert("L").rotate(90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned anticlockwise: show it turned clockwise
+    path = tmp_path / "turned.jpg"
+    turned.save(path, exif=exif, quality=95)
+    image, meta = decode_image(path)
+    np.testing.assert_array_equal(image, cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+    assert meta["exif_orientation"] == 6
+
+
 def test_very_large_image_is_capped(real_cxr: Path, tmp_path: Path) -> None:
     gray = cv2.imread(str(real_cxr / "images" / "mhh_2168a917.png"), cv2.IMREAD_UNCHANGED)
     big = cv2.resize(gray, (5200, round(5200 * gray.shape[0] / gray.shape[1])))
@@ -208,16 +241,29 @@ def _unsupported_syntax(real_cxr: Path, tmp_path: Path, uid: str, name: str) -> 
     return path
 
 
+def _flat_dicom(real_cxr: Path, tmp_path: Path) -> Path:
+    """The real uncompressed DICOM with every stored pixel set to one value."""
+    ds = _read(real_cxr / "dicom" / DICOM_KINDS["uncompressed_monochrome2"])
+    ds.PixelData = np.full_like(ds.pixel_array, 100).tobytes()
+    path = tmp_path / "flat.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def make_bad_files(real_cxr: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """One file of each bad kind, with the error type it must give."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((300, 240), 37, np.uint8))
     text = tmp_path / "notes.png"
     text.write_text("this is a text file, not a radiograph\n" * 20)
     return {
         "empty": (empty, "empty"),
         "text_named_png": (text, "not_an_image"),
+        "blank_png": (blank, "not_an_image"),
+        "blank_dicom": (_flat_dicom(real_cxr, tmp_path), "not_an_image"),
         "corrupt_png": (_corrupt_png(real_cxr, tmp_path), "corrupt"),
         "truncated_png": (
             _cut(real_cxr / "images" / "mhh_2168a917.png", tmp_path, "cut.png"),
@@ -253,6 +299,8 @@ def make_bad_files(real_cxr: Path, tmp_path: Path) -> dict[str, tuple[Path, str]
     [
         "empty",
         "text_named_png",
+        "blank_png",
+        "blank_dicom",
         "corrupt_png",
         "truncated_png",
         "truncated_jpeg",

@@ -144,10 +144,23 @@ def test_duplicate_stems_are_made_unique_deterministically(tmp_path: Path) -> No
 
 def test_find_inputs_recurses_and_keeps_named_files(tmp_path: Path) -> None:
     (tmp_path / "d" / "e").mkdir(parents=True)
-    for name in ("d/a.PNG", "d/e/b.dcm", "d/c.txt", "named.bin"):
+    for name in ("d/a.PNG", "d/e/b.dcm", "d/c.txt", "named.bin", "d/.hidden.png"):
         (tmp_path / name).write_bytes(b"x")
+    dicom = bytes(128) + b"DICM" + bytes(64)
+    for name in ("d/IM0001", "d/e/1.2.840.10008.5", "d/DICOMDIR"):
+        (tmp_path / name).write_bytes(dicom)
     found = find_inputs([tmp_path / "d", tmp_path / "named.bin"])
-    assert [p.name for p in found] == ["a.PNG", "b.dcm", "named.bin"]
+    assert [p.name for p in found] == ["IM0001", "a.PNG", "1.2.840.10008.5", "b.dcm", "named.bin"]
+
+
+def test_a_folder_of_dicoms_without_suffix_is_preprocessed(real_cxr: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    source = real_cxr / "dicom" / DICOM_KINDS["uncompressed_monochrome2"]
+    (folder / "IM0001").write_bytes(source.read_bytes())
+    out = tmp_path / "out"
+    assert preprocess_paths([folder], out, max_side=512) == 0
+    _check_outputs(out, "IM0001")
 
 
 def test_shard_table_and_failures(real_cxr: Path, tmp_path: Path) -> None:

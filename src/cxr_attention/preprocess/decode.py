@@ -4,7 +4,9 @@ The output convention is the radiological one: bone and soft tissue bright, air 
 DICOM goes through pydicom (with the pylibjpeg handlers for JPEG Baseline and JPEG 2000), then the
 modality LUT (rescale slope/intercept or a LUT sequence), then the VOI LUT or window, then
 MONOCHROME1 inversion. JPEG and PNG are read with OpenCV exactly as stored (8 or 16 bit, grayscale
-or grayscale written as RGB/RGBA).
+or grayscale written as RGB/RGBA), then turned upright as their EXIF orientation says (viewers
+show a radiograph so; MIMIC-CXR-JPG files carry none). An image whose pixels are all equal is no
+radiograph and is refused.
 
 Model normalisation (mean/std, resizing to the model's input) is the image processor's job and is
 deliberately absent here.
@@ -49,6 +51,7 @@ _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) in little endian
 _TAIL = 1024  # an intact PNG ends with IEND, a JPEG with EOI, within this many bytes
+_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass
@@ -155,6 +158,12 @@ def decode_image(
     """
     radiograph = load_radiograph(path)
     image = radiograph.to_uint8()
+    if image.min() == image.max():
+        raise InputError(
+            path,
+            f"every pixel is {int(image[0, 0])} after decoding: a blank image, not a radiograph",
+            error_type="not_an_image",
+        )
     source_height, source_width = image.shape
     image = resize_long_side(image, max_side)
     height, width = image.shape
@@ -208,6 +217,8 @@ def _load_raster(path: Path, data: bytes) -> Radiograph:
         )
     channels = 1 if decoded.ndim == 2 else decoded.shape[2]
     stored, colour = _to_grayscale(decoded)
+    orientation = _exif_orientation(data)
+    stored = np.ascontiguousarray(_upright(stored, orientation))
     bits = 8 * stored.dtype.itemsize
     if bits == 8:
         low, high, windowing = 0.0, 255.0, {"method": "none", "low": 0.0, "high": 255.0}
@@ -225,8 +236,38 @@ def _load_raster(path: Path, data: bytes) -> Radiograph:
         "view_position": None,
         "channels": channels,
         "colour": colour,
+        "exif_orientation": orientation,
     }
     return Radiograph(stored, stored.astype(np.float64), low, high, invert=False, meta=meta)
+
+
+def _exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1-8) of a JPEG or PNG; 1 (upright) when absent or unreadable."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the headers, not the pixels
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError):
+        return 1  # a damaged EXIF block does not make the pixels unusable
+    return int(orientation) if orientation in range(1, 9) else 1
+
+
+def _upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation: the image as a viewer shows it (row 0 at the top)."""
+    transforms = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: np.rot90(a, 2),
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.T,  # mirrored along the main diagonal
+        6: lambda a: np.rot90(a, -1),  # stored turned 90 degrees anticlockwise
+        7: lambda a: np.rot90(a, 2).T,  # mirrored along the other diagonal
+        8: lambda a: np.rot90(a, 1),  # stored turned 90 degrees clockwise
+    }
+    return transforms[orientation](image)
 
 
 def _to_grayscale(decoded: np.ndarray) -> tuple[np.ndarray, str]:

@@ -31,6 +31,7 @@ from cxr_attention.io import (
     write_json,
     write_png,
 )
+from cxr_attention.preprocess.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ SHARD_COLUMNS = [
     "source_height",
     "scale",
 ]
-INPUT_SUFFIXES = (".dcm", ".dicom", ".dic", ".png", ".jpg", ".jpeg")
+INPUT_SUFFIXES = DICOM_SUFFIXES + IMAGE_SUFFIXES
 STAGE = "preprocess"
 
 
@@ -252,21 +253,14 @@ def find_inputs(paths: list[str | os.PathLike]) -> list[Path]:
     """Expand files and folders into a sorted, duplicate-free list of input files.
 
     A named file is taken whatever its suffix (so that a bad file is reported, not skipped);
-    folders contribute their files with a DICOM, JPEG or PNG suffix, recursively.
+    folders contribute, recursively, their files with a DICOM, JPEG or PNG suffix and the DICOM
+    files named otherwise (see `_is_folder_input`).
     """
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file()
-                    and p.suffix.lower() in INPUT_SUFFIXES
-                    and not p.name.startswith(".")
-                )
-            )
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and _is_folder_input(p)))
         elif path.is_file():
             found.append(path)
         else:
@@ -275,6 +269,24 @@ def find_inputs(paths: list[str | os.PathLike]) -> list[Path]:
     for path in found:
         unique.setdefault(path.resolve(), None)
     return list(unique)
+
+
+def _is_folder_input(path: Path) -> bool:
+    """Whether a file found in a folder is an input.
+
+    A DICOM, JPEG or PNG suffix, or the DICOM marker (``DICM`` at byte 128): PACS exports name
+    files ``IM0001`` or by UID (``1.2.840....``). Hidden files and ``DICOMDIR`` (the index of a
+    DICOM folder, with no image) are not.
+    """
+    if path.name.startswith(".") or path.name.upper() == "DICOMDIR":
+        return False
+    if path.suffix.lower() in INPUT_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False  # unreadable, and not named as an image: not ours to report
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
