@@ -182,6 +182,21 @@ def test_exif_orientation_turns_the_image_upright_as_pillow_does(
     assert (meta["source_width"], meta["source_height"]) == (upright.shape[1], upright.shape[0])
 
 
+@pytest.mark.parametrize("orientation", [0, 9, 300])
+def test_an_invalid_exif_orientation_leaves_the_image_as_stored(
+    real_cxr: Path, tmp_path: Path, orientation: int
+) -> None:
+    from PIL import Image
+
+    path = tmp_path / "odd.png"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.open(real_cxr / "images" / "nih_00000013_021.png").convert("L").save(path, exif=exif)
+    image, meta = decode_image(path)
+    np.testing.assert_array_equal(image, cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
+    assert meta["exif_orientation"] == 1
+
+
 def test_exif_rotated_jpeg_equals_opencvs_oriented_read(real_cxr: Path, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -245,12 +245,12 @@ def _exif_orientation(data: bytes) -> int:
     """The EXIF orientation tag (1-8) of a JPEG or PNG; 1 (upright) when absent or unreadable."""
     import io
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the headers, not the pixels
             orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError):
+    except Exception:  # Pillow raises many types on odd headers; OpenCV already read the pixels
         return 1  # a damaged EXIF block does not make the pixels unusable
     return int(orientation) if orientation in range(1, 9) else 1
 
