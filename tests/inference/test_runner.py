@@ -324,7 +324,7 @@ def test_sample_writer_writes_in_the_background_and_bounds_what_waits():
     assert len(reported) == 3
 
 
-def test_sample_writer_finishes_submitted_writes_when_the_job_fails(tmp_path):
+def test_sample_writer_finishes_submitted_writes_when_the_job_fails(tmp_path, caplog):
     import threading
 
     release = threading.Event()
@@ -338,9 +338,11 @@ def test_sample_writer_finishes_submitted_writes_when_the_job_fails(tmp_path):
     with pytest.raises(Stop), SampleWriter(lambda: None, threads=1) as writer:
         writer.submit(write, "a")
         writer.submit(write, "b")
+        writer.submit(write, "b2", True)
         release.set()
         raise Stop  # the job's own error is what propagates, after the writes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    assert "disk full writing b2" in caplog.text  # the write error is logged, not lost
 
     release.clear()
     with pytest.raises(OSError, match="disk full writing c"), SampleWriter(lambda: None) as writer:

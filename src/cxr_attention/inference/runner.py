@@ -349,6 +349,8 @@ class SampleWriter:
         self._pending.clear()
         if errors and exc is None:
             raise errors[0]
+        for error in errors:  # the job's own error propagates; these must not go unseen
+            log.error("a finished sample could not be written: %s", error)
 
 
 def _available_cores() -> int:
