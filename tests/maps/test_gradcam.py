@@ -15,7 +15,12 @@ from cxr_attention.geometry import pool_patches_to_grid
 from cxr_attention.maps.activation import activation_norm_grid, activation_norm_map
 from cxr_attention.maps.gradcam import TokenLogitsTarget, VisionGradCAM, teacher_forcing
 from cxr_attention.maps.grid import MapUnavailable, normalise_map
-from cxr_attention.maps.hooks import LayerActivations, model_inputs_from_capture
+from cxr_attention.maps.hooks import (
+    LayerActivations,
+    VisionEncodings,
+    model_inputs_from_capture,
+    vision_layers,
+)
 
 CELLS = [(1, 12), (1, 13), (9, 2), (14, 7)]
 
@@ -84,13 +89,15 @@ def _captum_grid(model, input_ids, pixel_values, following, positions):
     return pool_patches_to_grid(attribution[0, 0].detach().numpy(), 16)
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["tower", "cached_encoding"])
 @pytest.mark.parametrize(
     ("following", "positions"), [([300, 301, 302], [1, 2]), ([310], [0]), ([5, 6, 7, 8], [3])]
 )
-def test_gradcam_equals_captum_layer_gradcam(tiny, prompt, following, positions):
+def test_gradcam_equals_captum_layer_gradcam(tiny, prompt, following, positions, cached):
     model, _ = tiny
     input_ids, pixel_values = prompt
-    ours = VisionGradCAM(model)(input_ids, pixel_values, following, positions)
+    encodings = VisionEncodings() if cached else None
+    ours = VisionGradCAM(model, encodings=encodings)(input_ids, pixel_values, following, positions)
     oracle = _captum_grid(model, input_ids, pixel_values, following, positions)
     assert ours.max() > 0
     np.testing.assert_allclose(ours, oracle, rtol=1e-5, atol=1e-7 * ours.max())
@@ -251,6 +258,35 @@ def test_batched_gradcam_that_fails_whole_is_redone_one_target_at_a_time(
     fallbacks = [r.getMessage() for r in caplog.records]
     assert len(fallbacks) == 2  # one per pass of max_rows targets
     assert "OutOfMemoryError: planted" in fallbacks[0] and "one at a time" in fallbacks[0]
+
+
+def test_an_images_vision_encoding_is_computed_once_and_gives_the_same_maps(tiny, prompt):
+    """With the last layer as target, the tower runs once per pixel object, for single and
+    batched passes alike; other pixels or another target layer do not use the entry."""
+    model, _ = tiny
+    input_ids, pixel_values = prompt
+    requests = [([300, 301, 302], [1, 2]), ([310], [0]), ([400, 401], [0, 1])]
+    tower = VisionGradCAM(model)
+    expected = [tower(input_ids, pixel_values, *r) for r in requests]
+    expected += tower.batched(input_ids, pixel_values, requests, max_rows=2)
+
+    encodings = VisionEncodings()
+    cached = VisionGradCAM(model, encodings=encodings)
+    runs = []
+    handle = model.model.vision_tower.register_forward_hook(lambda *args: runs.append(1))
+    try:
+        got = [cached(input_ids, pixel_values, *r) for r in requests]
+        got += cached.batched(input_ids, pixel_values, requests, max_rows=2)
+        assert len(runs) == 1  # 3 single and 2 batched passes over one image
+        cached(input_ids, pixel_values.clone(), *requests[0])  # equal values, another object
+        assert len(runs) == 2
+        middle = VisionGradCAM(model, vision_layers(model)[0], encodings=encodings)
+        assert middle.encodings is None  # only the last layer is followed by the projector alone
+    finally:
+        handle.remove()
+    for grid, want in zip(got, expected, strict=True):
+        np.testing.assert_allclose(grid, want, rtol=1e-5, atol=1e-7 * want.max())
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_gradient_of_the_rows_sum_is_each_rows_own_gradient():

@@ -43,7 +43,7 @@ from cxr_attention.maps.attention import (
     select_layers_heads,
 )
 from cxr_attention.maps.grid import MapUnavailable, normalise_map, strip_outer_ring, uniform_map
-from cxr_attention.maps.hooks import vision_layers
+from cxr_attention.maps.hooks import VisionEncodings, vision_layers
 from cxr_attention.maps.terms import decode_with_offsets, find_terms_in_text
 
 __all__ = [
@@ -220,6 +220,8 @@ class VisionSource:
     """
 
     load: Callable[[], tuple[object, object]]
+    # Shared by the sources of one job: an image's vision encoding, reused across its samples.
+    encodings: VisionEncodings | None = None
     _loaded: tuple | None = field(default=None, init=False)
     _error: MapUnavailable | None = field(default=None, init=False)
 
@@ -563,7 +565,9 @@ def _gradcam_on_layer(context: _Context, model):
 
     layers = vision_layers(model)
     layer = context.params.gradcam_layer
-    return VisionGradCAM(model, layers[layer]), f"vision:{layer % len(layers)}"
+    encodings = context.vision.encodings if context.vision is not None else None
+    gradcam = VisionGradCAM(model, layers[layer], encodings=encodings)
+    return gradcam, f"vision:{layer % len(layers)}"
 
 
 def _gradcam_request(context: _Context, target: MapTarget):

@@ -41,6 +41,7 @@ from cxr_attention.geometry import pool_patches_to_grid
 from cxr_attention.maps.grid import MapUnavailable
 from cxr_attention.maps.hooks import (
     LayerActivations,
+    VisionEncodings,
     frozen_parameters,
     model_inputs_from_capture,
     model_pixels,
@@ -112,12 +113,25 @@ class VisionGradCAM:
     model : Gemma3ForConditionalGeneration
     target_layer : torch.nn.Module, optional
         Default: the vision tower's last encoder layer.
+    encodings : VisionEncodings, optional
+        With the last encoder layer as target, only the post-layernorm and the projector follow
+        it: its output is then taken from ``encodings`` (computed once per image) and the
+        language model is given the projected features, so the vision tower does not run again
+        for every pass. The maps are the same as without (tested).
     """
 
-    def __init__(self, model: nn.Module, target_layer: nn.Module | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: nn.Module | None = None,
+        *,
+        encodings: VisionEncodings | None = None,
+    ):
         self.model = model
-        self.target_layer = vision_layers(model)[-1] if target_layer is None else target_layer
+        last = vision_layers(model)[-1]
+        self.target_layer = last if target_layer is None else target_layer
         self.grid_side = tokens_per_side(model)
+        self.encodings = encodings if self.target_layer is last else None
 
     @staticmethod
     def get_cam_weights(gradients: torch.Tensor) -> torch.Tensor:
@@ -127,11 +141,14 @@ class VisionGradCAM:
     def patch_cam(
         self,
         model_inputs: dict[str, torch.Tensor],
+        pixel_values: np.ndarray | torch.Tensor,
         target: TokenLogitsTarget,
         *,
         logits_to_keep: int,
     ) -> np.ndarray:
         """Grad-CAM per vision patch, before pooling.
+
+        ``model_inputs``: the text inputs of `model_inputs_from_capture` (without the pixels).
 
         Returns
         -------
@@ -142,25 +159,56 @@ class VisionGradCAM:
         MapUnavailable
             ``"gradient failure: ..."`` for non-finite or all-zero gradients.
         """
-        with (
-            frozen_parameters(self.model),
-            torch.enable_grad(),
-            LayerActivations(self.target_layer, requires_grad=True) as kept,
-        ):
-            outputs = self.model(**model_inputs, use_cache=False, logits_to_keep=logits_to_keep)
+        with frozen_parameters(self.model), torch.enable_grad():
+            outputs, leaf = self._forward(model_inputs, pixel_values, 1, logits_to_keep)
             score = target(outputs.logits)
-            if kept.activations is None:
-                raise MapUnavailable("gradient failure: the target layer never ran")
-            (gradients,) = torch.autograd.grad(score.sum(), kept.activations)
-            activations = kept.activations.detach()
+            (gradients,) = torch.autograd.grad(score.sum(), leaf)
         gradients = gradients.float()
         if not torch.isfinite(gradients).all():
             raise MapUnavailable("gradient failure: non-finite gradients")
         if not gradients.abs().sum() > 0:
             raise MapUnavailable("gradient failure: all-zero gradients")
         weights = self.get_cam_weights(gradients)
-        cam = torch.relu(torch.einsum("bc,bpc->bp", weights, activations.float()))
+        cam = torch.relu(torch.einsum("bc,bpc->bp", weights, leaf.detach().float()))
         return cam.cpu().numpy()
+
+    def _forward(
+        self,
+        text_inputs: dict[str, torch.Tensor],
+        pixel_values: np.ndarray | torch.Tensor,
+        rows: int,
+        logits_to_keep: int,
+    ) -> tuple[object, torch.Tensor]:
+        """The model's outputs with the target layer's output as a gradient leaf, one per row.
+
+        The vision tower runs for one image; its target-layer output is repeated along the batch
+        as ``rows`` independent leaves (see `LayerActivations`).
+        """
+        if self.encodings is not None:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            encoded = self.encodings.output(self.model, pixel_values, -1)
+            leaf = encoded.repeat(rows, 1, 1).requires_grad_(True)
+            # What Gemma 3's get_image_features does after the last encoder layer.
+            tower = self.model.model.vision_tower
+            features = self.model.model.multi_modal_projector(tower.post_layernorm(leaf))
+            outputs = self.model(
+                **text_inputs,
+                mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
+                use_cache=False,
+                logits_to_keep=logits_to_keep,
+            )
+            return outputs, leaf
+        with LayerActivations(self.target_layer, requires_grad=True, repeat=rows) as kept:
+            outputs = self.model(
+                **text_inputs,
+                pixel_values=model_pixels(self.model, pixel_values),
+                use_cache=False,
+                logits_to_keep=logits_to_keep,
+            )
+        if kept.activations is None:
+            raise MapUnavailable("gradient failure: the target layer never ran")
+        return outputs, kept.activations
 
     def __call__(
         self,
@@ -185,8 +233,9 @@ class VisionGradCAM:
         ndarray of shape (16, 16), float64, non-negative, not normalised
         """
         continuation, keep, target = teacher_forcing(following_ids, positions)
-        inputs = model_inputs_from_capture(self.model, input_ids, pixel_values, continuation)
-        cam = self.patch_cam(inputs, target, logits_to_keep=keep)
+        inputs = dict(model_inputs_from_capture(self.model, input_ids, pixel_values, continuation))
+        del inputs["pixel_values"]
+        cam = self.patch_cam(inputs, pixel_values, target, logits_to_keep=keep)
         return pool_patches_to_grid(cam[0], self.grid_side)
 
     def batched(
@@ -279,22 +328,15 @@ class VisionGradCAM:
             "input_ids": ids_tensor,
             "attention_mask": torch.as_tensor(mask, device=device),
             "token_type_ids": (ids_tensor == self.model.config.image_token_id).long(),
-            # one image: the vision tower runs once, the hook repeats the target layer per row
-            "pixel_values": model_pixels(self.model, pixel_values),
         }
-        with (
-            frozen_parameters(self.model),
-            torch.enable_grad(),
-            LayerActivations(self.target_layer, requires_grad=True, repeat=len(rows)) as kept,
-        ):
-            outputs = self.model(**inputs, use_cache=False, logits_to_keep=width + 1)
+        with frozen_parameters(self.model), torch.enable_grad():
+            # one image: the vision tower runs once, its target layer is repeated per row
+            outputs, leaf = self._forward(inputs, pixel_values, len(rows), width + 1)
             scores = torch.cat(
                 [target(outputs.logits[row : row + 1]) for row, (_, target) in enumerate(rows)]
             )
-            if kept.activations is None:
-                raise MapUnavailable("gradient failure: the target layer never ran")
-            (gradients,) = torch.autograd.grad(scores.sum(), kept.activations)
-            activations = kept.activations.detach()
+            (gradients,) = torch.autograd.grad(scores.sum(), leaf)
+            activations = leaf.detach()
         gradients = gradients.float()
         weights = self.get_cam_weights(gradients)
         cams = torch.relu(torch.einsum("bc,bpc->bp", weights, activations.float())).cpu().numpy()

@@ -18,6 +18,7 @@ from torch import nn
 
 __all__ = [
     "LayerActivations",
+    "VisionEncodings",
     "frozen_parameters",
     "model_inputs_from_capture",
     "model_pixels",
@@ -98,6 +99,33 @@ class LayerActivations:
 
     def __exit__(self, *exc_info) -> None:
         self.release()
+
+
+class VisionEncodings:
+    """A vision layer's output for the image seen last, so that an image's samples share it.
+
+    The maps stage visits an image's dozens of questions one after another with the same pixel
+    array; the vision tower (27 layers over 4096 patches on MedGemma) then runs once for all of
+    them instead of once per Grad-CAM pass. The entry is keyed by the identity of the model and
+    of the pixel object, both held, so that neither identity can be reused by another object.
+    """
+
+    def __init__(self):
+        self._key: tuple[object, object] | None = None
+        self._outputs: dict[int, torch.Tensor] = {}
+
+    def output(
+        self, model: nn.Module, pixel_values: np.ndarray | torch.Tensor, layer: int
+    ) -> torch.Tensor:
+        """Output ``(1, patches, channels)`` of vision encoder layer ``layer``, without a graph."""
+        if self._key is None or self._key[0] is not model or self._key[1] is not pixel_values:
+            self._key, self._outputs = (model, pixel_values), {}
+        index = layer % len(vision_layers(model))
+        if index not in self._outputs:
+            with torch.no_grad(), LayerActivations(vision_layers(model)[index]) as kept:
+                model.model.vision_tower(pixel_values=model_pixels(model, pixel_values))
+            self._outputs[index] = kept.activations.detach()
+        return self._outputs[index]
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from cxr_attention.maps.cascade import (
     locate_targets,
 )
 from cxr_attention.maps.grid import MapUnavailable
+from cxr_attention.maps.hooks import VisionEncodings
 
 __all__ = ["explain_maps", "run_maps_shard", "write_maps"]
 
@@ -178,6 +179,7 @@ def run_maps_shard(
     # answers table lists an image's questions together, so the last image's pixels suffice
     # (one 896 x 896 image is ~10 MB in float32; a shard's worth would not fit).
     pixels_of: dict[str, object] = {}
+    encodings = VisionEncodings()  # and the vision tower's output for them, once per image
     results: list[tuple[MapRecord, np.ndarray]] = []
     failures: list[Failure] = []
     for row in answers.itertuples(index=False):
@@ -190,7 +192,8 @@ def run_maps_shard(
             continue
         image_path = image_of.get(row.dicom_id) or getattr(row, "image", "") or ""
         vision = VisionSource(
-            _vision_loader(model_holder, processor, capture, image_path, pixels_of)
+            _vision_loader(model_holder, processor, capture, image_path, pixels_of),
+            encodings=encodings,
         )
         key = SampleKey(row.sample_id, row.dicom_id, row.question_id)
         targets = locate_targets(
