@@ -50,6 +50,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -642,35 +643,14 @@ def _pad_between(
 
 
 def capture_answers(
-    model,
-    processor,
-    image,
-    questions: Sequence[str],
-    *,
-    image_first: bool,
-    layers: int | Sequence[int] = 3,
-    max_new_tokens: int = 8,
-    batch_size: int = 8,
-    share: bool = True,
-    include_pixel_values: bool = False,
-    on_batch: Callable[[list[Capture], float], None] | None = None,
+    model, processor, image, questions: Sequence[str], **options: Any
 ) -> list[Capture]:
     """Ask every question about one image; capture attention for each.
 
-    `capture_images` with one image; see there for the parameters.
+    `capture_images` with one image; ``options`` are its keyword arguments (``image_first`` is
+    required).
     """
-    return capture_images(
-        model,
-        processor,
-        [(image, questions)],
-        image_first=image_first,
-        layers=layers,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        share=share,
-        include_pixel_values=include_pixel_values,
-        on_batch=on_batch,
-    )
+    return capture_images(model, processor, [(image, questions)], **options)
 
 
 @torch.no_grad()
