@@ -26,6 +26,26 @@ BIAS, MARK = 0, 1
 ROPE_SLOW_DIM = 7  # rotate_half pairs dim i with i + head_dim/2; i = head_dim/2 - 1 turns slowest
 
 
+def model_inputs_from_capture(model, input_ids, pixel_values, continuation_ids=None) -> dict:
+    """Batch-of-one model inputs for the prompt, optionally followed by teacher-forced tokens.
+
+    Built here by hand, as the processor lays them out (``token_type_ids`` 1 on the image
+    tokens), for the oracles that call the model directly.
+    """
+    from cxr_attention.maps.hooks import model_pixels
+
+    ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)
+    if continuation_ids is not None and len(continuation_ids):
+        ids = np.concatenate([ids, np.asarray(continuation_ids, dtype=np.int64).reshape(-1)])
+    ids_tensor = torch.as_tensor(ids, device=next(model.parameters()).device).unsqueeze(0)
+    return {
+        "input_ids": ids_tensor,
+        "attention_mask": torch.ones_like(ids_tensor),
+        "token_type_ids": (ids_tensor == model.config.image_token_id).long(),
+        "pixel_values": model_pixels(model, pixel_values),
+    }
+
+
 def load_tiny(model_dir, *, eager: bool = True):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 

@@ -8,7 +8,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-from maps_helpers import linearise_vision_tower, load_tiny, marked_pixels, prompt_inputs
+from maps_helpers import (
+    linearise_vision_tower,
+    load_tiny,
+    marked_pixels,
+    model_inputs_from_capture,
+    prompt_inputs,
+)
 from torch import nn
 
 from cxr_attention.geometry import pool_patches_to_grid
@@ -18,7 +24,6 @@ from cxr_attention.maps.grid import MapUnavailable, normalise_map
 from cxr_attention.maps.hooks import (
     LayerActivations,
     VisionEncodings,
-    model_inputs_from_capture,
     vision_layers,
 )
 
@@ -243,14 +248,17 @@ def test_batched_gradcam_that_fails_whole_is_redone_one_target_at_a_time(
     at a time, each giving the single call's map, and the fallback is logged."""
     model, _ = tiny
     input_ids, pixel_values = prompt
-    requests = [([300, 301, 302], [1, 2]), ([310], [0]), ([400, 401], [0, 1])]
+    requests = [([300, 301, 302], [1, 2]), ([310], [0]), ([400, 401], [0, 1]), ([5, 6, 7], [2])]
     gradcam = VisionGradCAM(model)
     singles = [gradcam(input_ids, pixel_values, *request) for request in requests]
+    one_row_pass = VisionGradCAM._patch_cams
 
-    def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("planted: no room for 2 rows")
+    def out_of_memory(self, input_ids, pixel_values, rows):
+        if len(rows) > 1:
+            raise torch.OutOfMemoryError(f"planted: no room for {len(rows)} rows")
+        return one_row_pass(self, input_ids, pixel_values, rows)
 
-    monkeypatch.setattr(VisionGradCAM, "_batched_patch_cams", out_of_memory)
+    monkeypatch.setattr(VisionGradCAM, "_patch_cams", out_of_memory)
     with caplog.at_level("WARNING", logger="cxr_attention.maps.gradcam"):
         batched = gradcam.batched(input_ids, pixel_values, requests, max_rows=2)
     for grid, single in zip(batched, singles, strict=True):

@@ -43,7 +43,6 @@ from cxr_attention.maps.hooks import (
     LayerActivations,
     VisionEncodings,
     frozen_parameters,
-    model_inputs_from_capture,
     model_pixels,
     tokens_per_side,
     vision_layers,
@@ -138,40 +137,6 @@ class VisionGradCAM:
         """Grad-CAM's channel weights: gradients ``(B, patches, C)`` averaged over patches."""
         return gradients.mean(dim=1)
 
-    def patch_cam(
-        self,
-        model_inputs: dict[str, torch.Tensor],
-        pixel_values: np.ndarray | torch.Tensor,
-        target: TokenLogitsTarget,
-        *,
-        logits_to_keep: int,
-    ) -> np.ndarray:
-        """Grad-CAM per vision patch, before pooling.
-
-        ``model_inputs``: the text inputs of `model_inputs_from_capture` (without the pixels).
-
-        Returns
-        -------
-        ndarray of shape (B, patches), float32, non-negative
-
-        Raises
-        ------
-        MapUnavailable
-            ``"gradient failure: ..."`` for non-finite or all-zero gradients.
-        """
-        with frozen_parameters(self.model), torch.enable_grad():
-            outputs, leaf = self._forward(model_inputs, pixel_values, 1, logits_to_keep)
-            score = target(outputs.logits)
-            (gradients,) = torch.autograd.grad(score.sum(), leaf)
-        gradients = gradients.float()
-        if not torch.isfinite(gradients).all():
-            raise MapUnavailable("gradient failure: non-finite gradients")
-        if not gradients.abs().sum() > 0:
-            raise MapUnavailable("gradient failure: all-zero gradients")
-        weights = self.get_cam_weights(gradients)
-        cam = torch.relu(torch.einsum("bc,bpc->bp", weights, leaf.detach().float()))
-        return cam.cpu().numpy()
-
     def _forward(
         self,
         text_inputs: dict[str, torch.Tensor],
@@ -232,11 +197,11 @@ class VisionGradCAM:
         -------
         ndarray of shape (16, 16), float64, non-negative, not normalised
         """
-        continuation, keep, target = teacher_forcing(following_ids, positions)
-        inputs = dict(model_inputs_from_capture(self.model, input_ids, pixel_values, continuation))
-        del inputs["pixel_values"]
-        cam = self.patch_cam(inputs, pixel_values, target, logits_to_keep=keep)
-        return pool_patches_to_grid(cam[0], self.grid_side)
+        continuation, _, target = teacher_forcing(following_ids, positions)
+        (cam,) = self._patch_cams(input_ids, pixel_values, [(continuation, target)])
+        if isinstance(cam, MapUnavailable):
+            raise cam
+        return pool_patches_to_grid(cam, self.grid_side)
 
     def batched(
         self,
@@ -276,7 +241,7 @@ class VisionGradCAM:
         for start in range(0, len(prepared), max_rows):
             chunk = prepared[start : start + max_rows]
             try:
-                cams = self._batched_patch_cams(
+                cams = self._patch_cams(
                     input_ids, pixel_values, [(ids, target) for _, ids, _, target in chunk]
                 )
             except Exception as error:  # out of memory, most likely: fewer rows may fit
@@ -301,13 +266,14 @@ class VisionGradCAM:
                     results[index] = pool_patches_to_grid(cam, self.grid_side)
         return results
 
-    def _batched_patch_cams(
+    def _patch_cams(
         self,
         input_ids: np.ndarray,
         pixel_values: np.ndarray | torch.Tensor,
         rows: Sequence[tuple[np.ndarray, TokenLogitsTarget]],
     ) -> list[np.ndarray | MapUnavailable]:
-        """Patch CAMs ``(patches,)`` of teacher-forced rows in one forward + backward.
+        """Patch CAMs ``(patches,)`` of teacher-forced rows (one or more) in one forward +
+        backward; a row whose gradients are non-finite or all zero gets a ``MapUnavailable``.
 
         Rows are right-padded: each row's real tokens keep the positions they have alone, and
         with ``logits_to_keep = width + 1`` kept row ``r`` predicts continuation token ``r`` in

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -20,7 +20,6 @@ __all__ = [
     "LayerActivations",
     "VisionEncodings",
     "frozen_parameters",
-    "model_inputs_from_capture",
     "model_pixels",
     "tokens_per_side",
     "vision_layers",
@@ -139,44 +138,6 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
     finally:
         for parameter, flag in flags:
             parameter.requires_grad_(flag)
-
-
-def model_inputs_from_capture(
-    model: nn.Module,
-    input_ids: np.ndarray,
-    pixel_values: np.ndarray | torch.Tensor,
-    continuation_ids: np.ndarray | None = None,
-) -> Mapping[str, torch.Tensor]:
-    """Batch-of-one model inputs for the prompt, optionally followed by teacher-forced tokens.
-
-    ``token_type_ids`` mark the image tokens (1) as the processor does, so that image tokens
-    attend to each other bidirectionally exactly as in the captured run.
-
-    Parameters
-    ----------
-    model : Gemma3ForConditionalGeneration
-    input_ids : ndarray of shape (prompt_len,)
-    pixel_values : array of shape (1, 3, S, S) or (3, S, S)
-        Exactly what the model saw (the capture's ``pixel_values`` or the processor's output).
-    continuation_ids : ndarray of shape (n,), optional
-        Tokens appended after the prompt.
-
-    Returns
-    -------
-    dict of torch.Tensor
-        ``input_ids``, ``attention_mask``, ``token_type_ids``, ``pixel_values`` on the model's
-        device, pixels in the model's dtype.
-    """
-    ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)
-    if continuation_ids is not None and len(continuation_ids):
-        ids = np.concatenate([ids, np.asarray(continuation_ids, dtype=np.int64).reshape(-1)])
-    ids_tensor = torch.as_tensor(ids, device=next(model.parameters()).device).unsqueeze(0)
-    return {
-        "input_ids": ids_tensor,
-        "attention_mask": torch.ones_like(ids_tensor),
-        "token_type_ids": (ids_tensor == model.config.image_token_id).long(),
-        "pixel_values": model_pixels(model, pixel_values),
-    }
 
 
 def model_pixels(model: nn.Module, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
