@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from workflow.demo import copy_repository, snakemake_environment  # noqa: E402
+from workflow.demo import copy_repository  # noqa: E402
+from workflow.demo import snakemake as run_snakemake  # noqa: E402
 
 from cxr_attention.preprocess.mimic import (  # noqa: E402
     CHEXPERT_FINDINGS,
@@ -102,21 +102,10 @@ def write_config(workdir: Path, run: str, data_root: Path, shards: int) -> Path:
 
 
 def snakemake(workdir: Path, *arguments: str) -> tuple[float, str]:
-    """Run snakemake; return its wall-clock seconds and its output."""
+    """Run snakemake as the tests do; return its wall-clock seconds and its output."""
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", *arguments],
-        cwd=workdir,
-        env=snakemake_environment(workdir),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - start
-    output = result.stdout + result.stderr
-    if result.returncode != 0:
-        raise RuntimeError(f"snakemake {' '.join(arguments)} failed:\n{output[-5000:]}")
-    return seconds, output
+    result = run_snakemake(workdir, *arguments)
+    return time.perf_counter() - start, result.stdout + result.stderr
 
 
 def planned_outputs(output: str) -> list[str]:

@@ -115,12 +115,13 @@ def snakemake_environment(workdir: Path) -> dict[str, str]:
     return environment
 
 
-def snakemake(
-    workdir: Path, *arguments: str, timeout: float = 900, check: bool = True
+def run_tool(
+    workdir: Path, tool: str, *arguments: str, timeout: float = 900, check: bool = True
 ) -> subprocess.CompletedProcess:
-    """Run ``snakemake *arguments`` in ``workdir``; on failure the error shows its output."""
+    """Run ``python -m tool *arguments`` (snakemake, dvc) in ``workdir`` with this venv's tools;
+    on failure the error shows its output."""
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", *arguments],
+        [sys.executable, "-m", tool, *arguments],
         cwd=workdir,
         env=snakemake_environment(workdir),
         capture_output=True,
@@ -130,10 +131,17 @@ def snakemake(
     )
     if check and result.returncode != 0:
         raise AssertionError(
-            f"snakemake {' '.join(arguments)} exited {result.returncode} in {workdir}\n"
+            f"{tool} {' '.join(arguments)} exited {result.returncode} in {workdir}\n"
             f"{result.stdout[-5000:]}\n{result.stderr[-10000:]}"
         )
     return result
+
+
+def snakemake(
+    workdir: Path, *arguments: str, timeout: float = 900, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``snakemake *arguments`` in ``workdir`` (see `run_tool`)."""
+    return run_tool(workdir, "snakemake", *arguments, timeout=timeout, check=check)
 
 
 _NOTHING_TO_DO = "Nothing to be done"

@@ -14,13 +14,12 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from workflow.demo import clone_run, planned_jobs, snakemake, snakemake_environment
+from workflow.demo import clone_run, planned_jobs, run_tool, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +28,7 @@ SUMMARY = Path("results/demo/metrics/summary.json")
 
 
 def dvc(workdir: Path, *arguments: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments],
-        cwd=workdir,
-        env=snakemake_environment(workdir),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"dvc {' '.join(arguments)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    )
-    return result
+    return run_tool(workdir, "dvc", *arguments)
 
 
 def _digests(workdir: Path) -> dict[str, str]:
