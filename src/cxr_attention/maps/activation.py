@@ -13,12 +13,7 @@ from torch import nn
 
 from cxr_attention.geometry import pool_patches_to_grid
 from cxr_attention.maps.grid import normalise_map
-from cxr_attention.maps.hooks import (
-    LayerActivations,
-    model_pixels,
-    tokens_per_side,
-    vision_layers,
-)
+from cxr_attention.maps.hooks import VisionEncodings, tokens_per_side
 
 __all__ = ["activation_norm_grid", "activation_norm_map"]
 
@@ -41,9 +36,12 @@ def activation_norm_grid(activations: np.ndarray, grid_side: int = 16) -> np.nda
     return pool_patches_to_grid(np.linalg.norm(activations, axis=-1), grid_side)
 
 
-@torch.no_grad()
 def activation_norm_map(
-    model: nn.Module, pixel_values: np.ndarray | torch.Tensor, *, layer: int = -1
+    model: nn.Module,
+    pixel_values: np.ndarray | torch.Tensor,
+    *,
+    layer: int = -1,
+    encodings: VisionEncodings | None = None,
 ) -> np.ndarray:
     """Method ``activation_norm`` for one image.
 
@@ -54,6 +52,9 @@ def activation_norm_map(
         Exactly what the model saw.
     layer : int
         Index into the vision tower's encoder layers (``-1``: the last).
+    encodings : VisionEncodings, optional
+        Where the image's layer output may already be (shared with Grad-CAM and the image's
+        other samples); without it the tower runs for this call.
 
     Returns
     -------
@@ -64,7 +65,6 @@ def activation_norm_map(
     MapUnavailable
         Non-finite or all-zero activations.
     """
-    with LayerActivations(vision_layers(model)[layer]) as kept:
-        model.model.vision_tower(pixel_values=model_pixels(model, pixel_values))
-    activations = kept.activations[0].float().cpu().numpy()
+    encodings = VisionEncodings() if encodings is None else encodings
+    activations = encodings.output(model, pixel_values, layer)[0].float().cpu().numpy()
     return normalise_map(activation_norm_grid(activations, tokens_per_side(model)))

@@ -565,8 +565,7 @@ def _gradcam_on_layer(context: _Context, model):
 
     layers = vision_layers(model)
     layer = context.params.gradcam_layer
-    encodings = context.vision.encodings if context.vision is not None else None
-    gradcam = VisionGradCAM(model, layers[layer], encodings=encodings)
+    gradcam = VisionGradCAM(model, layers[layer], encodings=context.vision.encodings)
     return gradcam, f"vision:{layer % len(layers)}"
 
 
@@ -592,7 +591,9 @@ def _activation_method(context: _Context):
     model, pixel_values = _vision(context)
     layer = context.params.activation_layer
     n_layers = len(vision_layers(model))
-    grid_map = activation_norm_map(model, pixel_values, layer=layer)
+    grid_map = activation_norm_map(
+        model, pixel_values, layer=layer, encodings=context.vision.encodings
+    )
     return grid_map, math.nan, f"vision:{layer % n_layers}", "", 0
 
 

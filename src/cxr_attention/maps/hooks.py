@@ -101,12 +101,13 @@ class LayerActivations:
 
 
 class VisionEncodings:
-    """A vision layer's output for the image seen last, so that an image's samples share it.
+    """Vision layers' outputs for the image seen last, so that an image's samples share them.
 
     The maps stage visits an image's dozens of questions one after another with the same pixel
     array; the vision tower (27 layers over 4096 patches on MedGemma) then runs once for all of
-    them instead of once per Grad-CAM pass. The entry is keyed by the identity of the model and
-    of the pixel object, both held, so that neither identity can be reused by another object.
+    them instead of once per Grad-CAM pass or activation-norm map. The entry is keyed by the
+    identity of the model and of the pixel object, both held, so that neither identity can be
+    reused by another object.
     """
 
     def __init__(self):
