@@ -5,13 +5,16 @@ not depend on the machine:
 
 - ``alone``: one question at a time, the image encoded for each (``share=False``, batch 1);
 - ``shared``: all questions of the image, image first, vision tower and image prefix run once,
-  questions branched from the prefix's cache as batches (``share=True``);
+  questions branched from the prefix's cache as batches (``share=True``); with
+  ``--question-first`` (the model card's order) only the vision tower's output is shared;
 - ``shared, no capture``: the same with no layer captured (capture overhead inside the pipeline);
 - ``plain generate``: transformers' ``generate`` on the sdpa path, one question at a time, no
   capture function installed (capture overhead against plain generation);
-- ``written``: the shared pipeline over ``--write-rounds`` images in a row, each capture written
-  as the workflow writes it, inline or on background threads (`SampleWriter`, what the
-  inference rule uses), against the same without writing;
+- ``written``: ``--write-rounds`` groups of images in a row, as many per batch as the largest
+  ``--images-per-batch`` (what a GPU run is configured with), each capture written as the
+  workflow writes it, inline or on background threads (`SampleWriter`, what the inference rule
+  uses), against the same without writing; and, to weigh an alternative, on worker processes
+  (the arrays made in the main thread, compressed and written elsewhere: no GIL shared);
 - ``images per batch``: the shared pipeline on 1, 2, 4 ... different images at once, their
   questions in one batch (``inference.images_per_batch``), questions per second and peak memory.
 
@@ -30,8 +33,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import multiprocessing
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +83,13 @@ def questions_for_one_image(n: int) -> list[str]:
     return pool[:n]
 
 
+def write_arrays(path: Path, arrays: dict) -> None:
+    """Write a capture's arrays (in a worker process: module level, so that it pickles)."""
+    from cxr_attention.io import write_npz
+
+    write_npz(path, **arrays)
+
+
 def agreement(alone: list, shared: list) -> str:
     """How far the shared + batched captures are from one-at-a-time ones, question by question.
 
@@ -101,7 +113,7 @@ def agreement(alone: list, shared: list) -> str:
 def main(argv: list[str]) -> int:
     from cxr_attention.inference.capture import capture_answers, capture_images
     from cxr_attention.inference.prompting import build_inputs
-    from cxr_attention.inference.runner import SampleWriter, write_capture
+    from cxr_attention.inference.runner import SampleWriter, capture_arrays, write_capture
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=MODEL_KINDS, default="tiny")
@@ -115,7 +127,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--vision-layers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument(
-        "--write-rounds", type=int, default=3, help="images in a row for the written runs"
+        "--write-rounds", type=int, default=3, help="image groups in a row for the written runs"
     )
     parser.add_argument(
         "--images-per-batch",
@@ -123,6 +135,12 @@ def main(argv: list[str]) -> int:
         nargs="+",
         default=[1, 2, 4],
         help="images answered together, each in turn (batch: this times --batch-size rows)",
+    )
+    parser.add_argument(
+        "--question-first", action="store_true", help="question before the image (model card)"
+    )
+    parser.add_argument(
+        "--writer-threads", type=int, default=None, help="SampleWriter threads (its default)"
     )
     args = parser.parse_args(argv)
 
@@ -135,7 +153,13 @@ def main(argv: list[str]) -> int:
     questions = questions_for_one_image(args.questions)
     alone_questions = questions[: args.alone]
     layers = min(args.layers, model.config.get_text_config().num_hidden_layers)
-    common = {"image_first": True, "max_new_tokens": args.new_tokens}
+    image_first = not args.question_first
+    # The workflow's default: only the prompt rows after the image are computed and stored.
+    common = {
+        "image_first": image_first,
+        "max_new_tokens": args.new_tokens,
+        "prompt_image_rows": "text",
+    }
 
     def run_alone(layer_count=layers):
         return [
@@ -167,37 +191,15 @@ def main(argv: list[str]) -> int:
     written_dir = Path(tempfile.mkdtemp())
     names = itertools.count()
 
+    def next_path():
+        return written_dir / f"{next(names) % (2 * write_rows)}.npz"
+
     def write(capture):
-        path = written_dir / f"{next(names) % (2 * args.batch_size)}.npz"
-        write_capture(capture, path, prompt_image_rows="text")
-
-    def run_written(writes: str):
-        background = writes == "background"
-        with SampleWriter(lambda: None) if background else contextlib.nullcontext() as writer:
-
-            def on_batch(captures, seconds):
-                for capture in captures:
-                    if writes == "inline":
-                        write(capture)
-                    elif background:
-                        writer.submit(write, capture)
-
-            for _ in range(args.write_rounds):
-                capture_answers(
-                    model,
-                    processor,
-                    image,
-                    questions,
-                    layers=layers,
-                    share=True,
-                    batch_size=args.batch_size,
-                    on_batch=on_batch,
-                    **common,
-                )
+        write_capture(capture, next_path(), prompt_image_rows="text")
 
     several = bench_images(max(args.images_per_batch))
 
-    def run_images(count: int):
+    def run_images(count: int, on_batch=None):
         return capture_images(
             model,
             processor,
@@ -205,13 +207,49 @@ def main(argv: list[str]) -> int:
             layers=layers,
             share=True,
             batch_size=count * args.batch_size,
+            on_batch=on_batch,
             **common,
         )
+
+    write_images = max(args.images_per_batch)
+    write_rows = write_images * args.batch_size
+
+    workers = args.writer_threads or SampleWriter.default_threads()
+    processes = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    for started in [processes.submit(int, 0) for _ in range(workers)]:
+        started.result()  # workers started outside the timings
+
+    def run_written(writes: str):
+        background = writes == "background"
+        # As the inference job does: at most two batches wait to be written.
+        pool = (
+            SampleWriter(lambda: None, threads=args.writer_threads, max_pending=2 * write_rows)
+            if background
+            else None
+        )
+        submitted = []
+        with pool or contextlib.nullcontext() as writer:
+
+            def on_batch(captures, seconds):
+                for capture in captures:
+                    if writes == "inline":
+                        write(capture)
+                    elif background:
+                        writer.submit(write, capture)
+                    elif writes == "process":
+                        arrays = capture_arrays(capture, prompt_image_rows="text")
+                        submitted.append(processes.submit(write_arrays, next_path(), arrays))
+
+            for _ in range(args.write_rounds):
+                run_images(write_images, on_batch)
+        for future in submitted:
+            future.result()
 
     def run_plain():
         model.set_attn_implementation("sdpa")
         for question in alone_questions:
-            inputs = build_inputs(processor, image, question, image_first=True).to(model.device)
+            inputs = build_inputs(processor, image, question, image_first=image_first)
+            inputs = inputs.to(model.device)
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
             model.generate(**inputs, max_new_tokens=args.new_tokens, do_sample=False)
 
@@ -222,7 +260,7 @@ def main(argv: list[str]) -> int:
     # Interleaved repeats, best of each: the machine may be shared, and the minimum is the
     # least disturbed measurement of each run.
     best = {"plain": np.inf, "alone": np.inf, "shared": np.inf, "shared_plain": np.inf}
-    writes = ("none", "inline", "background")
+    writes = ("none", "inline", "background", "process")
     best_written = dict.fromkeys(writes, np.inf)
     best_images = dict.fromkeys(args.images_per_batch, np.inf)
     peak_images = dict.fromkeys(args.images_per_batch, 0.0)
@@ -265,7 +303,8 @@ def main(argv: list[str]) -> int:
     print(
         f"questions per image: {len(questions)} (one-at-a-time rate on {len(alone_questions)}), "
         f"prompt {prompt_len} tokens, {args.new_tokens} new tokens, capture of the last "
-        f"{layers} layers, batch {args.batch_size}, image first"
+        f"{layers} layers, batch {args.batch_size}, "
+        + ("image first" if image_first else "question first")
     )
     print(f"{'run':34s} {'questions':>9s} {'seconds':>9s} {'q/s':>9s}")
     for name, count, seconds in [
@@ -291,14 +330,17 @@ def main(argv: list[str]) -> int:
             f"images per batch {count} ({count * args.batch_size} rows): {rate:.2f} q/s, "
             f"{gain:.2f}x images per batch {first}{memory}"
         )
-    written = args.write_rounds * len(questions)
+    written = args.write_rounds * write_images * len(questions)
     print(
-        f"written as the workflow writes ({args.write_rounds} images in a row, "
-        f"{written} questions; q/s): "
+        f"written as the workflow writes ({written} questions, {write_images} images per batch; "
+        "q/s): "
         + ", ".join(f"{mode} {written / best_written[mode]:.2f}" for mode in writes)
         + f"; background writes cost {best_written['background'] / best_written['none']:.2f}x"
         + f", inline {best_written['inline'] / best_written['none']:.2f}x"
+        + f", processes {best_written['process'] / best_written['none']:.2f}x"
+        + f" ({workers} threads or processes)"
     )
+    processes.shutdown()
     return 0
 
 

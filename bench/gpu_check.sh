@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements in one go: the full MedGemma 4B architecture with random weights, in
-# bfloat16, inference with capture (42 questions per image) and batched Grad-CAM.
+# bfloat16, inference with capture (42 questions per image; image first, then question first)
+# and batched Grad-CAM. About 5 minutes on an H100, the machine's start not included.
 # Needs a CUDA machine with torch and transformers; the project itself is read from src/.
 # Usage: bench/gpu_check.sh OUT_DIR   (one log per bench in OUT_DIR; results go to RESULTS.md)
 # MODEL=tiny DEVICE=cpu bench/gpu_check.sh OUT_DIR tries the script itself on a CPU.
@@ -32,7 +33,11 @@ PY
 # Each bench is bounded, and runs whatever became of the one before.
 failed=0
 timeout 300 "$python" bench/bench_inference.py --model "$model" --device "$device" --alone 6 \
-    --repeats 3 2>&1 | tee "$out/inference.txt" || failed=1
+    --repeats 3 --write-rounds 2 --images-per-batch 1 2 4 8 2>&1 | tee "$out/inference.txt" \
+    || failed=1
+timeout 180 "$python" bench/bench_inference.py --model "$model" --device "$device" --alone 2 \
+    --repeats 2 --write-rounds 1 --images-per-batch 1 4 --question-first 2>&1 \
+    | tee "$out/inference-question-first.txt" || failed=1
 timeout 180 "$python" bench/bench_gradcam.py --model "$model" --device "$device" --repeats 3 \
     2>&1 | tee "$out/gradcam.txt" || failed=1
 exit "$failed"

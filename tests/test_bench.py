@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -22,12 +24,15 @@ def bench(script: str, *args: str) -> str:
     return done.stdout
 
 
-def test_inference_bench_reports_equal_answers_and_every_run():
+@pytest.mark.parametrize(
+    "order", [(), ("--question-first",)], ids=["image-first", "question-first"]
+)
+def test_inference_bench_reports_equal_answers_and_every_run(order):
     out = bench(
         "bench_inference.py",
         *("--questions", "4", "--alone", "2", "--batch-size", "4"),
         *("--repeats", "1", "--write-rounds", "2", "--new-tokens", "3"),
-        *("--images-per-batch", "1", "2"),
+        *("--images-per-batch", "1", "2", "--writer-threads", "2", *order),
     )
     agreement = re.search(
         r"same 2 questions: (\d+) identical answers, largest P\(yes\) difference (\S+), "
@@ -39,7 +44,10 @@ def test_inference_bench_reports_equal_answers_and_every_run():
     assert float(agreement[2]) < 1e-5 and float(agreement[3]) < 1e-5
     for run in ("plain generate", "capture, one at a time", "capture, shared + batched"):
         assert run in out
-    assert re.search(r"written as the workflow writes .*none \S+, inline \S+, background", out)
+    assert re.search(
+        r"written as the workflow writes .*none \S+, inline \S+, background \S+, process \S+", out
+    )
+    assert ("question first" in out) == bool(order)
     assert re.search(r"images per batch 2 \(8 rows\): \S+ q/s", out)
 
 

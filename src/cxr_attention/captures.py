@@ -61,4 +61,17 @@ def load_capture(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"{n_generated} generated, prompt {prompt_len}",
             error_type="bad_capture",
         )
+    prompt_image = capture.get("prompt_image_attention")
+    positions = capture.get("prompt_image_positions")
+    if (
+        prompt_image is not None
+        and positions is not None
+        and (prompt_image.ndim != 4 or prompt_image.shape[2] != positions.size)
+    ):
+        raise InputError(
+            path,
+            f"prompt_image_attention {prompt_image.shape} disagrees with its "
+            f"{positions.size} prompt_image_positions",
+            error_type="bad_capture",
+        )
     return capture

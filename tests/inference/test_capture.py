@@ -365,3 +365,34 @@ def test_generation_stops_at_end_of_turn_and_keeps_its_row(tiny_model_dir, proce
     np.testing.assert_array_equal(stopped.generated_ids, free.generated_ids[:n])
     assert stopped.attention.shape[2] == stopped.text_attention.shape[2] == n
     np.testing.assert_allclose(stopped.attention, free.attention[:, :, :n], atol=1e-6)
+
+
+@pytest.mark.parametrize(("image_first", "share"), [(True, True), (False, True), (True, False)])
+def test_text_prompt_rows_are_the_rows_after_the_image_of_a_whole_capture(
+    model, processor, image, image_first, share
+):
+    """Computing only the prompt rows after the image changes nothing else: those rows equal the
+    whole capture's, and so do answers and every other array."""
+    options = dict(image_first=image_first, max_new_tokens=NEW_TOKENS, batch_size=2, share=share)
+    whole = capture_answers(model, processor, image, QUESTIONS, **options)
+    text = capture_answers(model, processor, image, QUESTIONS, prompt_image_rows="text", **options)
+    for full, part in zip(whole, text, strict=True):
+        after_image = int(full.image_token_positions.max()) + 1
+        assert part.prompt_image_start == after_image and full.prompt_image_start == 0
+        np.testing.assert_array_equal(
+            part.prompt_image_positions, np.arange(after_image, len(full.input_ids))
+        )
+        np.testing.assert_allclose(
+            part.prompt_image_attention, full.prompt_image_attention[:, :, after_image:], atol=1e-6
+        )
+        np.testing.assert_array_equal(part.generated_ids, full.generated_ids)
+        assert part.p_yes == full.p_yes
+        for key in ("attention", "text_attention"):
+            np.testing.assert_array_equal(getattr(part, key), getattr(full, key))
+        with pytest.raises(ValueError, match="were not captured"):
+            part.prompt_image_rows([after_image - 1])
+    # With the question first only the turn's end follows the image; image first, the question.
+    kept_tokens = "".join(text[0].input_tokens[p] for p in text[0].prompt_image_positions)
+    assert ("effusion" in kept_tokens) == image_first
+    with pytest.raises(ValueError, match="prompt_image_rows"):
+        capture_answers(model, processor, image, QUESTIONS, prompt_image_rows="some", **options)

@@ -395,19 +395,32 @@ def test_gpu_with_most_free_memory_is_chosen(monkeypatch):
         choose_device("auto", min_free_gpu_gb=50)
 
 
-def test_text_only_prompt_rows_zero_the_image_rows_and_keep_the_rest(tiny_model_dir):
+@pytest.mark.parametrize("image_first", [False, True])
+def test_text_only_prompt_rows_keep_the_text_after_the_image(tiny_model_dir, image_first):
     from cxr_attention.inference.runner import capture_arrays
 
     loaded = load_model(tiny_model_dir, device="cpu")
     image = np.random.default_rng(2).integers(0, 256, (60, 60), dtype=np.uint8)
-    capture = answer_one(loaded, image, "Is there an effusion?", max_new_tokens=1)
-    full = capture_arrays(capture)["prompt_image_attention"]
-    text = capture_arrays(capture, prompt_image_rows="text")["prompt_image_attention"]
+    question = "Is there an effusion?"
+    capture = answer_one(loaded, image, question, max_new_tokens=1, image_first=image_first)
+    full = capture_arrays(capture)
+    text = capture_arrays(capture, prompt_image_rows="text")
+    n_prompt = len(capture.input_ids)
+    np.testing.assert_array_equal(full["prompt_image_positions"], np.arange(n_prompt))
+    # The text after the image is kept (with the question first, only the turn's closing
+    # tokens); the image tokens' own rows are dropped.
     image_rows = capture.image_token_positions
-    assert full.shape == text.shape
-    assert np.all(text[:, :, image_rows] == 0) and np.any(full[:, :, image_rows] != 0)
-    others = np.setdiff1d(np.arange(full.shape[2]), image_rows)
-    np.testing.assert_array_equal(text[:, :, others], full[:, :, others])
+    expected = [p for p in range(image_rows[0], n_prompt) if p not in set(image_rows)]
+    assert text["prompt_image_positions"].tolist() == expected
+    after_image = "".join(capture.input_tokens[p] for p in expected)
+    assert ("effusion" in after_image) == image_first
+    np.testing.assert_array_equal(
+        text["prompt_image_attention"], full["prompt_image_attention"][:, :, expected]
+    )
+    # Every row left out is an image row or one that attends to no image token at all.
+    left_out = np.setdiff1d(np.arange(n_prompt), expected)
+    before_image = left_out[left_out < image_rows[0]]
+    assert np.all(full["prompt_image_attention"][:, :, before_image] == 0)
     with pytest.raises(ValueError, match="prompt_image_rows"):
         capture_arrays(capture, prompt_image_rows="some")
 

@@ -9,8 +9,10 @@ model's answers do not change. On the captured layers only (the last ``k`` by de
 computes the attention probabilities in float32 from the same query, keys and mask, and keeps only
 the rows the study needs:
 
-- on the prompt pass: every prompt row's probabilities on the image columns
-  (``prompt_image_attention``) and the full row of the last prompt token (row 0);
+- on the prompt pass: the prompt rows' probabilities on the image columns
+  (``prompt_image_attention``; every row, or with ``prompt_image_rows="text"`` only the rows
+  after the image, which is all the workflow stores) and the full row of the last prompt token
+  (row 0);
 - on each decoding step: the full row of the single query (rows 1, 2, ...).
 
 Row 0 is the attention of the last prompt token, the query whose output produced the first
@@ -32,8 +34,9 @@ image; the vision tower still runs once per image and its output is passed to th
 each of the image's questions.
 
 A batch may hold the questions of several images (every image's prefix has the same tokens and
-length, so their caches stack along the batch): a GPU decoding step costs about as much for 42
-rows as for 84, so more images per batch means more questions per second.
+length, so their caches stack along the batch): a GPU decoding step of 42 rows is bound by kernel
+launches, not arithmetic, so more images per batch means more questions per second (on an H100,
+2.3x at 4 images per batch; bench/RESULTS.md).
 
 Sliding-window layers
 ---------------------
@@ -98,9 +101,11 @@ class Capture:
     prompt_len]`` (image columns 0), ``prompt_image_attention``
     ``[layers, heads, prompt_len, 256]``.
 
-    ``prompt_image_attention`` is kept as consecutive blocks of prompt rows
-    (``prompt_image_parts``) and joined on demand: with a shared image prefix, its rows (about
-    270 of 290) are one array for every question of the image, not a copy per question.
+    ``prompt_image_attention`` holds the rows of prompt positions ``prompt_image_start`` to the
+    end (0: every row; after the image with ``prompt_image_rows="text"``). It is kept as
+    consecutive blocks of rows (``prompt_image_parts``) and joined on demand: with a shared image
+    prefix, the prefix's rows are one array for every question of the image, not a copy per
+    question.
     """
 
     question: str
@@ -117,22 +122,35 @@ class Capture:
     input_tokens: list[str] = field(default_factory=list)
     generated_tokens: list[str] = field(default_factory=list)
     pixel_values: np.ndarray | None = None
+    prompt_image_start: int = 0
 
     @property
     def n_generated_tokens(self) -> int:
         return len(self.generated_ids)
 
     @property
+    def prompt_image_positions(self) -> np.ndarray:
+        """The prompt positions of `prompt_image_attention`'s rows."""
+        return np.arange(self.prompt_image_start, len(self.input_ids))
+
+    @property
     def prompt_image_attention(self) -> np.ndarray:
-        """Each prompt row's attention to the image tokens, ``[layers, heads, prompt_len, 256]``."""
+        """Prompt rows' attention to the image tokens, ``[layers, heads, rows, 256]`` (rows:
+        `prompt_image_positions`)."""
         if len(self.prompt_image_parts) == 1:
             return self.prompt_image_parts[0]
         return np.concatenate(self.prompt_image_parts, axis=2)
 
-    def prompt_image_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Chosen rows (prompt positions, increasing) of `prompt_image_attention`, without joining
-        the others."""
-        rows = np.asarray(rows, dtype=np.int64)
+    def prompt_image_rows(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The rows of chosen prompt positions (increasing) of `prompt_image_attention`, without
+        joining the others."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size and positions.min() < self.prompt_image_start:
+            raise ValueError(
+                f"prompt rows before position {self.prompt_image_start} were not captured "
+                "(captured with prompt_image_rows='text')"
+            )
+        rows = positions - self.prompt_image_start
         picked, start = [], 0
         for part in self.prompt_image_parts:
             stop = start + part.shape[2]
@@ -204,11 +222,15 @@ class AttentionRecorder:
         Attention module -> decoder layer index.
     image_columns : LongTensor (batch, n_image)
         Key columns of the image tokens for each batch row (in the cache's column space).
+    prompt_rows : int, optional
+        How many of the prompt pass's last query rows to keep image columns of (default: all).
+        Only those and the last row are computed.
     """
 
-    def __init__(self, modules: dict, image_columns: torch.Tensor):
+    def __init__(self, modules: dict, image_columns: torch.Tensor, prompt_rows: int | None = None):
         self._layer_of = {id(module): layer for module, layer in modules.items()}
         self.image_columns = image_columns
+        self.prompt_rows = prompt_rows
         self.prompt_image_rows: dict[int, torch.Tensor] = {}
         self.rows: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules.values()}
 
@@ -231,9 +253,11 @@ class AttentionRecorder:
         batch, heads, q_len, _ = query.shape
         image_columns = self.image_columns.to(query.device)
         n_image = image_columns.shape[1]
-        image_rows = torch.empty(batch, heads, q_len, n_image, device=query.device)
+        kept = q_len if self.prompt_rows is None else min(self.prompt_rows, q_len)
+        first_kept = q_len - kept
+        image_rows = torch.empty(batch, heads, kept, n_image, device=query.device)
         last_row = None
-        for start in range(0, q_len, _ROW_CHUNK):
+        for start in range(min(first_kept, q_len - 1), q_len, _ROW_CHUNK):
             stop = min(start + _ROW_CHUNK, q_len)
             mask = attention_mask
             if mask is not None and mask.shape[2] != 1:
@@ -243,8 +267,12 @@ class AttentionRecorder:
             probs = attention_probabilities(
                 query[:, :, start:stop], key, mask, scaling=scaling, softcap=softcap
             )
-            index = image_columns[:, None, None, :].expand(batch, heads, stop - start, n_image)
-            image_rows[:, :, start:stop] = torch.gather(probs, 3, index)
+            low = max(start, first_kept)
+            if stop > low:
+                index = image_columns[:, None, None, :].expand(batch, heads, stop - low, n_image)
+                image_rows[:, :, low - first_kept : stop - first_kept] = torch.gather(
+                    probs[:, :, low - start :], 3, index
+                )
             last_row = probs[:, :, -1, :]
         self.prompt_image_rows[layer] = image_rows
         self.rows[layer].append(last_row)
@@ -366,13 +394,16 @@ class _Prefix:
 
     input_ids: torch.Tensor  # (P,)
     cache: object  # one row per image
-    # Per image, (layers, heads, P, n_image) on the host: one array shared by the image's captures.
+    # Per image, (layers, heads, rows, n_image) on the host for prefix positions ``start`` to P:
+    # one array shared by the image's captures.
     prompt_image_rows: list[np.ndarray]
+    start: int
 
 
 @torch.no_grad()
-def _run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers) -> _Prefix:
-    """Run the prefix of every image in ``pixel_values`` (images, 3, S, S) as one batch."""
+def _run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers, start) -> _Prefix:
+    """Run the prefix of every image in ``pixel_values`` (images, 3, S, S) as one batch, keeping
+    the prompt rows of positions ``start`` onwards."""
     from transformers import DynamicCache
 
     device = model.device
@@ -381,7 +412,9 @@ def _run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers) -> _Pre
     image_columns = image_token_positions(prefix_ids, model.config.image_token_id)
     cache = DynamicCache(config=model.config.get_text_config())
     recorder = AttentionRecorder(
-        _attention_modules(model, layers), image_columns[None].expand(n_images, -1)
+        _attention_modules(model, layers),
+        image_columns[None].expand(n_images, -1),
+        prompt_rows=len(prefix_ids) - start,
     )
     with _recording(recorder):
         model(
@@ -397,8 +430,9 @@ def _run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers) -> _Pre
         rows = torch.stack([recorder.prompt_image_rows[layer] for layer in layers]).cpu()
         per_image = [np.ascontiguousarray(rows[:, image].numpy()) for image in range(n_images)]
     else:  # nothing captured
-        per_image = [np.zeros((0, 0, len(prefix_ids), len(image_columns)), np.float32)] * n_images
-    return _Prefix(prefix_ids, cache, per_image)
+        rows = len(prefix_ids) - start
+        per_image = [np.zeros((0, 0, rows, len(image_columns)), np.float32)] * n_images
+    return _Prefix(prefix_ids, cache, per_image, start)
 
 
 @torch.no_grad()
@@ -418,6 +452,7 @@ def capture_batch(
     image_features: torch.Tensor | None = None,
     prefix: _Prefix | None = None,
     prefix_rows: torch.Tensor | None = None,
+    prompt_image_rows: str = "all",
 ) -> list[Capture]:
     """Generate greedily for a batch and return one `Capture` per row.
 
@@ -439,6 +474,9 @@ def capture_batch(
     yes_no : YesNoTokens
     pixel_values, token_type_ids, image_features, prefix, prefix_rows
         See above.
+    prompt_image_rows : {"all", "text"}
+        Prompt rows whose image attention is computed and kept: every row, or only the rows
+        after the image (the only text that can attend to it; all the workflow stores).
 
     Returns
     -------
@@ -470,6 +508,12 @@ def capture_batch(
     prompt_ids = [full_ids[row, prompt_columns[row]] for row in range(batch)]
     image_positions = [image_token_positions(ids, image_token_id) for ids in prompt_ids]
     image_columns = torch.stack([prompt_columns[row][image_positions[row]] for row in range(batch)])
+    starts = _prompt_image_starts(image_positions, prompt_image_rows)
+    # Prompt rows each batch row needs from this call (the prefix's are already kept); left
+    # padding puts them at the end, so the recorder keeps the call's last ``max`` rows.
+    call_rows_needed = [
+        len(prompt_columns[row]) - max(starts[row], prefix_length) for row in range(batch)
+    ]
 
     generate_kwargs: dict = {}
     if prefix is not None:
@@ -498,7 +542,9 @@ def capture_batch(
 
     generation_config = _greedy_config(model, max_new_tokens)
     p_yes_reader = _FirstStepPYes(yes_no)
-    recorder = AttentionRecorder(_attention_modules(model, layers), image_columns)
+    recorder = AttentionRecorder(
+        _attention_modules(model, layers), image_columns, prompt_rows=max(call_rows_needed)
+    )
     with _recording(recorder):
         sequences = model.generate(
             **generate_kwargs,
@@ -518,7 +564,7 @@ def capture_batch(
         image_positions,
         batch,
         model.config.get_text_config().num_attention_heads,
-        call_length,
+        call_rows_needed,
         generated.shape[1],
     )
     captures = []
@@ -546,6 +592,7 @@ def capture_batch(
                 prompt_image_parts=arrays["prompt_image"](row),
                 input_tokens=tokenizer.convert_ids_to_tokens(ids.tolist()),
                 generated_tokens=tokenizer.convert_ids_to_tokens(tokens),
+                prompt_image_start=starts[row],
             )
         )
     return captures
@@ -561,7 +608,7 @@ def _gather_rows(
     image_positions,
     batch,
     heads,
-    call_length,
+    call_rows_needed,
     steps,
 ) -> dict:
     """Turn recorded rows (cache column space) into per-sample arrays (prompt coordinates).
@@ -576,7 +623,7 @@ def _gather_rows(
             "attention": np.zeros((0, batch, heads, steps, n_image), dtype=np.float32),
             "text_attention": np.zeros((0, batch, heads, steps, widest), dtype=np.float32),
             "prompt_image": lambda row: (
-                np.zeros((0, heads, len(prompt_columns[row]), n_image), dtype=np.float32),
+                np.zeros((0, heads, call_rows_needed[row], n_image), dtype=np.float32),
             ),
         }
     # (layers, batch, heads, steps, total_columns); rows right-padded with zeros.
@@ -594,14 +641,13 @@ def _gather_rows(
     index = columns[None, :, None, None, :].expand(n_layers, batch, heads, steps, widest)
     text = torch.gather(rows, 4, index).masked_fill(is_image[None, :, None, None, :], 0.0)
     # Prompt rows: the prefix's rows (shared) followed by each row's own prompt-pass rows, which
-    # are the last ones of the call (left padding puts a row's real tokens at the end).
+    # are the last ones kept of the call (left padding puts a row's real tokens at the end).
     call_rows = torch.stack([recorder.prompt_image_rows[layer] for layer in layers]).cpu()
-    prefix_length = 0 if prefix is None else len(prefix.input_ids)
+    kept = call_rows.shape[3]
 
     def prompt_image(row: int) -> tuple[np.ndarray, ...]:
-        own = len(prompt_columns[row]) - prefix_length
         # A copy: a view would keep the whole batch's rows alive as long as any one capture.
-        part = np.ascontiguousarray(call_rows[:, row, :, call_length - own :].numpy())
+        part = np.ascontiguousarray(call_rows[:, row, :, kept - call_rows_needed[row] :].numpy())
         if prefix is None:
             return (part,)
         return (prefix.prompt_image_rows[int(prefix_rows[row])], part)
@@ -611,6 +657,17 @@ def _gather_rows(
         "text_attention": text.cpu().numpy(),
         "prompt_image": prompt_image,
     }
+
+
+def _prompt_image_starts(
+    image_positions: Sequence[torch.Tensor], prompt_image_rows: str
+) -> list[int]:
+    """Per prompt, the first position whose image attention is kept (see `capture_batch`)."""
+    if prompt_image_rows == "all":
+        return [0] * len(image_positions)
+    if prompt_image_rows == "text":
+        return [int(positions[-1]) + 1 for positions in image_positions]
+    raise ValueError(f"prompt_image_rows must be 'all' or 'text', got {prompt_image_rows!r}")
 
 
 def _pad_rows(rows: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -665,6 +722,7 @@ def capture_images(
     batch_size: int = 8,
     share: bool = True,
     include_pixel_values: bool = False,
+    prompt_image_rows: str = "all",
     on_batch: Callable[[list[Capture], float], None] | None = None,
 ) -> list[Capture]:
     """Ask questions about several images; capture attention for each (image, question).
@@ -692,6 +750,10 @@ def capture_images(
         every row from its own pixels (the reference to compare against).
     include_pixel_values : bool
         Keep ``pixel_values`` (float32, what the model saw) in each capture.
+    prompt_image_rows : {"all", "text"}
+        Prompt rows of ``prompt_image_attention``: every one, or those after the image (see
+        `capture_batch`; with the question first, "text" spares computing and copying 42
+        prompts' 256 image rows per batch).
     on_batch : callable, optional
         Called after each batch with its captures (in order) and the seconds it took (the shared
         image work is counted in the first batch), so that callers can save results as soon as
@@ -703,6 +765,7 @@ def capture_images(
         In order: the first image's questions, then the second's, ...
     """
     started = time.perf_counter()
+    _prompt_image_starts([], prompt_image_rows)  # checks the value before any work
     enable_capture(model)
     layer_list = last_layers(model, layers) if isinstance(layers, int) else list(layers)
     yes_no = yes_no_tokens(processor.tokenizer)
@@ -732,11 +795,15 @@ def capture_images(
         # The shared prefix ends with the image's closing token, whatever the questions share
         # after it: a prefix that depended on the questions asked together would make one
         # question's floats depend on its company (and a resumed job differ from a whole one).
-        length = int(image_token_positions(ids[0], model.config.image_token_id)[-1]) + 2
+        image_positions = image_token_positions(ids[0], model.config.image_token_id)
+        length = int(image_positions[-1]) + 2
         if _common_prefix_length(ids) < length or min(len(i) for i in ids) <= length:
             raise RuntimeError("questions do not share the image prefix; cannot share it")
         prefix_token_types = (ids[0][:length] == model.config.image_token_id).long()
-        prefix = _run_prefix(model, ids[0][:length], pixel_values, prefix_token_types, layer_list)
+        (start,) = _prompt_image_starts([image_positions], prompt_image_rows)
+        prefix = _run_prefix(
+            model, ids[0][:length], pixel_values, prefix_token_types, layer_list, start
+        )
     elif share:
         features = model.get_image_features(
             pixel_values.to(model.device, model.dtype), return_dict=True
@@ -770,6 +837,7 @@ def capture_images(
             layers=layer_list,
             max_new_tokens=max_new_tokens,
             yes_no=yes_no,
+            prompt_image_rows=prompt_image_rows,
             **extra,
         )
         if seen is not None:
