@@ -182,14 +182,16 @@ def test_uniform_when_nothing_else_works(tiny, caplog):
     )
 
 
-def test_forced_method_and_all_methods(tiny):
+def test_forced_method_and_all_methods(tiny, caplog):
     model, processor = tiny
     capture = forced_capture(model, prompt_inputs(processor, QUESTION), _answer_ids(processor))
     params = MapParams(method="gradcam", gradcam_layer=0)
     forced = _maps(capture, processor, ["effusion"], params, model=model)
     assert {m for _, m in forced} == {"gradcam"}
     assert forced[("effusion", "gradcam")][0].layers == "vision:0"
-    every = _maps(capture, processor, ["effusion"], MapParams(method="all"), model=model)
+    with caplog.at_level(logging.WARNING, logger="cxr_attention.maps.cascade"):
+        every = _maps(capture, processor, ["effusion"], MapParams(method="all"), model=model)
+    assert "uniform map" not in caplog.text  # asked for, not a last resort: no warning
     # The answer has no prompt term to gate on; the term has one (it is in the question).
     assert {m for t, m in every if t == ""} == set(METHODS) - {"attention_gated"}
     assert {m for t, m in every if t == "effusion"} == set(METHODS)
@@ -476,3 +478,34 @@ def test_batched_gradcam_keeps_each_targets_failure_reason(tiny_model_dir):
             "attention: term not found; gradcam: gradient failure: all-zero gradients"
         )
     assert len(lengths) >= 2, lengths
+
+
+def test_gradcam_max_rows_splits_the_batched_passes(tiny, monkeypatch):
+    """``maps.gradcam_max_rows`` reaches the batched Grad-CAM; passes of 2 rows give the maps of
+    one target at a time (checked by ``_maps``) and of the default single pass."""
+    from cxr_attention.maps.gradcam import VisionGradCAM
+
+    model, processor = tiny
+    capture = forced_capture(model, prompt_inputs(processor, QUESTION), _answer_ids(processor))
+    terms = ["fluid", "consolidation", "pneumothorax"]
+    passes = []
+    original = VisionGradCAM._patch_cams
+
+    def counting(self, input_ids, pixels, requests, *args, **kwargs):
+        passes.append(len(requests))
+        return original(self, input_ids, pixels, requests, *args, **kwargs)
+
+    monkeypatch.setattr(VisionGradCAM, "_patch_cams", counting)
+    params = MapParams.from_dict({"gradcam_max_rows": "2"})
+    assert params.gradcam_max_rows == 2
+    split = _maps(capture, processor, terms, params, model=model)
+    assert max(passes) == 2 and passes.count(2) == 1  # 3 targets batched: passes of 2 and 1
+    passes.clear()
+    whole = _maps(capture, processor, terms, model=model)
+    assert max(passes) == 3  # the default: all 3 in one pass
+    for term in terms:
+        np.testing.assert_allclose(
+            split[(term, "gradcam")][1], whole[(term, "gradcam")][1], rtol=0, atol=1e-6
+        )
+    with pytest.raises(ValueError, match="gradcam_max_rows"):
+        MapParams(gradcam_max_rows=0)

@@ -100,6 +100,9 @@ class MapParams:
         Rings of border tokens zeroed before renormalising (0: keep them).
     gradcam_layer : int
         Vision encoder layer of ``gradcam`` (``-1``: last).
+    gradcam_max_rows : int
+        Targets of one sample per batched Grad-CAM pass: on the 4B model in bfloat16 a pass of 8
+        needs about 18 GB of GPU memory, one about 9 GB (bench/RESULTS.md).
     activation_layer : int
         Vision encoder layer of ``activation_norm`` (``-1``: last).
     reference_compat : bool
@@ -113,6 +116,7 @@ class MapParams:
     min_image_mass: float = 0.01
     strip_border: int = 0
     gradcam_layer: int = -1
+    gradcam_max_rows: int = 8
     activation_layer: int = -1
     reference_compat: bool = False
 
@@ -123,6 +127,8 @@ class MapParams:
             )
         if not 0 <= self.min_image_mass <= 1:
             raise ValueError(f"min_image_mass must be in [0, 1], got {self.min_image_mass}")
+        if self.gradcam_max_rows < 1:
+            raise ValueError(f"gradcam_max_rows must be at least 1, got {self.gradcam_max_rows}")
 
     @classmethod
     def from_dict(cls, params: Mapping | None) -> MapParams:
@@ -135,7 +141,7 @@ class MapParams:
                 continue
             if key in ("layers", "heads") and value is not None:
                 value = tuple(int(v) for v in value)
-            elif key in ("strip_border", "gradcam_layer", "activation_layer"):
+            elif key in ("strip_border", "gradcam_layer", "gradcam_max_rows", "activation_layer"):
                 value = int(value)  # the config's boolean strip_border means one ring
             elif key == "min_image_mass":
                 value = float(value)
@@ -420,7 +426,12 @@ def _batch_gradcam(context: _Context, targets: Sequence[MapTarget]) -> None:
         return  # each target records the reason when its cascade gets there
     gradcam, layer_name = _gradcam_on_layer(context, model)
     requests = [_gradcam_request(context, target) for target in pending]
-    outcomes = gradcam.batched(context.capture["input_ids"], pixel_values, requests)
+    outcomes = gradcam.batched(
+        context.capture["input_ids"],
+        pixel_values,
+        requests,
+        max_rows=context.params.gradcam_max_rows,
+    )
     for target, outcome in zip(pending, outcomes, strict=True):
         if isinstance(outcome, Exception):
             outcome = _gradient_failure(outcome)
@@ -490,11 +501,12 @@ def _compute(context: _Context, target: MapTarget, method: str):
     if method == "activation_norm":
         return _activation_method(context)
     if method == "uniform":
-        logger.warning(
-            "uniform map for %r (%s): no other method gave a usable map",
-            target.term or "answer",
-            target.source,
-        )
+        if context.params.method == "cascade":  # the last resort, not a method asked for
+            logger.warning(
+                "uniform map for %r (%s): no other method gave a usable map",
+                target.term or "answer",
+                target.source,
+            )
         return uniform_map(_grid_shape(context)), math.nan, "", "", 0
     raise ValueError(f"unknown method {method!r}")
 
