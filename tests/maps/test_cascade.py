@@ -180,6 +180,12 @@ def test_uniform_when_nothing_else_works(tiny, caplog):
         "attention: term not found; gradcam: no model available; "
         "activation_norm: no model available"
     )
+    # A forced method that fails falls back to uniform, and is warned about as well.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cxr_attention.maps.cascade"):
+        forced = _maps(capture, processor, ["fluid"], MapParams(method="gradcam"), model=model)
+    assert {method for _, method in forced} == {"uniform"}
+    assert "uniform map for 'fluid'" in caplog.text
 
 
 def test_forced_method_and_all_methods(tiny, caplog):

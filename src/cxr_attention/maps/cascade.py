@@ -501,7 +501,7 @@ def _compute(context: _Context, target: MapTarget, method: str):
     if method == "activation_norm":
         return _activation_method(context)
     if method == "uniform":
-        if context.params.method == "cascade":  # the last resort, not a method asked for
+        if context.params.method not in ("all", "uniform"):  # a fallback, not a method asked for
             logger.warning(
                 "uniform map for %r (%s): no other method gave a usable map",
                 target.term or "answer",
