@@ -373,6 +373,8 @@ def test_text_prompt_rows_are_the_rows_after_the_image_of_a_whole_capture(
 ):
     """Computing only the prompt rows after the image changes nothing else: those rows equal the
     whole capture's, and so do answers and every other array."""
+    from cxr_attention.inference.runner import capture_arrays
+
     options = dict(image_first=image_first, max_new_tokens=NEW_TOKENS, batch_size=2, share=share)
     whole = capture_answers(model, processor, image, QUESTIONS, **options)
     text = capture_answers(model, processor, image, QUESTIONS, prompt_image_rows="text", **options)
@@ -391,6 +393,20 @@ def test_text_prompt_rows_are_the_rows_after_the_image_of_a_whole_capture(
             np.testing.assert_array_equal(getattr(part, key), getattr(full, key))
         with pytest.raises(ValueError, match="were not captured"):
             part.prompt_image_rows([after_image - 1])
+        # Written as the workflow writes them, the two captures give the same arrays; the rows
+        # that were not captured cannot be written.
+        written, expected = (
+            capture_arrays(part, prompt_image_rows="text"),
+            capture_arrays(full, prompt_image_rows="text"),
+        )
+        assert written.keys() == expected.keys()
+        for key, array in written.items():
+            if array.dtype.kind == "f":  # float16: equal float32 values may round one ulp apart
+                np.testing.assert_allclose(array, expected[key], atol=1e-3, err_msg=key)
+            else:
+                np.testing.assert_array_equal(array, expected[key], err_msg=key)
+        with pytest.raises(ValueError, match="were not captured"):
+            capture_arrays(part)
     # With the question first only the turn's end follows the image; image first, the question.
     kept_tokens = "".join(text[0].input_tokens[p] for p in text[0].prompt_image_positions)
     assert ("effusion" in kept_tokens) == image_first

@@ -77,6 +77,7 @@ __all__ = [
     "capture_images",
     "enable_capture",
     "last_layers",
+    "prompt_image_start",
 ]
 
 CAPTURE_ATTENTION = "cxr_capture"
@@ -98,8 +99,7 @@ class Capture:
 
     Array shapes follow docs/architecture.md ("Capture arrays"): ``attention`` is
     ``[layers, heads, generated, 256]``, ``text_attention`` ``[layers, heads, generated,
-    prompt_len]`` (image columns 0), ``prompt_image_attention``
-    ``[layers, heads, prompt_len, 256]``.
+    prompt_len]`` (image columns 0), ``prompt_image_attention`` ``[layers, heads, rows, 256]``.
 
     ``prompt_image_attention`` holds the rows of prompt positions ``prompt_image_start`` to the
     end (0: every row; after the image with ``prompt_image_rows="text"``). It is kept as
@@ -394,10 +394,9 @@ class _Prefix:
 
     input_ids: torch.Tensor  # (P,)
     cache: object  # one row per image
-    # Per image, (layers, heads, rows, n_image) on the host for prefix positions ``start`` to P:
-    # one array shared by the image's captures.
+    # Per image, (layers, heads, rows, n_image) on the host for the prefix's last rows (those
+    # kept, see `prompt_image_start`): one array shared by the image's captures.
     prompt_image_rows: list[np.ndarray]
-    start: int
 
 
 @torch.no_grad()
@@ -432,7 +431,7 @@ def _run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers, start) 
     else:  # nothing captured
         rows = len(prefix_ids) - start
         per_image = [np.zeros((0, 0, rows, len(image_columns)), np.float32)] * n_images
-    return _Prefix(prefix_ids, cache, per_image, start)
+    return _Prefix(prefix_ids, cache, per_image)
 
 
 @torch.no_grad()
@@ -508,7 +507,7 @@ def capture_batch(
     prompt_ids = [full_ids[row, prompt_columns[row]] for row in range(batch)]
     image_positions = [image_token_positions(ids, image_token_id) for ids in prompt_ids]
     image_columns = torch.stack([prompt_columns[row][image_positions[row]] for row in range(batch)])
-    starts = _prompt_image_starts(image_positions, prompt_image_rows)
+    starts = [prompt_image_start(positions, prompt_image_rows) for positions in image_positions]
     # Prompt rows each batch row needs from this call (the prefix's are already kept); left
     # padding puts them at the end, so the recorder keeps the call's last ``max`` rows.
     call_rows_needed = [
@@ -659,14 +658,14 @@ def _gather_rows(
     }
 
 
-def _prompt_image_starts(
-    image_positions: Sequence[torch.Tensor], prompt_image_rows: str
-) -> list[int]:
-    """Per prompt, the first position whose image attention is kept (see `capture_batch`)."""
+def prompt_image_start(image_positions, prompt_image_rows: str) -> int:
+    """The first prompt position whose image attention is kept: 0 for ``"all"``; for ``"text"``
+    the one after the last image token (``image_positions``, increasing), since earlier text
+    cannot attend to the image and the image's own rows are not wanted."""
     if prompt_image_rows == "all":
-        return [0] * len(image_positions)
+        return 0
     if prompt_image_rows == "text":
-        return [int(positions[-1]) + 1 for positions in image_positions]
+        return int(image_positions[-1]) + 1
     raise ValueError(f"prompt_image_rows must be 'all' or 'text', got {prompt_image_rows!r}")
 
 
@@ -765,7 +764,7 @@ def capture_images(
         In order: the first image's questions, then the second's, ...
     """
     started = time.perf_counter()
-    _prompt_image_starts([], prompt_image_rows)  # checks the value before any work
+    prompt_image_start([0], prompt_image_rows)  # checks the value before any work
     enable_capture(model)
     layer_list = last_layers(model, layers) if isinstance(layers, int) else list(layers)
     yes_no = yes_no_tokens(processor.tokenizer)
@@ -800,7 +799,7 @@ def capture_images(
         if _common_prefix_length(ids) < length or min(len(i) for i in ids) <= length:
             raise RuntimeError("questions do not share the image prefix; cannot share it")
         prefix_token_types = (ids[0][:length] == model.config.image_token_id).long()
-        (start,) = _prompt_image_starts([image_positions], prompt_image_rows)
+        start = prompt_image_start(image_positions, prompt_image_rows)
         prefix = _run_prefix(
             model, ids[0][:length], pixel_values, prefix_token_types, layer_list, start
         )

@@ -63,6 +63,7 @@ from cxr_attention.inference.capture import (
     PromptTooLongError,
     capture_answers,
     capture_images,
+    prompt_image_start,
 )
 from cxr_attention.inference.questions import (
     NO_FINDING,
@@ -150,20 +151,9 @@ def capture_arrays(
     after the image. The image tokens' own 256 rows are ~95% of a sample's bytes. A capture made
     with ``prompt_image_rows="text"`` holds only those rows and can be written only so.
     """
-    if prompt_image_rows == "all":
-        if capture.prompt_image_start != 0:
-            raise ValueError(
-                "the capture holds only the prompt rows after the image "
-                "(captured with prompt_image_rows='text')"
-            )
-        positions = capture.prompt_image_positions
-        prompt_image = capture.prompt_image_attention.astype(dtype)
-    elif prompt_image_rows == "text":
-        after_image = int(np.max(capture.image_token_positions)) + 1
-        positions = np.arange(after_image, len(capture.input_ids))
-        prompt_image = capture.prompt_image_rows(positions).astype(dtype)
-    else:
-        raise ValueError(f"prompt_image_rows must be 'all' or 'text', got {prompt_image_rows!r}")
+    start = prompt_image_start(capture.image_token_positions, prompt_image_rows)
+    positions = np.arange(start, len(capture.input_ids))
+    prompt_image = capture.prompt_image_rows(positions).astype(dtype)  # refuses rows not captured
     arrays = {
         "attention": capture.attention.astype(dtype),
         "text_attention": capture.text_attention.astype(dtype),
