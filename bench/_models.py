@@ -41,16 +41,11 @@ def bench_image() -> Image.Image:
 def load_bench_model(kind: str, device: str, *, text_layers: int = 3, vision_layers: int = 2):
     """``(model, processor, description)`` for one of :data:`MODEL_KINDS`."""
     from cxr_attention.inference.model import load_model
-    from cxr_attention.inference.tiny_model import (
-        build_random_model,
-        build_tiny_model,
-        build_tiny_processor,
-        medgemma_4b_config,
-        tiny_token_ids,
-    )
+    from cxr_attention.models.gemma3 import build_random_model, medgemma_4b_config
+    from cxr_attention.models.tiny import build_tiny_model, build_tiny_processor, tiny_token_ids
 
     if kind == "tiny":
-        folder = build_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
+        folder = build_tiny_model(Path(tempfile.mkdtemp()) / "tiny", seed=0)
         loaded = load_model(folder, device=device, min_free_gpu_gb=0)
         return loaded.model, loaded.processor, "tiny model (6 layers, hidden 64, 448 px)"
     processor = build_tiny_processor(image_size=896)

@@ -24,14 +24,18 @@ def library(*modules):
 
 MIMIC = ("preprocess/__init__.py", "preprocess/mimic.py")
 IMAGES = ("preprocess/__init__.py", "preprocess/decode.py", "preprocess/masks.py")
-QUESTIONS = (*MIMIC, "inference/__init__.py", "inference/questions.py")
+QUESTION_BANK = (*MIMIC, "questions/__init__.py", "questions/bank.py")
+QUESTIONS = (*QUESTION_BANK, "questions/vqa.py", "questions/table.py")
+TINY_MODEL = ("models/__init__.py", "models/gemma3.py", "models/tiny.py")
 MODEL = ("inference/__init__.py", "inference/model.py", "inference/prompting.py")
 CAPTURE = (
     *MODEL,
-    *QUESTIONS,
+    *QUESTION_BANK,
+    "questions/labels.py",
+    "questions/answers.py",
+    "questions/answer_cues.py",
     "inference/capture.py",
     "inference/scoring.py",
-    "inference/answers.py",
     "inference/runner.py",
 )
 MAPS = (
@@ -81,6 +85,7 @@ MANIFEST_CODE = library(*MIMIC)
 PREPROCESS_CODE = library(*IMAGES, "preprocess/pipeline.py")
 QUESTIONS_CODE = library(*QUESTIONS)
 INFERENCE_CODE = library(*CAPTURE)
+TINY_MODEL_CODE = library(*TINY_MODEL)
 MAPS_CODE = library(*MAPS)
 PER_MAP_METRICS_CODE = library(*PER_MAP)
 STUDY_CODE = library(*STUDY)

@@ -3,7 +3,7 @@
 
 rule build_tiny_model:
     input:
-        code=library("inference/__init__.py", "inference/tiny_model.py"),
+        code=TINY_MODEL_CODE,
     output:
         directory(config["model"]["id"]),
     log:

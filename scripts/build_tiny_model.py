@@ -1,6 +1,6 @@
 """Build the tiny random Gemma 3 model folder that the demo loads like MedGemma."""
 
-from cxr_attention.inference.tiny_model import build_tiny_model
+from cxr_attention.models.tiny import build_tiny_model
 from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):

@@ -35,6 +35,6 @@ def real_cxr(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random MedGemma look-alike, built once per test session (a few seconds, offline)."""
-    from cxr_attention.inference.tiny_model import build_tiny_model
+    from cxr_attention.models.tiny import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)

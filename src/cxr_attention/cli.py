@@ -95,7 +95,7 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 
 def _build_tiny_model(args: argparse.Namespace) -> int:
-    from cxr_attention.inference.tiny_model import build_tiny_model
+    from cxr_attention.models.tiny import build_tiny_model
 
     print(build_tiny_model(args.out, seed=args.seed))
     return EXIT_OK

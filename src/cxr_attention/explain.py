@@ -50,8 +50,8 @@ def parse_question_answer(
     would count "pleural thickening" as a pleural effusion), and a question about a normal image
     (No Finding) reads a denied abnormality as "yes".
     """
-    from cxr_attention.inference.answers import parse_answer
-    from cxr_attention.inference.questions import NO_FINDING
+    from cxr_attention.questions.answers import parse_answer
+    from cxr_attention.questions.bank import NO_FINDING
 
     finding = _question_finding(question, bank_path)
     if finding is None:
@@ -61,7 +61,8 @@ def parse_question_answer(
 
 def _question_finding(question: str, bank_path: str | os.PathLike):
     """The bank's ``FindingQuestions`` the question is about, or None (no bank, no match)."""
-    from cxr_attention.inference.questions import infer_finding, load_question_bank
+    from cxr_attention.questions.bank import load_question_bank
+    from cxr_attention.questions.vqa import infer_finding
 
     if not Path(bank_path).is_file():
         return None

@@ -30,7 +30,7 @@ CORPUS = [
 @pytest.fixture(scope="module")
 def gemma_like_tokenizer():
     """The tiny model's tokenizer: SentencePiece-style ``▁`` pieces with byte fallback."""
-    from cxr_attention.inference.tiny_model import build_tiny_tokenizer
+    from cxr_attention.models.tiny import build_tiny_tokenizer
 
     return build_tiny_tokenizer()
 

@@ -38,7 +38,7 @@ Parameters of a run (``params``; defaults in `DEFAULT_PARAMS`):
     ``"Question: {question}\nAnswer with only 'yes' or 'no'."`` (config/paper.yaml).
 ``seed`` (0), ``min_free_gpu_gb`` (15.0), ``device`` ("auto")
 ``uncertain`` ("exclude"), ``blank`` ("exclude")
-    Label policies, applied by ``questions.expand_samples`` / ``expected_answer``.
+    Label policies, applied by ``questions.labels.expand_samples`` / ``expected_answer``.
 """
 
 from __future__ import annotations
@@ -65,11 +65,6 @@ from cxr_attention.inference.capture import (
     capture_images,
     prompt_image_start,
 )
-from cxr_attention.inference.questions import (
-    NO_FINDING,
-    SAMPLE_QUESTION_COLUMNS,
-    expand_samples,
-)
 from cxr_attention.io import (
     ConfigError,
     Failure,
@@ -80,6 +75,8 @@ from cxr_attention.io import (
     write_failures,
     write_npz,
 )
+from cxr_attention.questions.bank import NO_FINDING
+from cxr_attention.questions.labels import SAMPLE_QUESTION_COLUMNS, expand_samples
 
 __all__ = [
     "ANSWER_COLUMNS",
@@ -277,9 +274,9 @@ def _shard_samples(manifest_csv, questions_csv, preprocess_csv, shard: int, para
 
 
 def _sample_row(sample: dict, capture: Capture, seconds: float, capture_path: str) -> dict:
-    from cxr_attention.inference.answers import parse_answer
+    from cxr_attention.questions.answers import parse_answer
 
-    # The finding's own names judge the answer (questions.py's ``answer_terms``); the broader
+    # The finding's own names judge the answer (the question table's ``answer_terms``); the broader
     # ``target_terms`` are for the maps stage.
     source = sample.get("answer_terms") or sample.get("target_terms") or ""
     terms = [t for t in str(source).split("|") if t]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cxr_attention.inference.answers import ANSWERS, parse_answer
-from cxr_attention.inference.questions import load_question_bank
+from cxr_attention.questions.answers import ANSWERS, parse_answer
+from cxr_attention.questions.bank import load_question_bank
 
 BANK = Path(__file__).resolve().parents[2] / "config" / "questions.yaml"
 TERMS = {finding.name: finding.terms for finding in load_question_bank(BANK).findings}

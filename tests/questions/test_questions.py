@@ -10,20 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_attention.inference.questions import (
+from cxr_attention.io import ConfigError
+from cxr_attention.questions.bank import (
     CHEXPERT_FINDINGS,
     HARD_POSITIVE_KINDS,
     QUESTION_COLUMNS,
-    SAMPLE_COLUMNS,
+    STRATEGIES,
     build_question_table,
-    expand_samples,
-    expected_answer,
-    infer_finding,
     load_question_bank,
-    normalise_yes_no,
-    read_vqa_table,
 )
-from cxr_attention.io import ConfigError
+from cxr_attention.questions.labels import SAMPLE_COLUMNS, expand_samples, expected_answer
+from cxr_attention.questions.vqa import infer_finding, normalise_yes_no, read_vqa_table
 
 BANK_PATH = Path(__file__).resolve().parents[2] / "config" / "questions.yaml"
 
@@ -144,7 +141,7 @@ def test_a_valid_small_bank_loads(tmp_path):
 
 
 def test_question_table_ids_strategies_and_links(bank):
-    table = build_question_table(bank)
+    table = build_question_table(bank, findings=None, strategies=STRATEGIES)
     assert list(table.columns) == list(QUESTION_COLUMNS)
     assert len(table) == sum(2 + len(f.hard_positives) for f in bank.findings)
     assert table["question_id"].is_unique
@@ -174,18 +171,18 @@ def test_question_table_selects_findings_and_strategies(bank):
     # Bank order, not request order; no plain questions.
     assert table["finding"].unique().tolist() == ["Cardiomegaly", "Pneumothorax"]
     assert set(table["strategy"]) == {"baseline", "hard_positive"}
-    only_plain = build_question_table(bank, strategies=["plain"])
+    only_plain = build_question_table(bank, findings=None, strategies=["plain"])
     assert set(only_plain["baseline_question_id"]) == {
         f"{f.slug}.baseline.0" for f in bank.findings
     }
     with pytest.raises(ConfigError, match="paraphrase"):
-        build_question_table(bank, strategies=["paraphrase"])
+        build_question_table(bank, findings=None, strategies=["paraphrase"])
     with pytest.raises(ConfigError, match="Hernia"):
-        build_question_table(bank, findings=["Hernia"])
+        build_question_table(bank, findings=["Hernia"], strategies=STRATEGIES)
 
 
 def test_question_table_round_trips_through_csv(bank, tmp_path):
-    table = build_question_table(bank)
+    table = build_question_table(bank, findings=None, strategies=STRATEGIES)
     path = tmp_path / "questions.csv"
     table.to_csv(path, index=False)
     back = pd.read_csv(path, dtype={"variant_index": int}, keep_default_na=False)
@@ -475,7 +472,7 @@ def test_expand_vqa_samples_pair_rows_with_their_images(tmp_path, bank):
 
 
 def test_expand_samples_is_deterministic_and_reads_back_csv_tables(tmp_path, bank):
-    questions = build_question_table(bank, findings=["Cardiomegaly"])
+    questions = build_question_table(bank, findings=["Cardiomegaly"], strategies=STRATEGIES)
     path = tmp_path / "questions.csv"
     questions.to_csv(path, index=False)
     back = pd.read_csv(path)  # blanks come back as NaN
