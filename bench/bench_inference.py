@@ -111,9 +111,9 @@ def agreement(alone: list, shared: list) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from cxr_attention.inference.capture import capture_answers, capture_images
+    from cxr_attention.inference.batching import capture_answers, capture_images
     from cxr_attention.inference.prompting import build_inputs
-    from cxr_attention.inference.runner import SampleWriter, capture_arrays, write_capture
+    from cxr_attention.inference.writing import SampleWriter, capture_arrays, write_capture
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=MODEL_KINDS, default="tiny")
@@ -254,7 +254,9 @@ def main(argv: list[str]) -> int:
             model.generate(**inputs, max_new_tokens=args.new_tokens, do_sample=False)
 
     # Warm-up (lazy initialisation, allocator) on one question, outside the timings.
-    capture_answers(model, processor, image, questions[:2], layers=layers, batch_size=2, **common)
+    capture_answers(
+        model, processor, image, questions[:2], layers=layers, batch_size=2, share=True, **common
+    )
     peak_shared = 0.0
 
     # Interleaved repeats, best of each: the machine may be shared, and the minimum is the

@@ -34,8 +34,12 @@ CAPTURE = (
     "questions/labels.py",
     "questions/answers.py",
     "questions/answer_cues.py",
+    "attention_hooks.py",
     "inference/capture.py",
+    "inference/prefix.py",
+    "inference/batching.py",
     "inference/scoring.py",
+    "inference/writing.py",
     "inference/runner.py",
 )
 MAPS = (

@@ -272,8 +272,9 @@ def _plant_sink_at_position_one(model, processor, captured_layers) -> None:
 def _captures(model_dir: Path, *, plant: bool) -> list[dict]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from cxr_attention.inference.capture import capture_answers, last_layers
-    from cxr_attention.inference.runner import capture_arrays
+    from cxr_attention.attention_hooks import last_layers
+    from cxr_attention.inference.batching import capture_answers
+    from cxr_attention.inference.writing import capture_arrays
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
@@ -290,6 +291,8 @@ def _captures(model_dir: Path, *, plant: bool) -> list[dict]:
         layers=layers,
         max_new_tokens=6,
         batch_size=2,
+        share=True,
+        prompt_image_rows="all",
     )
     image_token_id = model.config.image_token_id
     arrays = [capture_arrays(c, dtype=np.float32) for c in captures]

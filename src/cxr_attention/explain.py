@@ -110,7 +110,8 @@ def explain(
     lungs = _read_gray(images["lung_mask"])
 
     from cxr_attention.inference.model import load_model
-    from cxr_attention.inference.runner import answer_one, capture_arrays
+    from cxr_attention.inference.runner import answer_one
+    from cxr_attention.inference.writing import capture_arrays
     from cxr_attention.maps.shard import explain_maps, write_maps
 
     loaded = load_model(model_id)

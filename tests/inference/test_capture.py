@@ -5,14 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from inference_helpers import capture_answers, capture_images
 from PIL import Image
 
-from cxr_attention.inference.capture import (
-    PromptTooLongError,
-    attention_probabilities,
-    capture_answers,
-    last_layers,
-)
+from cxr_attention.attention_hooks import last_layers
+from cxr_attention.inference.capture import PromptTooLongError
 from cxr_attention.inference.prompting import build_inputs
 
 QUESTIONS = [
@@ -190,8 +187,6 @@ def test_shared_batched_equals_one_question_at_a_time(model, processor, image, i
 def test_several_images_per_batch_equal_each_question_alone(model, processor, image, image_first):
     """Batches that span images (4 rows over 2 images of 3 questions) give every row its own
     image: captures equal one-question-at-a-time ones, pixels included."""
-    from cxr_attention.inference.capture import capture_images
-
     other = Image.fromarray(np.random.default_rng(8).integers(0, 256, (90, 120), dtype=np.uint8))
     requests = [(image, QUESTIONS), (other, QUESTIONS[::-1])]
     together = capture_images(
@@ -290,21 +285,6 @@ def test_bfloat16_model_gives_float32_probabilities(tiny_model_dir, model, proce
     )
 
 
-def test_attention_probabilities_match_softmax_with_gqa():
-    generator = torch.Generator().manual_seed(0)
-    query = torch.randn(2, 8, 3, 16, generator=generator)
-    key = torch.randn(2, 4, 5, 16, generator=generator)
-    mask = torch.ones(2, 1, 3, 5, dtype=torch.bool)
-    mask[0, :, :, 0] = False  # a left pad in row 0
-    probs = attention_probabilities(query, key, mask, scaling=0.25)
-    for head in range(8):
-        logits = query[:, head] @ key[:, head // 2].transpose(1, 2) * 0.25
-        logits = logits.masked_fill(~mask[:, 0], float("-inf"))
-        torch.testing.assert_close(probs[:, head], torch.softmax(logits, -1))
-    causal = attention_probabilities(query, key, None, scaling=0.25)
-    assert torch.all(causal[:, :, 0, 3:] == 0) and torch.all(causal[:, :, 2] > 0)
-
-
 @pytest.mark.parametrize("image_first", [True, False])
 def test_prompt_ids_without_pixels_equal_the_processor_ids(processor, image, image_first):
     from cxr_attention.inference.prompting import prompt_token_ids, render_prompts
@@ -373,7 +353,7 @@ def test_text_prompt_rows_are_the_rows_after_the_image_of_a_whole_capture(
 ):
     """Computing only the prompt rows after the image changes nothing else: those rows equal the
     whole capture's, and so do answers and every other array."""
-    from cxr_attention.inference.runner import capture_arrays
+    from cxr_attention.inference.writing import capture_arrays
 
     options = dict(image_first=image_first, max_new_tokens=NEW_TOKENS, batch_size=2, share=share)
     whole = capture_answers(model, processor, image, QUESTIONS, **options)
@@ -406,7 +386,11 @@ def test_text_prompt_rows_are_the_rows_after_the_image_of_a_whole_capture(
             else:
                 np.testing.assert_array_equal(array, expected[key], err_msg=key)
         with pytest.raises(ValueError, match="were not captured"):
-            capture_arrays(part)
+            capture_arrays(part, prompt_image_rows="all")
+        # Without a choice, a capture writes the rows it holds.
+        np.testing.assert_array_equal(
+            capture_arrays(part)["prompt_image_positions"], part.prompt_image_positions
+        )
     # With the question first only the turn's end follows the image; image first, the question.
     kept_tokens = "".join(text[0].input_tokens[p] for p in text[0].prompt_image_positions)
     assert ("effusion" in kept_tokens) == image_first

@@ -6,20 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from inference_helpers import run_params
 from PIL import Image
 
 from cxr_attention.inference import runner
-from cxr_attention.inference.capture import capture_images
+from cxr_attention.inference.batching import capture_images
 from cxr_attention.inference.model import load_model
 from cxr_attention.inference.prompting import build_inputs
-from cxr_attention.inference.runner import (
-    ANSWER_COLUMNS,
-    SampleWriter,
-    answer_one,
-    is_out_of_memory,
-    run_inference_shard,
-    write_capture,
-)
+from cxr_attention.inference.runner import answer_one, is_out_of_memory, run_inference_shard
+from cxr_attention.inference.writing import ANSWER_COLUMNS, SampleWriter, write_capture
 
 QUESTIONS = [
     (
@@ -44,7 +39,11 @@ QUESTIONS = [
         "cardiomegaly|heart",
     ),
 ]
-PARAMS = {"max_new_tokens": 3, "batch_size": 2, "image_first": True, "device": "cpu"}
+PARAMS = run_params(
+    max_new_tokens=3, batch_size=2, image_first=True, prompt_image_rows="all", layers=3
+)
+# What cxr-attention explain passes to answer_one (max_new_tokens given per test).
+EXPLAIN = {"layers": 3, "image_first": False, "include_pixel_values": True}
 
 
 class Stop(Exception):
@@ -113,6 +112,7 @@ def _run(tables, tiny_model_dir, out, **extra):
         "out_dir": out / "shard-0",
         "failures_csv": out / "shard-0.failures.csv",
         "params": PARAMS,
+        "device": "cpu",
         "progress": False,
     }
     kwargs.update(extra)
@@ -194,7 +194,8 @@ def test_shard_outputs(run_tables, tiny_model_dir, tmp_path, monkeypatch):
     assert int(sample["n_generated_tokens"]) == len(stored["generated_ids"])
     loaded = load_model(tiny_model_dir, device="cpu")
     image = Image.open(tmp_path / "pre" / f"{sample['dicom_id']}.png")
-    alone = answer_one(loaded, image, sample["question"], max_new_tokens=3, image_first=True)
+    options = {**EXPLAIN, "image_first": True}
+    alone = answer_one(loaded, image, sample["question"], max_new_tokens=3, **options)
     np.testing.assert_allclose(stored["attention"], alone.attention, atol=1e-3)
     np.testing.assert_array_equal(stored["input_ids"], alone.input_ids)
     assert sample["generated_text"] == alone.generated_text
@@ -283,16 +284,16 @@ def test_out_of_memory_halves_the_batch(run_tables, tiny_model_dir, tmp_path, mo
 def test_sample_still_out_of_memory_at_batch_one_fails_alone(
     run_tables, tiny_model_dir, tmp_path, monkeypatch
 ):
-    from cxr_attention.inference import capture
+    from cxr_attention.inference import batching
 
-    real_batch = capture.capture_batch
+    real_batch = batching.capture_batch
 
     def poisoned_batch(*args, questions, **kwargs):
         if "Is there fluid around the lungs?" in questions:
             raise RuntimeError("CUDA error: out of memory")
         return real_batch(*args, questions=questions, **kwargs)
 
-    monkeypatch.setattr(capture, "capture_batch", poisoned_batch)
+    monkeypatch.setattr(batching, "capture_batch", poisoned_batch)
     table = _run(run_tables, tiny_model_dir, tmp_path / "poison")
     assert len(table) == 2 * (len(QUESTIONS) - 1)
     assert "pleural_effusion.plain.0" not in set(table["question_id"])
@@ -362,7 +363,7 @@ def test_other_errors_are_not_taken_for_out_of_memory():
 def test_explain_arrays_are_float32_with_pixels(tiny_model_dir, tmp_path):
     loaded = load_model(tiny_model_dir, device="cpu")
     image = np.random.default_rng(1).integers(0, 256, (70, 90), dtype=np.uint8)
-    capture = answer_one(loaded, image, "Is there a pneumothorax?", max_new_tokens=2)
+    capture = answer_one(loaded, image, "Is there a pneumothorax?", max_new_tokens=2, **EXPLAIN)
     write_capture(capture, tmp_path / "attention.npz", dtype=np.float32, include_pixel_values=True)
     stored = np.load(tmp_path / "attention.npz")
     assert stored["attention"].dtype == np.float32
@@ -397,12 +398,13 @@ def test_gpu_with_most_free_memory_is_chosen(monkeypatch):
 
 @pytest.mark.parametrize("image_first", [False, True])
 def test_text_only_prompt_rows_keep_the_text_after_the_image(tiny_model_dir, image_first):
-    from cxr_attention.inference.runner import capture_arrays
+    from cxr_attention.inference.writing import capture_arrays
 
     loaded = load_model(tiny_model_dir, device="cpu")
     image = np.random.default_rng(2).integers(0, 256, (60, 60), dtype=np.uint8)
     question = "Is there an effusion?"
-    capture = answer_one(loaded, image, question, max_new_tokens=1, image_first=image_first)
+    options = {**EXPLAIN, "image_first": image_first}
+    capture = answer_one(loaded, image, question, max_new_tokens=1, **options)
     full = capture_arrays(capture)
     text = capture_arrays(capture, prompt_image_rows="text")
     n_prompt = len(capture.input_ids)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from inference_helpers import capture_answers
 from PIL import Image
 
-from cxr_attention.inference.capture import capture_answers
 from cxr_attention.inference.prompting import build_inputs
 from cxr_attention.inference.scoring import (
     YesNoTokens,

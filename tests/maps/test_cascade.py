@@ -351,7 +351,7 @@ def test_explain_maps_and_write_maps(tiny, tmp_path):
 def test_maps_from_the_inference_capture_equal_the_eager_oracle(tiny_model_dir):
     """Contract check: the inference stage's capture feeds the cascade and gives the maps of an
     independent eager-attention capture of the same greedy generation."""
-    from cxr_attention.inference.capture import capture_answers
+    from cxr_attention.inference.batching import capture_answers
     from cxr_attention.inference.model import load_model
 
     loaded = load_model(tiny_model_dir, device="cpu")
@@ -363,7 +363,11 @@ def test_maps_from_the_inference_capture_equal_the_eager_oracle(tiny_model_dir):
         [QUESTION],
         image_first=True,
         include_pixel_values=True,
+        layers=3,
         max_new_tokens=4,
+        batch_size=1,
+        share=True,
+        prompt_image_rows="all",
     )
     keys = (
         "attention",

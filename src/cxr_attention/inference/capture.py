@@ -1,11 +1,10 @@
-"""Generation that records, for every generated token, its attention to the 256 image tokens.
+"""One generation batch that records, for every generated token, its attention to the image tokens.
 
 How it works
 ------------
-A custom attention function is registered with transformers' ``AttentionInterface`` (and the
-matching mask function with ``AttentionMaskInterface``, without which a custom function receives no
-mask). On every layer it computes the output with ``sdpa``, exactly as the fast path does, so the
-model's answers do not change. On the captured layers only (the last ``k`` by default) it also
+The model's attention runs through the hook layer (``cxr_attention.attention_hooks``): every layer
+computes its output with ``sdpa``, exactly as the fast path does, so the model's answers do not
+change; on the captured layers only (the last ``k`` by default) a `GenerationRecorder` also
 computes the attention probabilities in float32 from the same query, keys and mask, and keeps only
 the rows the study needs:
 
@@ -19,24 +18,8 @@ Row 0 is the attention of the last prompt token, the query whose output produced
 generated token; row ``i`` is the attention of generated token ``i - 1``, which produced token
 ``i``. Key/value heads are expanded to the 8 query heads as in eager attention (GQA).
 
-Sharing work between questions about one image
-----------------------------------------------
-With the image first, every question shares the tokens up to the end of the image (chat prefix,
-``<start_of_image>``, 256 soft tokens, ``<end_of_image>``, and whatever else the tokenizer keeps
-in common). Image tokens attend only to each other and to earlier tokens, never to later text, so
-the prefix's keys and values are the same for every question. `capture_images` runs the vision
-tower and the prefix once per image (the images of a call as one batch), gives every row of a
-batch its image's cache and lays the questions out as ``[prefix][padding][question]``: padding
-*between* prefix and question keeps the prefix at the same positions for every row and aligns
-the last prompt tokens, and position ids from the cumulative attention mask give every real token
-the position it has in an unpadded prompt. With the question first, prompts differ before the
-image; the vision tower still runs once per image and its output is passed to the prompt pass of
-each of the image's questions.
-
-A batch may hold the questions of several images (every image's prefix has the same tokens and
-length, so their caches stack along the batch): a GPU decoding step of 42 rows is bound by kernel
-launches, not arithmetic, so more images per batch means more questions per second (on an H100,
-2.3x at 4 images per batch; bench/RESULTS.md).
+`capture_batch` answers one batch; ``batching.capture_images`` cuts many questions about several
+images into batches and shares each image's work (``prefix``).
 
 Sliding-window layers
 ---------------------
@@ -47,46 +30,27 @@ refuses instead (`PromptTooLongError`).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from cxr_attention.inference.prompting import (
-    build_inputs,
-    image_token_positions,
-    prompt_token_ids,
-    render_prompts,
-)
-from cxr_attention.inference.scoring import YesNoTokens, p_yes_from_logits, yes_no_tokens
+from cxr_attention.attention_hooks import GenerationRecorder, attention_modules, recording
+from cxr_attention.inference.prompting import image_token_positions
+from cxr_attention.inference.scoring import YesNoTokens, p_yes_from_logits
+
+if TYPE_CHECKING:
+    from cxr_attention.inference.prefix import ImagePrefix
 
 __all__ = [
-    "CAPTURE_ATTENTION",
-    "AttentionRecorder",
     "Capture",
     "PromptTooLongError",
-    "attention_probabilities",
-    "capture_answers",
     "capture_batch",
-    "capture_images",
-    "enable_capture",
-    "last_layers",
     "prompt_image_start",
 ]
-
-CAPTURE_ATTENTION = "cxr_capture"
-
-_ACTIVE_RECORDER: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar(
-    "cxr_attention_recorder", default=None
-)
-# Query rows per chunk when computing prompt-pass probabilities (bounds the float32 scratch memory).
-_ROW_CHUNK = 256
 
 
 class PromptTooLongError(ValueError):
@@ -159,178 +123,6 @@ class Capture:
         return np.concatenate(picked, axis=2)
 
 
-def last_layers(model, k: int) -> list[int]:
-    """Indices of the last ``k`` decoder layers of ``model``'s language model (0: none)."""
-    n_layers = model.config.get_text_config().num_hidden_layers
-    if not 0 <= k <= n_layers:
-        raise ValueError(f"layers must be between 0 and {n_layers}, got {k}")
-    return list(range(n_layers - k, n_layers))
-
-
-def attention_probabilities(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    *,
-    scaling: float,
-    softcap: float | None = None,
-) -> torch.Tensor:
-    """Attention probabilities in float32, as transformers' eager attention computes them.
-
-    Parameters
-    ----------
-    query : Tensor (batch, heads, q_len, head_dim)
-    key : Tensor (batch, kv_heads, kv_len, head_dim)
-        Key/value heads are repeated to the query heads (GQA).
-    attention_mask : Tensor or None
-        Boolean (True = attend) or additive float mask broadcastable to (batch, 1, q_len, kv_len);
-        None means plain causal with the queries at the end of the keys (sdpa's ``is_causal``).
-    scaling : float
-    softcap : float, optional
-
-    Returns
-    -------
-    Tensor (batch, heads, q_len, kv_len), float32
-    """
-    batch, heads, q_len, head_dim = query.shape
-    kv_heads, kv_len = key.shape[1], key.shape[2]
-    # Query head h reads key/value head h // groups (transformers' repeat_kv): group the query
-    # heads of each key head instead of copying the keys.
-    grouped = query.float().reshape(batch, kv_heads, (heads // kv_heads) * q_len, head_dim)
-    logits = torch.matmul(grouped, key.float().transpose(2, 3)) * scaling
-    logits = logits.reshape(batch, heads, q_len, kv_len)
-    if softcap is not None:
-        logits = torch.tanh(logits / softcap) * softcap
-    lowest = torch.finfo(torch.float32).min
-    if attention_mask is None:
-        rows = torch.arange(q_len, device=logits.device)[:, None] + (kv_len - q_len)
-        visible = torch.arange(kv_len, device=logits.device)[None, :] <= rows
-        logits = logits.masked_fill(~visible, lowest)
-    elif attention_mask.dtype == torch.bool:
-        logits = logits.masked_fill(~attention_mask, lowest)
-    else:
-        logits = logits + attention_mask.float()
-    return torch.softmax(logits, dim=-1)
-
-
-class AttentionRecorder:
-    """Collects the needed attention rows of chosen attention modules during one batch.
-
-    Parameters
-    ----------
-    modules : dict
-        Attention module -> decoder layer index.
-    image_columns : LongTensor (batch, n_image)
-        Key columns of the image tokens for each batch row (in the cache's column space).
-    prompt_rows : int, optional
-        How many of the prompt pass's last query rows to keep image columns of (default: all).
-        Only those and the last row are computed.
-    """
-
-    def __init__(self, modules: dict, image_columns: torch.Tensor, prompt_rows: int | None = None):
-        self._layer_of = {id(module): layer for module, layer in modules.items()}
-        self.image_columns = image_columns
-        self.prompt_rows = prompt_rows
-        self.prompt_image_rows: dict[int, torch.Tensor] = {}
-        self.rows: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules.values()}
-
-    def wants(self, module) -> bool:
-        return id(module) in self._layer_of
-
-    def record(self, module, query, key, attention_mask, *, scaling, softcap=None) -> None:
-        layer = self._layer_of[id(module)]
-        if layer not in self.prompt_image_rows:
-            self._record_prompt(layer, query, key, attention_mask, scaling, softcap)
-            return
-        if query.shape[2] != 1:
-            raise RuntimeError("expected one query per decoding step after the prompt pass")
-        probs = attention_probabilities(
-            query, key, attention_mask, scaling=scaling, softcap=softcap
-        )
-        self.rows[layer].append(probs[:, :, 0, :])
-
-    def _record_prompt(self, layer, query, key, attention_mask, scaling, softcap) -> None:
-        batch, heads, q_len, _ = query.shape
-        image_columns = self.image_columns.to(query.device)
-        n_image = image_columns.shape[1]
-        kept = q_len if self.prompt_rows is None else min(self.prompt_rows, q_len)
-        first_kept = q_len - kept
-        image_rows = torch.empty(batch, heads, kept, n_image, device=query.device)
-        last_row = None
-        for start in range(min(first_kept, q_len - 1), q_len, _ROW_CHUNK):
-            stop = min(start + _ROW_CHUNK, q_len)
-            mask = attention_mask
-            if mask is not None and mask.shape[2] != 1:
-                mask = mask[:, :, start:stop]
-            elif mask is None:
-                mask = _causal_rows(start, stop, q_len, key.shape[2], query.device)
-            probs = attention_probabilities(
-                query[:, :, start:stop], key, mask, scaling=scaling, softcap=softcap
-            )
-            low = max(start, first_kept)
-            if stop > low:
-                index = image_columns[:, None, None, :].expand(batch, heads, stop - low, n_image)
-                image_rows[:, :, low - first_kept : stop - first_kept] = torch.gather(
-                    probs[:, :, low - start :], 3, index
-                )
-            last_row = probs[:, :, -1, :]
-        self.prompt_image_rows[layer] = image_rows
-        self.rows[layer].append(last_row)
-
-
-def _causal_rows(start: int, stop: int, q_len: int, kv_len: int, device) -> torch.Tensor:
-    """Boolean causal mask of query rows ``start:stop`` (queries at the end of the keys)."""
-    rows = torch.arange(start, stop, device=device)[:, None] + (kv_len - q_len)
-    return (torch.arange(kv_len, device=device)[None, :] <= rows)[None, None]
-
-
-def _capture_attention(
-    module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs
-):
-    """sdpa for the output; float32 probabilities on the side for the modules being recorded."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    recorder = _ACTIVE_RECORDER.get()
-    if recorder is not None and recorder.wants(module):
-        recorder.record(
-            module,
-            query,
-            key,
-            attention_mask,
-            scaling=scaling if scaling is not None else module.head_dim**-0.5,
-            softcap=kwargs.get("softcap"),
-        )
-    return sdpa_attention_forward(
-        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-    )
-
-
-def enable_capture(model) -> None:
-    """Route ``model``'s attention through the capturing function (sdpa when nothing records)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(CAPTURE_ATTENTION, _capture_attention)
-    # The capturing function must receive the same masks as sdpa: the same mask builder.
-    AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
-    if model.config._attn_implementation != CAPTURE_ATTENTION:
-        model.set_attn_implementation(CAPTURE_ATTENTION)
-
-
-@contextlib.contextmanager
-def _recording(recorder: AttentionRecorder) -> Iterator[AttentionRecorder]:
-    token = _ACTIVE_RECORDER.set(recorder)
-    try:
-        yield recorder
-    finally:
-        _ACTIVE_RECORDER.reset(token)
-
-
-def _attention_modules(model, layers: Sequence[int]) -> dict:
-    decoder_layers = model.model.language_model.layers
-    return {decoder_layers[i].self_attn: i for i in layers}
-
-
 def _check_windows(model, layers: Sequence[int], total_columns: int) -> None:
     """Refuse when a captured sliding layer would drop keys before generation ends."""
     text_config = model.config.get_text_config()
@@ -384,56 +176,6 @@ def _eos_ids(generation_config) -> set[int]:
     return {int(e) for e in (eos if isinstance(eos, list | tuple) else [eos])}
 
 
-@dataclass
-class _Prefix:
-    """The image prefix of one or several images, already run through the model (batch: images).
-
-    The prefix's token ids are the same for every image (image tokens are placeholders); its keys,
-    values and prompt rows are not.
-    """
-
-    input_ids: torch.Tensor  # (P,)
-    cache: object  # one row per image
-    # Per image, (layers, heads, rows, n_image) on the host for the prefix's last rows (those
-    # kept, see `prompt_image_start`): one array shared by the image's captures.
-    prompt_image_rows: list[np.ndarray]
-
-
-@torch.no_grad()
-def _run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers, start) -> _Prefix:
-    """Run the prefix of every image in ``pixel_values`` (images, 3, S, S) as one batch, keeping
-    the prompt rows of positions ``start`` onwards."""
-    from transformers import DynamicCache
-
-    device = model.device
-    n_images = pixel_values.shape[0]
-    prefix_ids = prefix_ids.to(device)
-    image_columns = image_token_positions(prefix_ids, model.config.image_token_id)
-    cache = DynamicCache(config=model.config.get_text_config())
-    recorder = AttentionRecorder(
-        _attention_modules(model, layers),
-        image_columns[None].expand(n_images, -1),
-        prompt_rows=len(prefix_ids) - start,
-    )
-    with _recording(recorder):
-        model(
-            input_ids=prefix_ids[None].expand(n_images, -1),
-            pixel_values=pixel_values.to(device, model.dtype),
-            token_type_ids=token_type_ids[None].expand(n_images, -1).to(device),
-            attention_mask=torch.ones(n_images, len(prefix_ids), dtype=torch.long, device=device),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-    if layers:
-        rows = torch.stack([recorder.prompt_image_rows[layer] for layer in layers]).cpu()
-        per_image = [np.ascontiguousarray(rows[:, image].numpy()) for image in range(n_images)]
-    else:  # nothing captured
-        rows = len(prefix_ids) - start
-        per_image = [np.zeros((0, 0, rows, len(image_columns)), np.float32)] * n_images
-    return _Prefix(prefix_ids, cache, per_image)
-
-
 @torch.no_grad()
 def capture_batch(
     model,
@@ -449,14 +191,15 @@ def capture_batch(
     pixel_values: torch.Tensor | None = None,
     token_type_ids: torch.Tensor | None = None,
     image_features: torch.Tensor | None = None,
-    prefix: _Prefix | None = None,
+    prefix: ImagePrefix | None = None,
     prefix_rows: torch.Tensor | None = None,
-    prompt_image_rows: str = "all",
+    prompt_image_rows: str,
 ) -> list[Capture]:
     """Generate greedily for a batch and return one `Capture` per row.
 
-    The model must have had `enable_capture` applied. Exactly one image source: ``pixel_values``
-    (one image per row), ``image_features`` (the projector's output, one per row) or ``prefix``
+    The model must have had ``attention_hooks.enable_hooks`` applied. Exactly one image source:
+    ``pixel_values`` (one image per row), ``image_features`` (the projector's output, one per row)
+    or ``prefix``
     (the image is inside an already-run prefix; ``input_ids`` then hold only the part after it,
     padded between prefix and question; ``prefix_rows`` gives each row's image in the prefix).
 
@@ -541,10 +284,10 @@ def capture_batch(
 
     generation_config = _greedy_config(model, max_new_tokens)
     p_yes_reader = _FirstStepPYes(yes_no)
-    recorder = AttentionRecorder(
-        _attention_modules(model, layers), image_columns, prompt_rows=max(call_rows_needed)
+    recorder = GenerationRecorder(
+        attention_modules(model, layers), image_columns, prompt_rows=max(call_rows_needed)
     )
-    with _recording(recorder):
+    with recording(recorder):
         sequences = model.generate(
             **generate_kwargs,
             generation_config=generation_config,
@@ -673,178 +416,3 @@ def _pad_rows(rows: list[torch.Tensor]) -> list[torch.Tensor]:
     """Right-pad (batch, heads, kv) rows of growing kv length to the longest one."""
     width = max(r.shape[-1] for r in rows)
     return [torch.nn.functional.pad(r, (0, width - r.shape[-1])) for r in rows]
-
-
-def _common_prefix_length(sequences: Sequence[torch.Tensor]) -> int:
-    shortest = min(len(s) for s in sequences)
-    first = sequences[0][:shortest]
-    same = torch.ones(shortest, dtype=torch.bool)
-    for other in sequences[1:]:
-        same &= other[:shortest] == first
-    different = torch.nonzero(~same).flatten()
-    return int(different[0]) if len(different) else shortest
-
-
-def _pad_between(
-    suffixes: Sequence[torch.Tensor], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad variable-length suffixes into (ids, mask) of the longest length."""
-    width = max(len(s) for s in suffixes)
-    ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(suffixes), width), dtype=torch.long)
-    for row, suffix in enumerate(suffixes):
-        ids[row, width - len(suffix) :] = suffix
-        mask[row, width - len(suffix) :] = 1
-    return ids, mask
-
-
-def capture_answers(
-    model, processor, image, questions: Sequence[str], **options: Any
-) -> list[Capture]:
-    """Ask every question about one image; capture attention for each.
-
-    `capture_images` with one image; ``options`` are its keyword arguments (``image_first`` is
-    required).
-    """
-    return capture_images(model, processor, [(image, questions)], **options)
-
-
-@torch.no_grad()
-def capture_images(
-    model,
-    processor,
-    requests: Sequence[tuple[object, Sequence[str]]],
-    *,
-    image_first: bool,
-    layers: int | Sequence[int] = 3,
-    max_new_tokens: int = 8,
-    batch_size: int = 8,
-    share: bool = True,
-    include_pixel_values: bool = False,
-    prompt_image_rows: str = "all",
-    on_batch: Callable[[list[Capture], float], None] | None = None,
-) -> list[Capture]:
-    """Ask questions about several images; capture attention for each (image, question).
-
-    The questions of all the images are answered in order, ``batch_size`` at a time, so that a
-    batch may hold several images' questions: on a GPU a decoding step costs about the same for
-    42 rows as for 84, so several images per batch raise the questions per second.
-
-    Parameters
-    ----------
-    model : Gemma3ForConditionalGeneration
-        `enable_capture` is applied if needed.
-    processor : Gemma3Processor
-    requests : sequence of (image, questions)
-        Image: PIL.Image or ndarray of uint8; questions: sequence of str (at least one).
-    image_first : bool
-        Order in the user turn.
-    layers : int or sequence of int
-        The last ``k`` decoder layers, or explicit indices.
-    max_new_tokens : int
-    batch_size : int
-        (image, question) rows per generation batch.
-    share : bool
-        Encode each image once for all its questions (see the module docstring). ``False`` runs
-        every row from its own pixels (the reference to compare against).
-    include_pixel_values : bool
-        Keep ``pixel_values`` (float32, what the model saw) in each capture.
-    prompt_image_rows : {"all", "text"}
-        Prompt rows of ``prompt_image_attention``: every one, or those after the image (see
-        `capture_batch`; with the question first, "text" spares computing and copying 42
-        prompts' 256 image rows per batch).
-    on_batch : callable, optional
-        Called after each batch with its captures (in order) and the seconds it took (the shared
-        image work is counted in the first batch), so that callers can save results as soon as
-        they exist.
-
-    Returns
-    -------
-    list of Capture
-        In order: the first image's questions, then the second's, ...
-    """
-    started = time.perf_counter()
-    prompt_image_start([0], prompt_image_rows)  # checks the value before any work
-    enable_capture(model)
-    layer_list = last_layers(model, layers) if isinstance(layers, int) else list(layers)
-    yes_no = yes_no_tokens(processor.tokenizer)
-    if any(not list(questions) for _, questions in requests):
-        raise ValueError("every image needs at least one question")
-    questions = [q for _, image_questions in requests for q in image_questions]
-    row_image = torch.tensor([i for i, (_, qs) in enumerate(requests) for _ in qs])
-    prompts = render_prompts(processor, questions, image_first=image_first)
-    # Each image is preprocessed once, with its first question; the prompts are tokenized
-    # without pixels, after checking on that question that this gives the processor's own ids.
-    ids = prompt_token_ids(processor, prompts)
-    pixels, first_row = [], 0
-    for image, image_questions in requests:
-        first = build_inputs(processor, image, image_questions[0], image_first=image_first)
-        if not torch.equal(ids[first_row], first["input_ids"][0]):
-            for offset, question in enumerate(image_questions):
-                inputs = build_inputs(processor, image, question, image_first=image_first)
-                ids[first_row + offset] = inputs["input_ids"][0]
-        pixels.append(first["pixel_values"])
-        first_row += len(image_questions)
-    pixel_values = torch.cat(pixels)
-    pad_id = processor.tokenizer.pad_token_id
-
-    prefix = None
-    features = None
-    if share and image_first:
-        # The shared prefix ends with the image's closing token, whatever the questions share
-        # after it: a prefix that depended on the questions asked together would make one
-        # question's floats depend on its company (and a resumed job differ from a whole one).
-        image_positions = image_token_positions(ids[0], model.config.image_token_id)
-        length = int(image_positions[-1]) + 2
-        if _common_prefix_length(ids) < length or min(len(i) for i in ids) <= length:
-            raise RuntimeError("questions do not share the image prefix; cannot share it")
-        prefix_token_types = (ids[0][:length] == model.config.image_token_id).long()
-        start = prompt_image_start(image_positions, prompt_image_rows)
-        prefix = _run_prefix(
-            model, ids[0][:length], pixel_values, prefix_token_types, layer_list, start
-        )
-    elif share:
-        features = model.get_image_features(
-            pixel_values.to(model.device, model.dtype), return_dict=True
-        ).pooler_output
-
-    seen = pixel_values.float().cpu().numpy() if include_pixel_values else None
-    captures: list[Capture] = []
-    for start in range(0, len(questions), batch_size):
-        chunk = list(range(start, min(start + batch_size, len(questions))))
-        images = row_image[chunk]
-        if prefix is not None:
-            batch_ids, batch_mask = _pad_between(
-                [ids[i][len(prefix.input_ids) :] for i in chunk], pad_id
-            )
-            extra = {"prefix": prefix, "prefix_rows": images}
-        else:
-            batch_ids, batch_mask = _pad_between([ids[i] for i in chunk], pad_id)
-            token_types = (batch_ids == model.config.image_token_id).long()
-            extra = {"token_type_ids": token_types}
-            if features is not None:
-                extra["image_features"] = features[images.to(features.device)]
-            else:
-                extra["pixel_values"] = pixel_values[images]
-        batch = capture_batch(
-            model,
-            processor,
-            batch_ids,
-            batch_mask,
-            questions=[questions[i] for i in chunk],
-            prompts=[prompts[i] for i in chunk],
-            layers=layer_list,
-            max_new_tokens=max_new_tokens,
-            yes_no=yes_no,
-            prompt_image_rows=prompt_image_rows,
-            **extra,
-        )
-        if seen is not None:
-            for capture, image in zip(batch, images.tolist(), strict=True):
-                capture.pixel_values = seen[image]
-        if on_batch is not None:
-            now = time.perf_counter()
-            on_batch(batch, now - started)
-            started = now
-        captures += batch
-    return captures

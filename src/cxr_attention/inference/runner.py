@@ -7,123 +7,85 @@ does not own and so does not delete after a crash): a rerun skips what is there.
 background threads while the model goes on (see `SampleWriter`). When the shard is done, the
 capture files move into ``out_dir`` and the answers table is written.
 
-Parameters of a run (``params``; defaults in `DEFAULT_PARAMS`):
+Settings of a run (``params``, every key required; defaults only in config/config.schema.json):
+the config's ``inference`` section (keys below), ``seed``, ``min_free_gpu_gb`` (``model``) and the
+label policies ``uncertain`` and ``blank`` (``questions``; applied by
+``questions.labels.expand_samples``).
 
-``layers`` (3)
+``layers``
     Capture the last ``k`` decoder layers.
-``max_new_tokens`` (12)
-    Tokens generated per question (greedy).
-``batch_size`` (8)
+``max_new_tokens``
+    Tokens generated per question (greedy decoding only: captures must be reproducible).
+``batch_size``
     (image, question) rows per generation batch; halved on out-of-memory, down to 1. A batch whose
     padded prompts do not fit a captured sliding layer's window is halved too: at batch size 1 the
     question that is too long gets a failures row (``prompt_too_long``) and the others go on.
-``images_per_batch`` (1)
+``images_per_batch``
     Images answered together: their questions are cut into batches as one list, so a batch may
     hold several images' questions (on an H100, image first, 4 images per batch answer 2.3x the
     questions per second of 1: a decoding step is bound by kernel launches, not arithmetic). Set
     ``batch_size`` to ``images_per_batch`` times the questions per image.
-``image_first`` (False)
+``image_first``
     Image before the question in the user turn (the MedGemma model card puts the question first;
     image first lets every question reuse the image prefix's cache).
-``share`` (True)
+``share``
     Encode each image once for all its questions.
-``do_sample`` (False)
-    Only greedy decoding is supported (captures must be reproducible); True is refused.
-``prompt_image_rows`` ("all")
+``prompt_image_rows``
     ``"text"`` computes and stores only the prompt rows after the image in
     ``prompt_image_attention`` (about 20x smaller files; with the question first, no image rows
-    to compute per question). See `capture_arrays`.
-``prompt_template`` ("{question}")
+    to compute per question). See ``writing.capture_arrays``.
+``prompt_template``
     Text of the user turn; ``{question}`` is replaced by the question. The reference study sent
     ``"Question: {question}\nAnswer with only 'yes' or 'no'."`` (config/paper.yaml).
-``seed`` (0), ``min_free_gpu_gb`` (15.0), ``device`` ("auto")
-``uncertain`` ("exclude"), ``blank`` ("exclude")
-    Label policies, applied by ``questions.labels.expand_samples`` / ``expected_answer``.
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import logging
 import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
-from cxr_attention.inference.capture import (
-    Capture,
-    PromptTooLongError,
-    capture_answers,
-    capture_images,
-    prompt_image_start,
-)
+from cxr_attention.inference.batching import capture_answers, capture_images
+from cxr_attention.inference.capture import Capture, PromptTooLongError
+from cxr_attention.inference.writing import ANSWER_COLUMNS, SampleWriter, save_sample
 from cxr_attention.io import (
     ConfigError,
     Failure,
     InputError,
-    atomic_path,
     read_table,
     write_csv,
     write_failures,
-    write_npz,
 )
-from cxr_attention.questions.bank import NO_FINDING
-from cxr_attention.questions.labels import SAMPLE_QUESTION_COLUMNS, expand_samples
+from cxr_attention.questions.labels import expand_samples
 
-__all__ = [
-    "ANSWER_COLUMNS",
-    "DEFAULT_PARAMS",
-    "SampleWriter",
-    "answer_one",
-    "capture_arrays",
-    "is_out_of_memory",
-    "run_inference_shard",
-    "write_capture",
-]
+__all__ = ["PARAMS", "answer_one", "is_out_of_memory", "run_inference_shard"]
 
 log = logging.getLogger(__name__)
 
 STAGE = "inference"
-GRID_SHAPE = (16, 16)
 
-DEFAULT_PARAMS: dict[str, Any] = {
-    "layers": 3,
-    "max_new_tokens": 12,
-    "batch_size": 8,
-    "images_per_batch": 1,
-    "image_first": False,
-    "share": True,
-    "do_sample": False,
-    "seed": 0,
-    "min_free_gpu_gb": 15.0,
-    "device": "auto",
-    "uncertain": "exclude",
-    "blank": "exclude",
-    "prompt_image_rows": "all",
-    "prompt_template": "{question}",
-}
-
-ANSWER_COLUMNS = [
-    *SAMPLE_QUESTION_COLUMNS,
-    "prompt",
-    "generated_text",
-    "answer",
-    "p_yes",
-    "label",
-    "expected",
-    "correct",
-    "n_generated_tokens",
-    "seconds",
-    "capture",
-]
+#: The keys of ``run_inference_shard``'s ``params`` (see the module docstring).
+PARAMS: tuple[str, ...] = (
+    "layers",
+    "max_new_tokens",
+    "batch_size",
+    "images_per_batch",
+    "image_first",
+    "share",
+    "prompt_image_rows",
+    "prompt_template",
+    "seed",
+    "min_free_gpu_gb",
+    "uncertain",
+    "blank",
+)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -133,86 +95,20 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
-def capture_arrays(
-    capture: Capture,
-    *,
-    dtype=np.float16,
-    include_pixel_values: bool = False,
-    prompt_image_rows: str = "all",
-) -> dict[str, np.ndarray]:
-    """The arrays of docs/architecture.md ("Capture arrays") for one capture.
-
-    ``prompt_image_attention`` holds the rows of the prompt positions ``prompt_image_positions``:
-    every position with ``prompt_image_rows="all"``; with ``"text"``, only the positions after the
-    image: the only text that can attend to it (attention is causal), such as a target term asked
-    after the image. The image tokens' own 256 rows are ~95% of a sample's bytes. A capture made
-    with ``prompt_image_rows="text"`` holds only those rows and can be written only so.
-    """
-    start = prompt_image_start(capture.image_token_positions, prompt_image_rows)
-    positions = np.arange(start, len(capture.input_ids))
-    prompt_image = capture.prompt_image_rows(positions).astype(dtype)  # refuses rows not captured
-    arrays = {
-        "attention": capture.attention.astype(dtype),
-        "text_attention": capture.text_attention.astype(dtype),
-        "prompt_image_attention": prompt_image,
-        "prompt_image_positions": positions.astype(np.int64),
-        "layers": np.asarray(capture.layers, dtype=np.int64),
-        "input_ids": np.asarray(capture.input_ids, dtype=np.int64),
-        "generated_ids": np.asarray(capture.generated_ids, dtype=np.int64),
-        "image_token_positions": np.asarray(capture.image_token_positions, dtype=np.int64),
-        "grid_shape": np.asarray(GRID_SHAPE, dtype=np.int64),
-        # The token strings the rows and columns belong to (plain unicode arrays: no pickle).
-        "input_tokens": np.asarray(capture.input_tokens, dtype=str),
-        "generated_tokens": np.asarray(capture.generated_tokens, dtype=str),
-    }
-    if include_pixel_values:
-        if capture.pixel_values is None:
-            raise ValueError("the capture has no pixel_values (capture with include_pixel_values)")
-        arrays["pixel_values"] = np.asarray(capture.pixel_values, dtype=np.float32)
-    return arrays
-
-
-def write_capture(
-    capture: Capture,
-    path: str | os.PathLike,
-    *,
-    dtype=np.float16,
-    include_pixel_values: bool = False,
-    prompt_image_rows: str = "all",
-) -> None:
-    """Write a capture's arrays to ``path`` (compressed ``.npz``, atomically).
-
-    Parameters
-    ----------
-    capture : Capture
-    path : path
-    dtype : numpy dtype
-        Of the attention arrays: float16 in the workflow, float32 for ``cxr-attention explain``.
-    include_pixel_values : bool
-        Add ``pixel_values`` (float32, exactly what the model saw).
-    prompt_image_rows : {"all", "text"}
-        See `capture_arrays`.
-    """
-    arrays = capture_arrays(
-        capture,
-        dtype=dtype,
-        include_pixel_values=include_pixel_values,
-        prompt_image_rows=prompt_image_rows,
-    )
-    write_npz(path, **arrays)
-
-
 def answer_one(
     loaded,
     image,
     question: str,
     *,
-    layers: int = 3,
-    max_new_tokens: int = 12,
-    image_first: bool = False,
-    include_pixel_values: bool = True,
+    layers: int,
+    max_new_tokens: int,
+    image_first: bool,
+    include_pixel_values: bool,
 ) -> Capture:
     """Answer one question about one image with attention capture (``cxr-attention explain``).
+
+    Every prompt row's image attention is kept (``prompt_image_rows="all"``): one sample's file
+    is small, and terms asked before the image need their rows.
 
     Parameters
     ----------
@@ -229,7 +125,7 @@ def answer_one(
     -------
     Capture
         ``p_yes`` from the first answer token; the answer itself is parsed by
-        ``answers.parse_answer(capture.generated_text)``.
+        ``questions.answers.parse_answer(capture.generated_text)``.
     """
     (capture,) = capture_answers(
         loaded.model,
@@ -240,6 +136,8 @@ def answer_one(
         layers=layers,
         max_new_tokens=max_new_tokens,
         batch_size=1,
+        share=True,
+        prompt_image_rows="all",
         include_pixel_values=include_pixel_values,
     )
     return capture
@@ -273,93 +171,6 @@ def _shard_samples(manifest_csv, questions_csv, preprocess_csv, shard: int, para
     return samples, image_paths
 
 
-def _sample_row(sample: dict, capture: Capture, seconds: float, capture_path: str) -> dict:
-    from cxr_attention.questions.answers import parse_answer
-
-    # The finding's own names judge the answer (the question table's ``answer_terms``); the broader
-    # ``target_terms`` are for the maps stage.
-    source = sample.get("answer_terms") or sample.get("target_terms") or ""
-    terms = [t for t in str(source).split("|") if t]
-    answer = parse_answer(
-        capture.generated_text, terms=terms, asks_normal=sample.get("finding") == NO_FINDING
-    )
-    expected = sample.get("expected") or ""
-    return {
-        **{k: sample[k] for k in ANSWER_COLUMNS if k in sample},
-        "prompt": capture.prompt,
-        "generated_text": capture.generated_text,
-        "answer": answer,
-        "p_yes": capture.p_yes,
-        "expected": expected,
-        "correct": "" if not expected else answer == expected,
-        "n_generated_tokens": capture.n_generated_tokens,
-        "seconds": seconds,
-        "capture": capture_path,
-    }
-
-
-class SampleWriter:
-    """Writes finished samples on worker threads while the model goes on with the next batch.
-
-    On a GPU, a batch of captures is computed about as fast as one core compresses them (about
-    10 ms per sample); zlib and numpy's casts release the GIL, so threads overlap the writes with
-    generation. At most ``max_pending`` samples wait, which bounds the memory they hold. Leaving
-    the ``with`` block, on an error too, waits for every write already submitted, so no finished
-    sample is dropped; the first write that failed is raised (at once if seen while submitting).
-
-    Parameters
-    ----------
-    on_written : callable
-        Called in the submitting thread with no argument once per sample written (progress).
-    threads : int, optional
-        Default: `default_threads`.
-    max_pending : int
-    """
-
-    def __init__(
-        self, on_written: Callable[[], object], *, threads: int | None = None, max_pending: int = 64
-    ):
-        if threads is None:
-            threads = self.default_threads()
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sample-writer")
-        self._pending: collections.deque[Future] = collections.deque()
-        self._on_written = on_written
-        self._max_pending = max(1, max_pending)
-
-    @staticmethod
-    def default_threads() -> int:
-        """One per available core but one (the model's), at most 4, at least 1."""
-        return max(1, min(4, _available_cores() - 1))
-
-    def submit(self, write: Callable, *args) -> None:
-        """Run ``write(*args)`` on a worker thread."""
-        self._pending.append(self._pool.submit(write, *args))
-        while self._pending and (len(self._pending) > self._max_pending or self._pending[0].done()):
-            self._pending.popleft().result()  # raises the write's error, if any
-            self._on_written()
-
-    def __enter__(self) -> SampleWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        self._pool.shutdown(wait=True)
-        errors = [f.exception() for f in self._pending if f.exception() is not None]
-        for _ in range(len(self._pending) - len(errors)):
-            self._on_written()
-        self._pending.clear()
-        if errors and exc is None:
-            raise errors[0]
-        for error in errors:  # the job's own error propagates; these must not go unseen
-            log.error("a finished sample could not be written: %s", error)
-
-
-def _available_cores() -> int:
-    """Cores this process may run on (a SLURM job's allocation, not the whole node)."""
-    if hasattr(os, "sched_getaffinity"):  # Linux; macOS has only the machine's count
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def run_inference_shard(
     *,
     manifest_csv: str | os.PathLike,
@@ -370,7 +181,8 @@ def run_inference_shard(
     out_csv: str | os.PathLike,
     out_dir: str | os.PathLike,
     failures_csv: str | os.PathLike,
-    params: dict | None = None,
+    params: dict,
+    device: str = "auto",
     progress: bool = True,
     load: Callable | None = None,
 ) -> None:
@@ -392,7 +204,10 @@ def run_inference_shard(
         ``Failure`` rows (stage ``inference``): unreadable images, samples still out of memory at
         batch size 1.
     params : dict
-        See the module docstring; missing keys take `DEFAULT_PARAMS`.
+        The run's settings, every key of `PARAMS` (see the module docstring).
+    device : str
+        Where the model runs: ``"auto"`` (the freest GPU, else the CPU), ``"cpu"`` or
+        ``"cuda[:N]"`` (see ``model.choose_device``).
     progress : bool
         Show a tqdm progress bar (on stderr).
     load : callable, optional
@@ -403,9 +218,7 @@ def run_inference_shard(
 
     from cxr_attention.inference.model import load_model
 
-    settings = {**DEFAULT_PARAMS, **(params or {})}
-    if settings["do_sample"]:
-        raise ConfigError("inference.do_sample: only greedy decoding (false) is supported")
+    settings = _checked_params(params)
     torch.manual_seed(int(settings["seed"]))
     samples, image_paths = _shard_samples(
         manifest_csv, questions_csv, preprocess_csv, shard, settings
@@ -427,7 +240,7 @@ def run_inference_shard(
     loaded = None
     if len(todo):
         loaded = (load or load_model)(
-            model_id, device=settings["device"], min_free_gpu_gb=float(settings["min_free_gpu_gb"])
+            model_id, device=device, min_free_gpu_gb=float(settings["min_free_gpu_gb"])
         )
     bar = tqdm(
         total=len(samples),
@@ -471,6 +284,18 @@ def run_inference_shard(
     write_failures(failures, failures_csv)
 
 
+def _checked_params(params: dict) -> dict:
+    """``params`` with every key of `PARAMS` and no other (a typo would be ignored silently)."""
+    missing = [key for key in PARAMS if key not in params]
+    unknown = sorted(set(params) - set(PARAMS))
+    if missing or unknown:
+        raise ConfigError(
+            f"inference settings: missing keys {missing}, unknown keys {unknown} "
+            f"(expected {list(PARAMS)})"
+        )
+    return dict(params)
+
+
 def _unfinished_batches(samples: list[dict], done: set[str], batch_size: int) -> list[dict]:
     """The image's samples in the batches that hold an unfinished one, whole and in order.
 
@@ -504,7 +329,7 @@ def _answer_images(
             if sample["sample_id"] in done:
                 continue
             writer.submit(
-                _save_sample,
+                save_sample,
                 sample,
                 capture,
                 seconds / len(captures),
@@ -571,23 +396,6 @@ def _answer_images(
             )
             bar.update(1)
     return failures
-
-
-def _save_sample(
-    sample: dict, capture: Capture, seconds: float, partial: Path, out_dir: Path, rows: str
-) -> None:
-    sample_id = sample["sample_id"]
-    write_capture(capture, partial / f"{sample_id}.npz", prompt_image_rows=rows)
-    row = _sample_row(sample, capture, seconds, str(out_dir / f"{sample_id}.npz"))
-    # The .json is written last: its presence marks the sample as finished.
-    with atomic_path(partial / f"{sample_id}.json") as tmp:
-        tmp.write_text(json.dumps(row, default=_json_value) + "\n")
-
-
-def _json_value(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(type(value).__name__)
 
 
 def _finish(samples: pd.DataFrame, partial: Path, out_dir: Path, out_csv) -> None:
