@@ -22,8 +22,18 @@ def library(*modules):
     )
 
 
-MIMIC = ("preprocess/__init__.py", "preprocess/mimic.py")
-IMAGES = ("preprocess/__init__.py", "preprocess/decode.py", "preprocess/masks.py")
+MIMIC = (
+    "preprocess/__init__.py",
+    "preprocess/mimic.py",
+    "preprocess/exclusions.py",
+    "progress.py",
+)
+IMAGES = (
+    "preprocess/__init__.py",
+    "preprocess/decode.py",
+    "preprocess/masks.py",
+    "preprocess/mask_quality.py",
+)
 QUESTIONS = (*MIMIC, "inference/__init__.py", "inference/questions.py")
 MODEL = ("inference/__init__.py", "inference/model.py", "inference/prompting.py")
 CAPTURE = (
@@ -77,8 +87,8 @@ REPORT = (
     "report/paper.py",
 )
 
-MANIFEST_CODE = library(*MIMIC)
-PREPROCESS_CODE = library(*IMAGES, "preprocess/pipeline.py")
+MANIFEST_CODE = library(*QUESTIONS)  # exclusions: which labels can be scored
+PREPROCESS_CODE = library(*IMAGES, "preprocess/pipeline.py", "progress.py")
 QUESTIONS_CODE = library(*QUESTIONS)
 INFERENCE_CODE = library(*CAPTURE)
 MAPS_CODE = library(*MAPS)

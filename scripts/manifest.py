@@ -9,5 +9,7 @@ with job_logging(snakemake.log[0]):
         selection=snakemake.params.selection,
         seed=snakemake.params.seed,
         vqa_table=snakemake.params.questions.get("vqa_table"),
-        out_csv=snakemake.output[0],
+        out_csv=snakemake.output.manifest,
+        exclusions_csv=snakemake.output.exclusions,
+        questions=snakemake.params.questions,
     )

@@ -17,6 +17,9 @@ Selection, in order:
 5. sort by ``dicom_id`` and cut into ``n_shards`` contiguous blocks of sizes differing by at most
    one.
 
+Every image of the metadata table left out by steps 1-4 gets a row in the exclusions table
+(:mod:`.exclusions`), written beside the manifest.
+
 Every random draw uses one ``numpy.random.default_rng(seed)`` on a pool sorted by ``dicom_id``, so
 the manifest depends only on the tables' content and the seed, not on their row order.
 """
@@ -34,6 +37,12 @@ import numpy as np
 import pandas as pd
 
 from cxr_attention.io import ConfigError, write_csv
+from cxr_attention.preprocess.exclusions import (
+    exclusion_rows,
+    unscorable_images,
+    write_exclusions,
+)
+from cxr_attention.progress import loud_warning
 
 __all__ = [
     "CHEXPERT_FINDINGS",
@@ -51,6 +60,7 @@ __all__ = [
     "image_path",
     "images_named_by",
     "read_mimic_tables",
+    "select_images",
     "select_manifest",
     "write_manifest",
 ]
@@ -394,7 +404,12 @@ def _as_requests(
     ]
 
 
-def select_manifest(
+def select_manifest(tables: MimicTables, **options: Any) -> pd.DataFrame:
+    """The manifest of :func:`select_images` (same parameters), without the exclusions."""
+    return select_images(tables, **options)[0]
+
+
+def select_images(
     tables: MimicTables,
     *,
     root: str | os.PathLike,
@@ -406,7 +421,7 @@ def select_manifest(
     seed: int = 0,
     n_shards: int = 1,
     named: NamedImages | None = None,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Select a study's images into the manifest table (docs/architecture.md).
 
     Parameters
@@ -443,9 +458,12 @@ def select_manifest(
 
     Returns
     -------
-    pandas.DataFrame
+    manifest : pandas.DataFrame
         :data:`MANIFEST_COLUMNS`, sorted by ``dicom_id``; identifiers as strings, ``shard`` int,
         label columns float with NaN for blank.
+    exclusions : pandas.DataFrame
+        :data:`.exclusions.EXCLUSION_COLUMNS`: every other image of the metadata table, with
+        reason ``split``, ``view`` or ``sampling``.
 
     Raises
     ------
@@ -465,26 +483,37 @@ def select_manifest(
     requests = _as_requests(balance)
     _layout_suffix(layout)
 
-    metadata = tables.metadata
-    if views is not None:
-        metadata = metadata[metadata["ViewPosition"].isin([str(v).strip() for v in views])]
-    split = tables.split[["dicom_id", "split"]]
-    if splits is not None:
-        split = split[split["split"].isin(list(splits))]
+    metadata = tables.metadata[["dicom_id", "subject_id", "study_id", "ViewPosition"]]
     try:
-        pool = metadata[["dicom_id", "subject_id", "study_id", "ViewPosition"]].merge(
-            split, on="dicom_id", how="inner", validate="one_to_one"
+        images = metadata.merge(
+            tables.split[["dicom_id", "split"]], on="dicom_id", how="left", validate="one_to_one"
         )
     except pd.errors.MergeError as error:
         raise ConfigError(
             f"a dicom_id appears twice in the metadata or split table ({error})"
         ) from error
-    pool = pool.merge(
+    excluded = []
+    wrong_split = images["split"].isna()
+    if splits is not None:
+        wrong_split |= ~images["split"].isin(list(splits))
+    if wrong_split.any():
+        detail = ("split " + images["split"].map(repr) + " not in selection.splits").where(
+            images["split"].notna(), "no row in the split table"
+        )
+        excluded.append(exclusion_rows(images[wrong_split], "split", detail[wrong_split]))
+        images = images[~wrong_split]
+    if views is not None:
+        wrong_view = ~images["ViewPosition"].isin([str(v).strip() for v in views])
+        detail = "ViewPosition " + images["ViewPosition"].map(repr) + " not in selection.views"
+        excluded.append(exclusion_rows(images[wrong_view], "view", detail[wrong_view]))
+        images = images[~wrong_view]
+    pool = images.merge(
         tables.labels[LABEL_COLUMNS], on=["subject_id", "study_id"], how="left", validate="m:1"
     )
     n_candidates = len(pool)
     # Sorting first makes every draw independent of the tables' row order.
     pool = pool.sort_values("dicom_id", kind="stable", ignore_index=True)
+    candidates = pool
 
     rng = np.random.default_rng(seed)
     if named is not None:
@@ -513,17 +542,45 @@ def select_manifest(
             )
         pool = pool.iloc[np.sort(_draw(rng, np.arange(len(pool)), sample_size))]
 
+    not_drawn = candidates[~candidates["dicom_id"].isin(pool["dicom_id"])]
+    excluded.append(exclusion_rows(not_drawn, "sampling", _sampling_detail(named, requests)))
+    exclusions = pd.concat(excluded, ignore_index=True).sort_values(
+        "dicom_id", kind="stable", ignore_index=True
+    )
+
     manifest = pool.reset_index(drop=True).rename(columns={"ViewPosition": "view_position"})
     manifest["image_path"] = _image_paths(root, layout, manifest)
     manifest["shard"] = np.arange(len(manifest), dtype=np.int64) * n_shards // max(len(manifest), 1)
     manifest[CHEXPERT_FINDINGS] = manifest[CHEXPERT_FINDINGS].astype("float64")
     logger.info(
-        "manifest: %d of %d images passing the split and view filters, in %d shard(s)",
+        "manifest: %d of %d images, in %d shard(s); %d passed the split and view filters; "
+        "excluded: %s",
         len(manifest),
-        n_candidates,
+        len(tables.metadata),
         n_shards,
+        n_candidates,
+        _reason_counts(exclusions),
     )
-    return manifest[MANIFEST_COLUMNS]
+    if manifest.empty:
+        loud_warning(
+            "the manifest is empty: no image of %s is left to study (%s); see exclusions.csv",
+            tables.paths.get("metadata", "the metadata table") if tables.paths else "the tables",
+            _reason_counts(exclusions),
+        )
+    return manifest[MANIFEST_COLUMNS], exclusions
+
+
+def _sampling_detail(named: NamedImages | None, requests: Sequence[BalanceRequest]) -> str:
+    if named is not None:
+        return "not named by the VQA table (selection.from_vqa_table)"
+    if requests:
+        return "not drawn by selection.balance / selection.sample_size"
+    return "not drawn by selection.sample_size"
+
+
+def _reason_counts(exclusions: pd.DataFrame) -> str:
+    counts = exclusions["reason"].value_counts()
+    return ", ".join(f"{count} {reason}" for reason, count in counts.items()) or "none"
 
 
 @dataclass(frozen=True)
@@ -561,6 +618,8 @@ def write_manifest(
     seed: int,
     out_csv: str | os.PathLike,
     vqa_table: str | os.PathLike | None = None,
+    exclusions_csv: str | os.PathLike | None = None,
+    questions: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Read the tables named by a config's ``data`` section, select, write ``manifest.csv``.
 
@@ -578,6 +637,12 @@ def write_manifest(
         Where to write the manifest (atomically).
     vqa_table : path-like, optional
         With ``selection.from_vqa_table``: the table whose images are selected.
+    exclusions_csv : path-like, optional
+        Where to write the exclusions table (:mod:`.exclusions`; atomically).
+    questions : mapping, optional
+        The config's ``questions`` section: manifest images none of whose answers can be scored
+        are listed in the exclusions as ``no_labels`` (they stay in the manifest), and a loud
+        warning says so when that is every image.
 
     Returns
     -------
@@ -587,7 +652,7 @@ def write_manifest(
     if "root" not in data:
         raise ConfigError("config data.root is not set")
     tables = read_mimic_tables(data["root"], labels=data.get("labels", "chexpert"))
-    manifest = select_manifest(
+    manifest, exclusions = select_images(
         tables,
         root=data["root"],
         layout=data.get("layout", "jpg"),
@@ -599,5 +664,19 @@ def write_manifest(
         n_shards=int(selection.get("shards", 1)),
         named=images_named_by(vqa_table) if selection.get("from_vqa_table") else None,
     )
+    if questions is not None:
+        unscorable = unscorable_images(manifest, questions)
+        if len(unscorable):
+            logger.info("%d manifest image(s) have no scorable label", len(unscorable))
+        if len(manifest) and len(unscorable) == len(manifest):
+            loud_warning(
+                "none of the %d images in the manifest has a label that can be scored (%s); "
+                "every answer will be unscored. See exclusions.csv",
+                len(manifest),
+                unscorable["detail"].iloc[0],
+            )
+        exclusions = pd.concat([exclusions, unscorable], ignore_index=True)
     write_csv(manifest, out_csv)
+    if exclusions_csv is not None:
+        write_exclusions(exclusions, exclusions_csv)
     return manifest
