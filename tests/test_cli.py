@@ -260,3 +260,24 @@ def test_an_unusable_image_exits_1(tiny_model_dir, tmp_path):
     assert result.returncode == 1 and "failed:" in result.stdout
     failures = pd.read_csv(tmp_path / "failures.csv")
     assert failures["error_type"].tolist() == ["not_an_image"]
+
+
+def test_summary_reads_the_run_tables(tmp_path):
+    run = tmp_path / "results" / "study"
+    (run / "preprocess").mkdir(parents=True)
+    pd.DataFrame({"dicom_id": ["a", "b", "c"]}).to_csv(run / "manifest.csv", index=False)
+    failures = {"stage": ["preprocess", "maps", "maps"], "dicom_id": ["a", "b", "c"]}
+    pd.DataFrame(failures).to_csv(run / "failures.csv", index=False)
+    exclusions = {"dicom_id": ["d", "e"], "reason": ["view", "view"]}
+    pd.DataFrame(exclusions).to_csv(run / "exclusions.csv", index=False)
+    shard = {"dicom_id": ["b", "c"], "mask_ok": [True, False]}
+    pd.DataFrame(shard).to_csv(run / "preprocess" / "shard-000.csv", index=False)
+    (run / "report.html").write_text("<html></html>")
+    result = cxr_attention("summary", run)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"report: {run / 'report.html'}",
+        "images: 3; failures: 3 (2 maps, 1 preprocess); exclusions: 2 (2 view); "
+        "flagged lung masks: 1",
+    ]
+    assert cxr_attention("summary", tmp_path).returncode == 2

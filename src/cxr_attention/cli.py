@@ -107,6 +107,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--image-first", action="store_true", help="image before the question")
     explain.set_defaults(handler=_explain)
+
+    summary = _add_parser(
+        commands,
+        "summary",
+        help="a run's report path and counts: images, failures, exclusions, flagged masks",
+    )
+    summary.add_argument("results", metavar="RESULTS_DIR", help="a run folder, results/<run>")
+    summary.set_defaults(handler=_summary)
     return parser
 
 
@@ -130,6 +138,13 @@ def _build_tiny_model(args: argparse.Namespace) -> int:
     from cxr_attention.inference.tiny_model import build_tiny_model
 
     print(build_tiny_model(args.out, seed=args.seed))
+    return EXIT_OK
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from cxr_attention.run_counts import describe_run
+
+    print(describe_run(args.results))
     return EXIT_OK
 
 
