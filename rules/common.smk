@@ -25,6 +25,7 @@ def library(*modules):
 MIMIC = (
     "preprocess/__init__.py",
     "preprocess/mimic.py",
+    "preprocess/selection.py",
     "preprocess/exclusions.py",
     "progress.py",
 )

@@ -1,6 +1,6 @@
 """Select the study's images from the MIMIC-CXR tables into the manifest."""
 
-from cxr_attention.preprocess.mimic import write_manifest
+from cxr_attention.preprocess.selection import write_manifest
 from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):

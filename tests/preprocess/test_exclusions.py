@@ -18,10 +18,9 @@ from cxr_attention.preprocess.mimic import (
     TABLE_BASENAMES,
     image_path,
     read_mimic_tables,
-    select_images,
-    write_manifest,
 )
 from cxr_attention.preprocess.pipeline import preprocess_shard
+from cxr_attention.preprocess.selection import select_images, write_manifest
 from cxr_attention.progress import CONSOLE_LOGGER, Progress, progress_to_console
 
 SELECTION = {"splits": ["test"], "views": ["PA", "AP"], "sample_size": None, "shards": 1}
@@ -185,3 +184,25 @@ def test_progress_of_tiny_loops(total):
         for _ in range(total):
             progress.step()
     assert console.getvalue().count("samples") == total
+
+
+def test_a_shard_with_no_usable_image_warns_on_the_console(tmp_path):
+    from cxr_attention.preprocess.pipeline import run_preprocess_shard
+
+    root = _mimic_tree(tmp_path / "mimic", with_files=False)
+    _write(root, tmp_path / "run")
+    console = io.StringIO()
+    with progress_to_console("preprocess/000", stream=console):
+        run_preprocess_shard(
+            manifest_csv=tmp_path / "run" / "manifest.csv",
+            shard=0,
+            out_csv=tmp_path / "run" / "shard-0.csv",
+            out_dir=tmp_path / "run" / "shard-0",
+            failures_csv=tmp_path / "run" / "shard-0.failures.csv",
+            max_side=64,
+        )
+    assert "WARNING preprocess shard 0: none of its 8 images could be used (missing)" in (
+        console.getvalue()
+    )
+    failures = read_table(tmp_path / "run" / "shard-0.failures.csv")
+    assert set(failures["error_type"]) == {"missing"} and len(failures) == 8

@@ -35,7 +35,7 @@ from cxr_attention.io import (
     write_png,
 )
 from cxr_attention.preprocess.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES
-from cxr_attention.progress import Progress
+from cxr_attention.progress import Progress, loud_warning
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,16 @@ def run_preprocess_shard(
     from cxr_attention.workflow import read_shard
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    table, failures = preprocess_shard(read_shard(manifest_csv, shard), out_dir, max_side=max_side)
+    manifest = read_shard(manifest_csv, shard)
+    table, failures = preprocess_shard(manifest, out_dir, max_side=max_side)
+    if len(manifest) and table.empty:
+        loud_warning(
+            "preprocess shard %s: none of its %d images could be used (%s); see %s",
+            shard,
+            len(manifest),
+            ", ".join(sorted({failure.error_type for failure in failures})),
+            failures_csv,
+        )
     flagged = int((~table["mask_ok"].astype(bool)).sum())
     logger.info(
         "shard %s: %d images preprocessed, %d failed, %d with implausible lung masks",
