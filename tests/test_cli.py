@@ -281,3 +281,25 @@ def test_summary_reads_the_run_tables(tmp_path):
         "flagged lung masks: 1",
     ]
     assert cxr_attention("summary", tmp_path).returncode == 2
+
+
+def test_explain_leaves_the_lung_metrics_of_a_flagged_mask_blank(tiny_model_dir, tmp_path):
+    # The AP demo film whose lung masks run to the lower edge (docs/masks.md).
+    flagged = next(p for p in DEMO_IMAGES if p.stem.startswith("01ee40b2"))
+    result = cxr_attention(
+        "explain",
+        flagged,
+        "--question",
+        "Is the heart enlarged?",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        tmp_path,
+        "--max-new-tokens",
+        "4",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lung masks flagged (lung_share_high;touches_lower_border)" in result.stdout
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert metrics[["left_right", "apical_basal"]].isna().all().all()
+    assert metrics["inside_body"].notna().all()

@@ -169,7 +169,7 @@ def _explain(args: argparse.Namespace) -> int:
         return EXIT_SOME_FAILED
     print(f"answer: {result.answer} (P(yes) = {result.p_yes:.3f}): {result.generated_text!r}")
     if result.mask_flags:
-        print(f"lung masks flagged ({result.mask_flags}): lung metrics are not meaningful")
+        print(f"lung masks flagged ({result.mask_flags}): lung metrics left blank")
     print(f"outputs in {args.out}: answer.json, maps.csv, metrics.csv, overlay.png")
     return EXIT_OK
 

@@ -129,6 +129,7 @@ def explain(
         work.
     """
     from cxr_attention.model_source import check_model_source
+    from cxr_attention.preprocess.mask_quality import LUNG_METRIC_COLUMNS
     from cxr_attention.preprocess.pipeline import preprocess_image
 
     check_model_source(model_id)
@@ -185,7 +186,11 @@ def explain(
         method=method,
     )
     write_maps(maps, out_dir / "maps.csv", out_dir / "maps.npz")
-    write_csv(_map_metrics(maps, body, lungs), out_dir / "metrics.csv")
+    metrics = _map_metrics(maps, body, lungs)
+    if images["mask_flags"]:
+        # An implausible lung mask gives the lung metrics no meaning (docs/masks.md).
+        metrics[list(LUNG_METRIC_COLUMNS)] = np.nan
+    write_csv(metrics, out_dir / "metrics.csv")
     _overlay(image, body, lungs, maps, question, answer, out_dir / "overlay.png")
     return ExplainResult(
         answer=answer,
