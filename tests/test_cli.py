@@ -228,6 +228,7 @@ def test_version_and_help_with_defaults():
     assert "(default: 1024)" in " ".join(help_text.split())
     help_text = " ".join(cxr_attention("explain", "--help").stdout.split())
     assert "(default: 3)" in help_text and "(default: cascade)" in help_text
+    assert "(default: None)" not in help_text  # required options have no default to show
 
 
 def test_preprocess_prints_a_one_line_summary(tmp_path):

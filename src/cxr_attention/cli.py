@@ -37,10 +37,17 @@ class UsageError(Exception):
     """Bad arguments that argparse cannot see (e.g. a path that holds no image)."""
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless there is none to show (required, flags, repeats)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _add_parser(commands, name: str, **kwargs) -> argparse.ArgumentParser:
-    return commands.add_parser(
-        name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs
-    )
+    return commands.add_parser(name, formatter_class=_DefaultsHelpFormatter, **kwargs)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -49,7 +56,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Where a medical vision-language model looks when it answers about a CXR.",
         epilog="Exit status: 0 success, 1 some inputs failed (listed in DIR/failures.csv), "
         "2 usage or configuration error.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
