@@ -415,7 +415,11 @@ def write_manifest(
     if questions is not None:
         unscorable = unscorable_images(manifest, questions)
         if len(unscorable):
-            logger.info("%d manifest image(s) have no scorable label", len(unscorable))
+            logger.info(
+                "%d of the %d manifest images have no scorable label (no_labels in the exclusions)",
+                len(unscorable),
+                len(manifest),
+            )
         if len(manifest) and len(unscorable) == len(manifest):
             loud_warning(
                 "none of the %d images in the manifest has a label that can be scored (%s); "
