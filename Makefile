@@ -4,12 +4,16 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CORES ?= 8
+# Every core of the machine (override: make demo CORES=4).
+CORES ?= $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+RUN ?= demo
 
 .PHONY: demo test lint install pull slurm clean-demo
 
+# Ends with the report's path and the run's counts (images, failures, exclusions).
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --resources gpu=1
+	@$(BIN)/cxr-attention summary results/$(RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -22,10 +22,21 @@ def library(*modules):
     )
 
 
-MIMIC = ("preprocess/__init__.py", "preprocess/mimic.py")
-IMAGES = ("preprocess/__init__.py", "preprocess/decode.py", "preprocess/masks.py")
+MIMIC = (
+    "preprocess/__init__.py",
+    "preprocess/mimic.py",
+    "preprocess/selection.py",
+    "preprocess/exclusions.py",
+    "progress.py",
+)
+IMAGES = (
+    "preprocess/__init__.py",
+    "preprocess/decode.py",
+    "preprocess/masks.py",
+    "preprocess/mask_quality.py",
+)
 QUESTION_BANK = (*MIMIC, "questions/__init__.py", "questions/bank.py")
-QUESTIONS = (*QUESTION_BANK, "questions/vqa.py", "questions/table.py")
+QUESTIONS = (*QUESTION_BANK, "questions/vqa.py", "questions/table.py", "questions/labels.py")
 TINY_MODEL = ("models/__init__.py", "models/gemma3.py", "models/tiny.py")
 MODEL = ("inference/__init__.py", "inference/model.py", "inference/prompting.py")
 CAPTURE = (
@@ -85,8 +96,8 @@ REPORT = (
     "report/paper.py",
 )
 
-MANIFEST_CODE = library(*MIMIC)
-PREPROCESS_CODE = library(*IMAGES, "preprocess/pipeline.py")
+MANIFEST_CODE = library(*QUESTIONS)  # exclusions: which labels can be scored
+PREPROCESS_CODE = library(*IMAGES, "preprocess/pipeline.py", "progress.py")
 QUESTIONS_CODE = library(*QUESTIONS)
 INFERENCE_CODE = library(*CAPTURE)
 TINY_MODEL_CODE = library(*TINY_MODEL)

@@ -7,7 +7,8 @@ rule manifest:
         named=get_selection_table,
         code=MANIFEST_CODE,
     output:
-        "results/{run}/manifest.csv",
+        manifest="results/{run}/manifest.csv",
+        exclusions="results/{run}/exclusions.csv",
     log:
         "logs/{run}/manifest.log",
     conda:

@@ -1,6 +1,6 @@
 """Select the study's images from the MIMIC-CXR tables into the manifest."""
 
-from cxr_attention.preprocess.mimic import write_manifest
+from cxr_attention.preprocess.selection import write_manifest
 from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):
@@ -9,5 +9,7 @@ with job_logging(snakemake.log[0]):
         selection=snakemake.params.selection,
         seed=snakemake.params.seed,
         vqa_table=snakemake.params.questions.get("vqa_table"),
-        out_csv=snakemake.output[0],
+        out_csv=snakemake.output.manifest,
+        exclusions_csv=snakemake.output.exclusions,
+        questions=snakemake.params.questions,
     )

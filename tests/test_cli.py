@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,142 @@ def test_explain_parses_the_answer_as_the_inference_stage_does(question, generat
 
     bank = REPO / "config/questions.yaml"
     assert parse_question_answer(question, generated_text, bank) == expected
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("cxr-attention explain: error: model ")
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def _explain_with_model(model: str | Path, out: Path, env: dict | None = None):
+    command = [sys.executable, "-m", "cxr_attention.cli", "explain", str(DEMO_IMAGES[0])]
+    command += ["--question", "Is there a pleural effusion?", "--model", str(model)]
+    command += ["--out", str(out)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_a_wrong_model_is_refused_in_one_line_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    _one_line_error(_explain_with_model(tmp_path / "no-such-model", out), "no-such-model")
+    no_config = tmp_path / "empty-model"
+    no_config.mkdir()
+    _one_line_error(_explain_with_model(no_config, out), "no config.json")
+    _one_line_error(_explain_with_model("not/a/hub/id", out), "not a hub id")
+    assert not out.exists()  # refused before preprocessing wrote anything
+
+
+def test_a_hub_id_must_be_in_the_cache_when_offline(tmp_path, tiny_model_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = _explain_with_model("google/medgemma-4b-it", tmp_path / "out", env)
+    _one_line_error(result, "not in the Hugging Face cache", "HF_HUB_OFFLINE")
+    # The same id with its config.json in the cache (the hub cache's layout) passes the check.
+    snapshot = tmp_path / "hf/hub/models--google--medgemma-4b-it/snapshots/0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text((Path(tiny_model_dir) / "config.json").read_text())
+    refs = tmp_path / "hf/hub/models--google--medgemma-4b-it/refs"
+    refs.mkdir()
+    (refs / "main").write_text("0123abcd")
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from cxr_attention.model_source import check_model_source;"
+            "print(check_model_source('google/medgemma-4b-it'))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert check.returncode == 0 and check.stdout.strip() == "hub", check.stderr
+
+
+def test_version_and_help_with_defaults():
+    from cxr_attention import __version__
+
+    version = cxr_attention("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"cxr-attention {__version__}"
+    help_text = cxr_attention("preprocess", "--help").stdout
+    assert "(default: 1024)" in " ".join(help_text.split())
+    help_text = " ".join(cxr_attention("explain", "--help").stdout.split())
+    assert "(default: 3)" in help_text and "(default: cascade)" in help_text
+    assert "(default: None)" not in help_text  # required options have no default to show
+
+
+def test_preprocess_prints_a_one_line_summary(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_text("not an image")
+    result = cxr_attention("preprocess", DEMO_IMAGES[0], bad, "--out", tmp_path / "out")
+    assert result.returncode == 1
+    assert result.stdout.count("\n") == 1
+    assert result.stdout.startswith("2 images: 1 written, 1 failed, ")
+    good = cxr_attention("preprocess", DEMO_IMAGES[1], "--out", tmp_path / "good")
+    assert good.returncode == 0 and good.stdout.startswith("1 images: 1 written, 0 failed, ")
+    table = pd.read_csv(tmp_path / "good" / "preprocess.csv", keep_default_na=False)
+    assert {"mask_ok", "mask_flags"} <= set(table.columns)
+
+
+def test_explain_prints_the_answer_p_yes_and_the_outputs(tiny_model_dir, tmp_path):
+    result = _explain_with_model(tiny_model_dir, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads((tmp_path / "out" / "answer.json").read_text())
+    assert f"answer: {answer['answer']} (P(yes) = {answer['p_yes']:.3f})" in result.stdout
+    assert f"outputs in {tmp_path / 'out'}" in result.stdout
+
+
+def test_an_unusable_image_exits_1(tiny_model_dir, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_text("not an image")
+    result = cxr_attention(
+        "explain", bad, "--question", "Is there?", "--model", tiny_model_dir, "--out", tmp_path
+    )
+    assert result.returncode == 1 and "failed:" in result.stdout
+    failures = pd.read_csv(tmp_path / "failures.csv")
+    assert failures["error_type"].tolist() == ["not_an_image"]
+
+
+def test_summary_reads_the_run_tables(tmp_path):
+    run = tmp_path / "results" / "study"
+    (run / "preprocess").mkdir(parents=True)
+    pd.DataFrame({"dicom_id": ["a", "b", "c"]}).to_csv(run / "manifest.csv", index=False)
+    failures = {"stage": ["preprocess", "maps", "maps"], "dicom_id": ["a", "b", "c"]}
+    pd.DataFrame(failures).to_csv(run / "failures.csv", index=False)
+    exclusions = {"dicom_id": ["d", "e"], "reason": ["view", "view"]}
+    pd.DataFrame(exclusions).to_csv(run / "exclusions.csv", index=False)
+    shard = {"dicom_id": ["b", "c"], "mask_ok": [True, False]}
+    pd.DataFrame(shard).to_csv(run / "preprocess" / "shard-000.csv", index=False)
+    (run / "report.html").write_text("<html></html>")
+    result = cxr_attention("summary", run)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"report: {run / 'report.html'}",
+        "images: 3; failures: 3 (2 maps, 1 preprocess); exclusions: 2 (2 view); "
+        "flagged lung masks: 1",
+    ]
+    assert cxr_attention("summary", tmp_path).returncode == 2
+
+
+def test_explain_leaves_the_lung_metrics_of_a_flagged_mask_blank(tiny_model_dir, tmp_path):
+    # The AP demo film whose lung masks run to the lower edge (docs/masks.md).
+    flagged = next(p for p in DEMO_IMAGES if p.stem.startswith("01ee40b2"))
+    result = cxr_attention(
+        "explain",
+        flagged,
+        "--question",
+        "Is the heart enlarged?",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        tmp_path,
+        "--max-new-tokens",
+        "4",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lung masks flagged (lung_share_high;touches_lower_border)" in result.stdout
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert metrics[["left_right", "apical_basal"]].isna().all().all()
+    assert metrics["inside_body"].notna().all()

@@ -1,6 +1,7 @@
 """The ``cxr-attention`` command: the workflow's library code, one image or folder at a time.
 
-Exit status: 0 success, 1 some inputs failed (they are listed in the failures table), 2 usage error.
+Exit status: 0 success, 1 some inputs failed (they are listed in the failures table), 2 a usage or
+configuration error (one line on stderr, no traceback), found before any work is done.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cxr_attention import __version__
+from cxr_attention.io import ConfigError
 from cxr_attention.maps.cascade import METHODS
 
 __all__ = ["main"]
@@ -21,27 +24,45 @@ MAP_METHOD_CHOICES = ["cascade", "all", *METHODS]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # argparse's own errors exit 2 with the usage line
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except UsageError as error:
-        parser.error(str(error))  # exits with status 2
-    return EXIT_USAGE
+    except (UsageError, ConfigError) as error:
+        print(f"cxr-attention {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 class UsageError(Exception):
     """Bad arguments that argparse cannot see (e.g. a path that holds no image)."""
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless there is none to show (required, flags, repeats)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _add_parser(commands, name: str, **kwargs) -> argparse.ArgumentParser:
+    return commands.add_parser(name, formatter_class=_DefaultsHelpFormatter, **kwargs)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxr-attention",
         description="Where a medical vision-language model looks when it answers about a CXR.",
+        epilog="Exit status: 0 success, 1 some inputs failed (listed in DIR/failures.csv), "
+        "2 usage or configuration error.",
+        formatter_class=_DefaultsHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    preprocess = commands.add_parser(
+    preprocess = _add_parser(
+        commands,
         "preprocess",
         help="normalise DICOM/JPEG/PNG radiographs and draw body and lung masks",
         description="Writes DIR/<stem>.png, .json, _body.png (0/255) and _lungs.png (0 background, "
@@ -49,26 +70,35 @@ def _build_parser() -> argparse.ArgumentParser:
         "DIR/failures.csv.",
     )
     preprocess.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    preprocess.add_argument("--out", required=True, metavar="DIR")
-    preprocess.add_argument("--max-side", type=int, default=1024, metavar="PIXELS")
+    preprocess.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    preprocess.add_argument(
+        "--max-side", type=int, default=1024, metavar="PIXELS", help="cap on the long side"
+    )
     preprocess.set_defaults(handler=_preprocess)
 
-    tiny = commands.add_parser(
+    tiny = _add_parser(
+        commands,
         "build-tiny-model",
         help="write the tiny random Gemma 3 model folder used by the demo and the tests",
     )
     tiny.add_argument("out", metavar="DIR")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     tiny.set_defaults(handler=_build_tiny_model)
 
-    explain = commands.add_parser(
+    explain = _add_parser(
+        commands,
         "explain",
         help="answer one question about one image and write its attention, maps and metrics",
     )
     explain.add_argument("image", metavar="IMAGE", help="DICOM, JPEG or PNG")
-    explain.add_argument("--question", required=True, metavar="TEXT")
-    explain.add_argument("--model", required=True, metavar="PATH_OR_ID")
-    explain.add_argument("--out", required=True, metavar="DIR")
+    explain.add_argument("--question", required=True, metavar="TEXT", help="a yes/no question")
+    explain.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH_OR_ID",
+        help="model folder (with config.json) or hub id, e.g. google/medgemma-4b-it",
+    )
+    explain.add_argument("--out", required=True, metavar="DIR", help="output folder")
     explain.add_argument("--layers", type=int, default=3, metavar="K", help="last K layers")
     explain.add_argument(
         "--term", action="append", default=[], metavar="WORD", help="add a target term (repeat)"
@@ -79,9 +109,19 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=MAP_METHOD_CHOICES,
         help="force one map method, or compute all of them",
     )
-    explain.add_argument("--max-new-tokens", type=int, default=64)
+    explain.add_argument(
+        "--max-new-tokens", type=int, default=64, metavar="N", help="length cap of the answer"
+    )
     explain.add_argument("--image-first", action="store_true", help="image before the question")
     explain.set_defaults(handler=_explain)
+
+    summary = _add_parser(
+        commands,
+        "summary",
+        help="a run's report path and counts: images, failures, exclusions, flagged masks",
+    )
+    summary.add_argument("results", metavar="RESULTS_DIR", help="a run folder, results/<run>")
+    summary.set_defaults(handler=_summary)
     return parser
 
 
@@ -89,9 +129,16 @@ def _preprocess(args: argparse.Namespace) -> int:
     from cxr_attention.preprocess.pipeline import preprocess_paths
 
     try:
-        return preprocess_paths(args.paths, args.out, max_side=args.max_side)
+        table, failures = preprocess_paths(args.paths, args.out, max_side=args.max_side)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
+    flagged = int((~table["mask_ok"].astype(bool)).sum())
+    print(
+        f"{len(table) + len(failures)} images: {len(table)} written, {len(failures)} failed, "
+        f"{flagged} with a flagged lung mask; in {args.out}: preprocess.csv (mask_flags), "
+        "failures.csv"
+    )
+    return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
 def _build_tiny_model(args: argparse.Namespace) -> int:
@@ -101,12 +148,19 @@ def _build_tiny_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _summary(args: argparse.Namespace) -> int:
+    from cxr_attention.run_counts import describe_run
+
+    print(describe_run(args.results))
+    return EXIT_OK
+
+
 def _explain(args: argparse.Namespace) -> int:
     from cxr_attention.explain import explain
 
     if not Path(args.image).is_file():
         raise UsageError(f"{args.image}: no such file")
-    return explain(
+    result = explain(
         args.image,
         question=args.question,
         model_id=args.model,
@@ -117,6 +171,14 @@ def _explain(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         image_first=args.image_first,
     )
+    if result.failure is not None:
+        print(f"failed: {result.failure}; listed in {Path(args.out) / 'failures.csv'}")
+        return EXIT_SOME_FAILED
+    print(f"answer: {result.answer} (P(yes) = {result.p_yes:.3f}): {result.generated_text!r}")
+    if result.mask_flags:
+        print(f"lung masks flagged ({result.mask_flags}): lung metrics left blank")
+    print(f"outputs in {args.out}: answer.json, maps.csv, metrics.csv, overlay.png")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

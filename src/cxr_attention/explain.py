@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,7 +23,13 @@ import pandas as pd
 
 from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_json, write_npz
 
-__all__ = ["DEFAULT_QUESTION_BANK", "explain", "parse_question_answer", "question_terms"]
+__all__ = [
+    "DEFAULT_QUESTION_BANK",
+    "ExplainResult",
+    "explain",
+    "parse_question_answer",
+    "question_terms",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +78,30 @@ def _question_finding(question: str, bank_path: str | os.PathLike):
     return bank.finding(name) if name else None
 
 
+@dataclass(frozen=True)
+class ExplainResult:
+    """What :func:`explain` found: the answer, or why the image could not be used.
+
+    Attributes
+    ----------
+    answer : str
+        ``yes`` / ``no`` / ``unclear`` (empty when the image failed).
+    p_yes : float
+        The model's probability of "yes" for the first answer token (NaN when the image failed).
+    generated_text : str
+    mask_flags : str
+        The lung-mask quality flags (``;``-separated; empty when the masks look plausible).
+    failure : str or None
+        The failure's message when the image could not be used (its row is in ``failures.csv``).
+    """
+
+    answer: str = ""
+    p_yes: float = float("nan")
+    generated_text: str = ""
+    mask_flags: str = ""
+    failure: str | None = None
+
+
 def explain(
     image_path: str | os.PathLike,
     *,
@@ -83,16 +114,26 @@ def explain(
     max_new_tokens: int = 64,
     image_first: bool = False,
     max_side: int = 1024,
-) -> int:
+) -> ExplainResult:
     """Answer ``question`` about ``image_path`` and write the study's outputs for it to ``out_dir``.
 
     Returns
     -------
-    int
-        0 on success, 1 when the image could not be used (its row is in ``failures.csv``).
+    ExplainResult
+        The answer, or the failure when the image could not be used (its row is then in
+        ``failures.csv``).
+
+    Raises
+    ------
+    cxr_attention.model_source.ModelSourceError
+        ``model_id`` is neither a model folder nor a hub id that resolves; raised before any
+        work.
     """
+    from cxr_attention.model_source import check_model_source
+    from cxr_attention.preprocess.mask_quality import LUNG_METRIC_COLUMNS
     from cxr_attention.preprocess.pipeline import preprocess_image
 
+    check_model_source(model_id)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures_csv = out_dir / "failures.csv"
@@ -102,7 +143,7 @@ def explain(
         failure = Failure.from_exception("preprocess", Path(image_path).stem, image_path, error)
         write_failures([failure], failures_csv)
         logger.error("%s", error)
-        return 1
+        return ExplainResult(failure=str(error))
     write_failures([], failures_csv)
 
     image = _read_gray(images["image"])
@@ -147,9 +188,18 @@ def explain(
         method=method,
     )
     write_maps(maps, out_dir / "maps.csv", out_dir / "maps.npz")
-    write_csv(_map_metrics(maps, body, lungs), out_dir / "metrics.csv")
+    metrics = _map_metrics(maps, body, lungs)
+    if images["mask_flags"]:
+        # An implausible lung mask gives the lung metrics no meaning (docs/masks.md).
+        metrics[list(LUNG_METRIC_COLUMNS)] = np.nan
+    write_csv(metrics, out_dir / "metrics.csv")
     _overlay(image, body, lungs, maps, question, answer, out_dir / "overlay.png")
-    return 0
+    return ExplainResult(
+        answer=answer,
+        p_yes=float(capture.p_yes),
+        generated_text=capture.generated_text,
+        mask_flags=images["mask_flags"],
+    )
 
 
 def _read_gray(path: str | os.PathLike) -> np.ndarray:

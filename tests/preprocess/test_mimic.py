@@ -24,12 +24,10 @@ from cxr_attention.preprocess.mimic import (
     METADATA_COLUMNS,
     SPLIT_COLUMNS,
     TABLE_BASENAMES,
-    BalanceRequest,
     image_path,
     read_mimic_tables,
-    select_manifest,
-    write_manifest,
 )
+from cxr_attention.preprocess.selection import BalanceRequest, select_manifest, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO = REPO_ROOT / "data" / "demo"
@@ -456,7 +454,7 @@ def test_write_manifest_from_config_sections(tmp_path):
 
 def test_from_vqa_table_selects_exactly_the_images_it_names(tmp_path):
     from cxr_attention.io import read_table
-    from cxr_attention.preprocess.mimic import write_manifest
+    from cxr_attention.preprocess.selection import write_manifest
 
     metadata = pd.read_csv(DEMO_JPG / "mimic-cxr-2.0.0-metadata.csv.gz", dtype=str)
     by_dicom = metadata["dicom_id"].iloc[:2].tolist()

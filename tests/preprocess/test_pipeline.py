@@ -73,7 +73,8 @@ def test_paths_all_good_exit_zero_and_header_only_failures(real_cxr: Path, tmp_p
     shutil.copy(real_cxr / "images" / "mhh_2168a917.png", inputs / "one.png")
     shutil.copy(real_cxr / "dicom" / DICOM_KINDS["jpeg_baseline"], inputs / "sub" / "two.dcm")
     out = tmp_path / "out"
-    assert preprocess_paths([inputs], out, max_side=512) == 0
+    table, failures = preprocess_paths([inputs], out, max_side=512)
+    assert len(table) == 2 and failures == []
     for stem in ("one", "two"):
         _check_outputs(out, stem)
     failures = pd.read_csv(out / "failures.csv")
@@ -91,7 +92,7 @@ def test_each_bad_file_gives_one_failure_row_and_the_rest_finish(
     ]
     paths = [*good, *(path for path, _ in bad.values()), lateral]
     out = tmp_path / "out"
-    assert preprocess_paths(paths, out, max_side=512) == 1
+    assert len(preprocess_paths(paths, out, max_side=512)[1]) > 0
     failures = pd.read_csv(out / "failures.csv", dtype=str, keep_default_na=False)
     assert list(failures.columns) == FAILURE_COLUMNS
     expected = {str(path.resolve()): error_type for path, error_type in bad.values()}
@@ -120,7 +121,7 @@ def test_an_unforeseen_error_of_one_file_is_a_failure_row(
 
     monkeypatch.setattr(masks, "body_mask", body_mask_failing_on_the_second_image)
     out = tmp_path / "out"
-    assert preprocess_paths([good, odd], out, max_side=256) == 1
+    assert len(preprocess_paths([good, odd], out, max_side=256)[1]) == 1
     failures = pd.read_csv(out / "failures.csv", dtype=str, keep_default_na=False)
     assert failures[["dicom_id", "path", "error_type"]].values.tolist() == [
         [odd.stem, str(odd.resolve()), "RuntimeError"]
@@ -159,7 +160,7 @@ def test_a_folder_of_dicoms_without_suffix_is_preprocessed(real_cxr: Path, tmp_p
     source = real_cxr / "dicom" / DICOM_KINDS["uncompressed_monochrome2"]
     (folder / "IM0001").write_bytes(source.read_bytes())
     out = tmp_path / "out"
-    assert preprocess_paths([folder], out, max_side=512) == 0
+    assert preprocess_paths([folder], out, max_side=512)[1] == []
     _check_outputs(out, "IM0001")
 
 

@@ -39,7 +39,15 @@ __all__ = [
     "resize_long_side",
 ]
 
-ERROR_TYPES = ("corrupt", "truncated", "empty", "not_an_image", "unsupported_syntax", "wrong_view")
+ERROR_TYPES = (
+    "missing",
+    "corrupt",
+    "truncated",
+    "empty",
+    "not_an_image",
+    "unsupported_syntax",
+    "wrong_view",
+)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
@@ -120,11 +128,14 @@ def load_radiograph(path: str | os.PathLike) -> Radiograph:
     Raises
     ------
     cxr_attention.io.InputError
-        ``empty``, ``truncated``, ``corrupt``, ``not_an_image`` or ``unsupported_syntax``.
+        ``missing``, ``empty``, ``truncated``, ``corrupt``, ``not_an_image`` or
+        ``unsupported_syntax``.
     """
     path = Path(path)
     try:
         data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise InputError(path, "no such file", error_type="missing") from error
     except OSError as error:
         raise InputError(path, f"cannot read the file: {error}", error_type="corrupt") from error
     if not data:

@@ -7,6 +7,9 @@ For each input this writes, all at the size of ``<stem>.png``:
 - ``<stem>_body.png``: body mask, 0/255,
 - ``<stem>_lungs.png``: lung labels, 0 background, 1 patient's right, 2 patient's left.
 
+Each lung mask is checked for plausibility (:mod:`.mask_quality`); the table's ``mask_ok`` and
+``mask_flags`` say whether it passed and why not, so that the lung metrics can leave it out.
+
 A file that cannot be used raises :class:`cxr_attention.io.InputError` in
 :func:`preprocess_image`; both loops (:func:`preprocess_shard`, :func:`preprocess_paths`) turn it,
 or any unforeseen error of one file (logged with its traceback), into a
@@ -32,6 +35,7 @@ from cxr_attention.io import (
     write_png,
 )
 from cxr_attention.preprocess.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES
+from cxr_attention.progress import Progress, loud_warning
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,8 @@ SHARD_COLUMNS = [
     "source_width",
     "source_height",
     "scale",
+    "mask_ok",
+    "mask_flags",
 ]
 INPUT_SUFFIXES = DICOM_SUFFIXES + IMAGE_SUFFIXES
 STAGE = "preprocess"
@@ -90,7 +96,8 @@ def preprocess_image(
     -------
     dict
         ``stem, image, meta, body_mask, lung_mask, width, height, source_width, source_height,
-        scale`` (paths as strings under ``out_dir``).
+        scale, mask_ok, mask_flags`` (paths as strings under ``out_dir``; ``mask_flags`` the
+        ``;``-separated reasons the lung mask is implausible, empty when ``mask_ok``).
 
     Raises
     ------
@@ -98,6 +105,7 @@ def preprocess_image(
         The file cannot be decoded (see :mod:`.decode`) or is a lateral view (``wrong_view``).
     """
     from cxr_attention.preprocess.decode import decode_image, is_lateral_view
+    from cxr_attention.preprocess.mask_quality import check_lung_mask
     from cxr_attention.preprocess.masks import body_mask, lung_mask
 
     image, meta = decode_image(source_path, max_side=max_side)
@@ -110,6 +118,9 @@ def preprocess_image(
             )
     body = body_mask(image)
     lungs = lung_mask(image, body)
+    quality = check_lung_mask(lungs, body)
+    if not quality.ok:
+        logger.warning("%s: implausible lung mask (%s)", stem, quality.flag_text)
 
     out_dir = Path(out_dir)
     paths = {
@@ -118,7 +129,7 @@ def preprocess_image(
         "body_mask": out_dir / f"{stem}_body.png",
         "lung_mask": out_dir / f"{stem}_lungs.png",
     }
-    meta = {**meta, "max_side": max_side, "masks": _mask_summary(body, lungs)}
+    meta = {**meta, "max_side": max_side, "masks": _mask_summary(body, lungs, quality)}
     write_png(image, paths["image"])
     write_png(body.astype(np.uint8) * 255, paths["body_mask"])
     write_png(lungs.astype(np.uint8), paths["lung_mask"])
@@ -126,6 +137,8 @@ def preprocess_image(
     row: dict[str, Any] = {"stem": stem, **{key: str(path) for key, path in paths.items()}}
     for key in ("width", "height", "source_width", "source_height", "scale"):
         row[key] = meta[key]
+    row["mask_ok"] = quality.ok
+    row["mask_flags"] = quality.flag_text
     return row
 
 
@@ -177,6 +190,7 @@ def preprocess_shard(
     rows: list[dict[str, Any]] = []
     failures: list[Failure] = []
     has_view = "view_position" in manifest.columns
+    progress = Progress("preprocess", total=len(manifest))
     for record in manifest.itertuples(index=False):
         dicom_id = str(record.dicom_id)
         view = getattr(record, "view_position", None) if has_view else None
@@ -185,6 +199,7 @@ def preprocess_shard(
         if row is not None:
             row["dicom_id"] = dicom_id
             rows.append(row)
+        progress.step()
     return pd.DataFrame(rows, columns=SHARD_COLUMNS), failures
 
 
@@ -201,8 +216,24 @@ def run_preprocess_shard(
     from cxr_attention.workflow import read_shard
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    table, failures = preprocess_shard(read_shard(manifest_csv, shard), out_dir, max_side=max_side)
-    logger.info("shard %s: %d images preprocessed, %d failed", shard, len(table), len(failures))
+    manifest = read_shard(manifest_csv, shard)
+    table, failures = preprocess_shard(manifest, out_dir, max_side=max_side)
+    if len(manifest) and table.empty:
+        loud_warning(
+            "preprocess shard %s: none of its %d images could be used (%s); see %s",
+            shard,
+            len(manifest),
+            ", ".join(sorted({failure.error_type for failure in failures})),
+            failures_csv,
+        )
+    flagged = int((~table["mask_ok"].astype(bool)).sum())
+    logger.info(
+        "shard %s: %d images preprocessed, %d failed, %d with implausible lung masks",
+        shard,
+        len(table),
+        len(failures),
+        flagged,
+    )
     write_csv(table, out_csv)
     write_failures(failures, failures_csv)
 
@@ -212,7 +243,7 @@ def preprocess_paths(
     out_dir: str | os.PathLike,
     *,
     max_side: int | None = 1024,
-) -> int:
+) -> tuple[pd.DataFrame, list[Failure]]:
     """The ``cxr-attention preprocess PATH... --out DIR`` command.
 
     Parameters
@@ -220,15 +251,18 @@ def preprocess_paths(
     paths : list of str or os.PathLike
         Files, or folders searched recursively for DICOM, JPEG and PNG files.
     out_dir : str or os.PathLike
-        Output folder; gets the four files per input and ``failures.csv`` (always written, header
-        only when nothing failed).
+        Output folder; gets the four files per input, ``preprocess.csv`` (one row per image
+        written, :data:`SHARD_COLUMNS` with ``stem`` for ``dicom_id``) and ``failures.csv``
+        (always written, header only when nothing failed).
     max_side : int or None
         Cap on the long side of the written images.
 
     Returns
     -------
-    int
-        0 when every input succeeded, 1 when some failed.
+    table : pandas.DataFrame
+        The rows of ``preprocess.csv``.
+    failures : list of cxr_attention.io.Failure
+        One per input that could not be used.
 
     Raises
     ------
@@ -243,10 +277,18 @@ def preprocess_paths(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     failures: list[Failure] = []
+    rows = []
+    progress = Progress("preprocess", total=len(inputs))
     for path, stem in zip(inputs, unique_stems(inputs), strict=True):
-        _attempt(path, out_dir, stem, failures, max_side=max_side)
+        row = _attempt(path, out_dir, stem, failures, max_side=max_side)
+        if row is not None:
+            rows.append(row)
+        progress.step()
+    columns = ["stem", *SHARD_COLUMNS[1:]]
+    table = pd.DataFrame(rows, columns=columns)
+    write_csv(table, out_dir / "preprocess.csv")
     write_failures(failures, out_dir / "failures.csv")
-    return 1 if failures else 0
+    return table, failures
 
 
 def find_inputs(paths: list[str | os.PathLike]) -> list[Path]:
@@ -308,7 +350,7 @@ def unique_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
-def _mask_summary(body: np.ndarray, lungs: np.ndarray) -> dict[str, Any]:
+def _mask_summary(body: np.ndarray, lungs: np.ndarray, quality) -> dict[str, Any]:
     total = body.size
     right, left = np.count_nonzero(lungs == 1), np.count_nonzero(lungs == 2)
     return {
@@ -317,4 +359,11 @@ def _mask_summary(body: np.ndarray, lungs: np.ndarray) -> dict[str, Any]:
         "right_lung_fraction": round(float(right) / total, 6),
         "left_lung_fraction": round(float(left) / total, 6),
         "labels": {"0": "background", "1": "patient right lung", "2": "patient left lung"},
+        "quality": {
+            "lung_share_of_body": quality.lung_share,
+            "lower_border_cover": quality.lower_border_cover,
+            "lung_ratio": quality.lung_ratio,
+            "components": quality.components,
+            "flags": list(quality.flags),
+        },
     }
