@@ -8,7 +8,7 @@ rule sample_figures:
         maps="results/{run}/maps/shard-{shard}.csv",
         arrays="results/{run}/maps/shard-{shard}.npz",
         images="results/{run}/preprocess/shard-{shard}.csv",
-        code=FIGURES_CODE,
+        code=code("sample_figures"),
     output:
         report(
             directory("results/{run}/figures/samples/shard-{shard}"),
@@ -23,7 +23,7 @@ rule sample_figures:
     conda:
         "../envs/analysis.yaml"
     params:
-        settings=config["figures"],
+        samples_per_shard=config["figures"]["samples_per_shard"],
     script:
         "../scripts/sample_figures.py"
 
@@ -34,7 +34,7 @@ rule summary_figures:
         accuracy_by_strategy="results/{run}/metrics/accuracy_by_strategy.csv",
         accuracy_by_finding="results/{run}/metrics/accuracy_by_finding.csv",
         js_divergence="results/{run}/metrics/js_divergence.csv",
-        code=FIGURES_CODE,
+        code=code("summary_figures"),
     output:
         report(
             directory("results/{run}/figures/summary"),

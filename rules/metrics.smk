@@ -6,7 +6,7 @@ rule map_metrics:
         maps="results/{run}/maps/shard-{shard}.csv",
         arrays="results/{run}/maps/shard-{shard}.npz",
         images="results/{run}/preprocess/shard-{shard}.csv",
-        code=PER_MAP_METRICS_CODE,
+        code=code("map_metrics"),
     output:
         table="results/{run}/metrics/shard-{shard}.csv",
         failures="results/{run}/metrics/shard-{shard}.failures.csv",
@@ -24,7 +24,7 @@ rule gather:
         maps=shard_outputs("results/{run}/maps/shard-{shard}.csv"),
         metrics=shard_outputs("results/{run}/metrics/shard-{shard}.csv"),
         manifest="results/{run}/manifest.csv",
-        code=library(),
+        code=code("gather"),
     output:
         answers="results/{run}/metrics/answers.csv",
         maps=report(
@@ -46,7 +46,7 @@ rule study_statistics:
         answers="results/{run}/metrics/answers.csv",
         maps="results/{run}/metrics/maps.csv",
         arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
-        code=STUDY_CODE,
+        code=code("study_statistics"),
     output:
         summary="results/{run}/metrics/summary.json",
         accuracy_by_strategy="results/{run}/metrics/accuracy_by_strategy.csv",
@@ -61,7 +61,7 @@ rule study_statistics:
     conda:
         "../envs/analysis.yaml"
     params:
-        settings=config["metrics"],
+        settings=section("metrics"),
         seed=config["seed"],
     script:
         "../scripts/study_statistics.py"
@@ -73,7 +73,7 @@ rule paper_comparison:
         maps="results/{run}/metrics/maps.csv",
         arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
         reference=config["paper"]["reference"],
-        code=PAPER_CODE,
+        code=code("paper_comparison"),
     output:
         "results/{run}/paper_comparison.csv",
     log:
@@ -81,7 +81,7 @@ rule paper_comparison:
     conda:
         "../envs/analysis.yaml"
     params:
-        settings=config["metrics"],
+        settings=section("metrics"),
         seed=config["seed"],
     script:
         "../scripts/paper_comparison.py"
@@ -94,7 +94,7 @@ rule failures:
         maps=shard_outputs("results/{run}/maps/shard-{shard}.failures.csv"),
         metrics=shard_outputs("results/{run}/metrics/shard-{shard}.failures.csv"),
         reference_compat=get_reference_compat_failures,
-        code=library(),
+        code=code("failures"),
     output:
         report(
             "results/{run}/failures.csv",
@@ -118,7 +118,7 @@ if config["paper"]["reference_compat"]:
             captures="results/{run}/inference/shard-{shard}",
             images="results/{run}/preprocess/shard-{shard}.csv",
             model=get_model_folder,
-            code=REFERENCE_COMPAT_CODE,
+            code=code("reference_compat"),
         output:
             table="results/{run}/reference_compat/shard-{shard}.csv",
             failures="results/{run}/reference_compat/shard-{shard}.failures.csv",
@@ -127,6 +127,6 @@ if config["paper"]["reference_compat"]:
         conda:
             "../envs/analysis.yaml"
         params:
-            model=config["model"],
+            model_id=config["model"]["id"],
         script:
             "../scripts/reference_compat.py"

@@ -9,7 +9,7 @@ rule run_summary:
         maps="results/{run}/metrics/maps.csv",
         failures="results/{run}/failures.csv",
         summary="results/{run}/metrics/summary.json",
-        code=REPORT_CODE,
+        code=code("run_summary"),
     output:
         report(
             "results/{run}/report/summary.html",
@@ -31,7 +31,7 @@ rule paper_page:
     input:
         comparison="results/{run}/paper_comparison.csv",
         reference_compat=get_reference_compat_tables,
-        code=REPORT_CODE,
+        code=code("paper_page"),
     output:
         report(
             "results/{run}/report/paper_comparison.html",
@@ -44,7 +44,7 @@ rule paper_page:
     conda:
         "../envs/analysis.yaml"
     params:
-        note=config["paper"].get("note"),
+        note=config["paper"]["note"],
     script:
         "../scripts/paper_page.py"
 
@@ -52,7 +52,7 @@ rule paper_page:
 rule report:
     input:
         pages=get_report_inputs,
-        code=library(),
+        code=code("report"),
     output:
         "results/{run}/report.html",
     log:

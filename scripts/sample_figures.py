@@ -10,5 +10,5 @@ with job_logging(snakemake.log[0]):
         maps_npz=snakemake.input.arrays,
         images_csv=snakemake.input.images,
         out_dir=snakemake.output[0],
-        samples_per_shard=snakemake.params.settings["samples_per_shard"],
+        samples_per_shard=snakemake.params.samples_per_shard,
     )
