@@ -330,4 +330,5 @@ def _hub_lookup(model_id: str) -> str | None:
     except RepositoryNotFoundError:
         return "the hub knows no such repository (or it is private: log in with hf auth login)"
     except (HfHubHTTPError, OSError) as error:
-        return f"the hub could not be asked ({type(error).__name__}); download the model to a folder"
+        name = type(error).__name__
+        return f"the hub could not be asked ({name}); download the model to a folder"

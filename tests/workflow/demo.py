@@ -93,7 +93,7 @@ def copy_repository(destination: Path, source: Path | None = None) -> Path:
 
 def shrink_demo(workdir: Path, overrides: dict = TEST_SIZE) -> Path:
     """Apply ``overrides`` (section -> keys) to the demo config of a copy, in place."""
-    path = workdir / "config" / "config.yaml"
+    path = workdir / "config" / "demo.yaml"
     config = yaml.safe_load(path.read_text())
     for section, values in overrides.items():
         config[section].update(values)

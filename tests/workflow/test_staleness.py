@@ -19,7 +19,7 @@ from workflow.demo import clone_run, planned_jobs
 
 pytestmark = pytest.mark.slow
 
-SHARDS = 2  # config/config.yaml: selection.shards
+SHARDS = 2  # config/demo.yaml: selection.shards
 PREPROCESSING = {"manifest", "preprocess"}
 MODEL = {"build_tiny_model", "questions", "inference", "maps"}
 
