@@ -31,6 +31,11 @@ include: "rules/figures.smk"
 include: "rules/report.smk"
 
 
+if config["paper"]["activate"]:
+
+    include: "rules/paper.smk"
+
+
 rule all:
     default_target: True
     input:

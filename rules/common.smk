@@ -111,7 +111,7 @@ def get_reference_compat_tables(wildcards):
 
 
 def get_reference_compat_failures(wildcards):
-    if config["paper"]["reference_compat"]:
+    if config["paper"]["activate"] and config["paper"]["reference_compat"]:
         return shard_outputs(
             "results/{run}/reference_compat/shard-{shard}.failures.csv"
         )

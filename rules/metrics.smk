@@ -67,26 +67,6 @@ rule study_statistics:
         "../scripts/study_statistics.py"
 
 
-rule paper_comparison:
-    input:
-        answers="results/{run}/metrics/answers.csv",
-        maps="results/{run}/metrics/maps.csv",
-        arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
-        reference=config["paper"]["reference"],
-        code=code("paper_comparison"),
-    output:
-        "results/{run}/paper_comparison.csv",
-    log:
-        "logs/{run}/paper_comparison.log",
-    conda:
-        "../envs/analysis.yaml"
-    params:
-        settings=section("metrics"),
-        seed=config["seed"],
-    script:
-        "../scripts/paper_comparison.py"
-
-
 rule failures:
     input:
         preprocess=shard_outputs("results/{run}/preprocess/shard-{shard}.failures.csv"),
@@ -108,25 +88,3 @@ rule failures:
         "../envs/analysis.yaml"
     script:
         "../scripts/failures.py"
-
-
-if config["paper"]["reference_compat"]:
-
-    rule reference_compat:
-        input:
-            answers="results/{run}/inference/shard-{shard}.csv",
-            captures="results/{run}/inference/shard-{shard}",
-            images="results/{run}/preprocess/shard-{shard}.csv",
-            model=get_model_folder,
-            code=code("reference_compat"),
-        output:
-            table="results/{run}/reference_compat/shard-{shard}.csv",
-            failures="results/{run}/reference_compat/shard-{shard}.failures.csv",
-        log:
-            "logs/{run}/reference_compat/{shard}.log",
-        conda:
-            "../envs/analysis.yaml"
-        params:
-            model_id=config["model"]["id"],
-        script:
-            "../scripts/reference_compat.py"

@@ -27,28 +27,6 @@ rule run_summary:
         "../scripts/run_summary.py"
 
 
-rule paper_page:
-    input:
-        comparison="results/{run}/paper_comparison.csv",
-        reference_compat=get_reference_compat_tables,
-        code=code("paper_page"),
-    output:
-        report(
-            "results/{run}/report/paper_comparison.html",
-            caption="../report/paper_comparison.rst",
-            category="Paper comparison",
-            labels={"page": "paper comparison"},
-        ),
-    log:
-        "logs/{run}/paper_page.log",
-    conda:
-        "../envs/analysis.yaml"
-    params:
-        note=config["paper"]["note"],
-    script:
-        "../scripts/paper_page.py"
-
-
 rule report:
     input:
         pages=get_report_inputs,
