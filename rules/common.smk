@@ -12,6 +12,7 @@ from cxr_attention.settings import (
     SettingsError,
     check_model_source,
     study_settings,
+    without_machine_knobs,
 )
 
 validate(config, "../config/config.schema.json")
@@ -29,6 +30,11 @@ if workflow.is_main_process:
 RUN = config["run"]
 SHARDS = [f"{k:03d}" for k in range(config["selection"]["shards"])]
 MIMIC_TABLES = ["metadata", "split", config["data"]["labels"]]
+# Per-sample figure kinds: one folder, one report entry each (rules/figures.smk).
+SAMPLE_FIGURE_KINDS = ("overlay", "panels", "sensitivity")
+# The method label of a figure showing the map the study chose (the cascade's pick, or the one
+# method asked for).
+MAP_METHOD_LABEL = config["maps"].get("method", "cascade")
 
 
 def code(script):
@@ -120,7 +126,13 @@ def get_reference_compat_failures(wildcards):
 
 def get_report_inputs(wildcards):
     """Every file the HTML report shows (the report rule runs `snakemake --report` over them)."""
-    inputs = shard_outputs("results/{run}/figures/samples/shard-{shard}") + [
+    inputs = [
+        path
+        for kind in SAMPLE_FIGURE_KINDS
+        for path in shard_outputs(
+            f"results/{{run}}/figures/samples/shard-{{shard}}/{kind}"
+        )
+    ] + [
         f"results/{RUN}/figures/summary",
         f"results/{RUN}/report/summary.html",
         f"results/{RUN}/metrics/maps.csv",

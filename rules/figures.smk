@@ -9,14 +9,47 @@ rule sample_figures:
         arrays="results/{run}/maps/shard-{shard}.npz",
         images="results/{run}/preprocess/shard-{shard}.csv",
         code=code("sample_figures"),
+    # One report entry per figure kind, each figure labelled by image, finding, strategy and
+    # method (file names: src/cxr_attention/figures/samples.py).
     output:
-        report(
-            directory("results/{run}/figures/samples/shard-{shard}"),
-            patterns=["{name}.png"],
-            caption="../report/sample_figures.rst",
+        overlay=report(
+            directory("results/{run}/figures/samples/shard-{shard}/overlay"),
+            patterns=["overlay__{image}__{finding}.png"],
+            caption="../report/overlay.rst",
             category="Samples",
-            subcategory="shard {shard}",
-            labels={"figure": "{name}"},
+            subcategory="overlays",
+            labels={
+                "image": "{image}",
+                "finding": "{finding}",
+                "strategy": "baseline",
+                "method": MAP_METHOD_LABEL,
+            },
+        ),
+        panels=report(
+            directory("results/{run}/figures/samples/shard-{shard}/panels"),
+            patterns=["panels__{image}__{finding}.png"],
+            caption="../report/panels.rst",
+            category="Samples",
+            subcategory="strategy x method panels",
+            labels={
+                "image": "{image}",
+                "finding": "{finding}",
+                "strategy": "all",
+                "method": "all",
+            },
+        ),
+        sensitivity=report(
+            directory("results/{run}/figures/samples/shard-{shard}/sensitivity"),
+            patterns=["sensitivity__{image}__{finding}__{strategy}.png"],
+            caption="../report/sensitivity.rst",
+            category="Samples",
+            subcategory="prompt sensitivity",
+            labels={
+                "image": "{image}",
+                "finding": "{finding}",
+                "strategy": "baseline vs {strategy}",
+                "method": MAP_METHOD_LABEL,
+            },
         ),
     log:
         "logs/{run}/sample_figures/{shard}.log",

@@ -40,6 +40,7 @@ __all__ = [
     "run_provenance",
     "schema_defaults",
     "study_settings",
+    "without_machine_knobs",
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.json"
@@ -190,6 +191,18 @@ def build_settings(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
 def study_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """Every section of `SECTIONS` built from a validated config, keyed by section name."""
     return {name: build_settings(cls, name, config.get(name, {})) for name, cls in SECTIONS.items()}
+
+
+def without_machine_knobs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the config without `MACHINE_KNOBS`: what a job may record as params."""
+    return {
+        name: (
+            {k: v for k, v in value.items() if k not in MACHINE_KNOBS[name]}
+            if name in MACHINE_KNOBS and isinstance(value, Mapping)
+            else value
+        )
+        for name, value in config.items()
+    }
 
 
 @cache
