@@ -46,7 +46,7 @@ def code(script):
 
 
 def section(name, *keys):
-    """The params a rule passes to its script: the given keys of a config section (all when none).
+    """Params for a script: the given keys of a config section (all when none).
 
     Only what a job uses: a changed params value reruns the job. Machine knobs never appear here
     (settings.MACHINE_KNOBS): they are resources, see `machine`.
