@@ -102,6 +102,7 @@ AFTER_MAPS = {
     "paper_page",
     "run_summary",
     "report",
+    "all",
 }
 
 
