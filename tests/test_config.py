@@ -16,6 +16,7 @@ import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
+from workflow.demo import loaded_workflow
 
 from cxr_attention import settings
 from cxr_attention.settings import (
@@ -257,21 +258,4 @@ def test_study_config_gets_its_own_keys_and_schema_defaults_only(tmp_path):
 
 def _effective_config(config_file: Path) -> dict:
     """The config the workflow runs with, read back through Snakemake's own API."""
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (
-        ConfigSettings,
-        ResourceSettings,
-        StorageSettings,
-        WorkflowSettings,
-    )
-
-    with SnakemakeApi() as api:
-        workflow_api = api.workflow(
-            resource_settings=ResourceSettings(),
-            config_settings=ConfigSettings(configfiles=[config_file]),
-            storage_settings=StorageSettings(),
-            workflow_settings=WorkflowSettings(),
-            snakefile=REPO / "Snakefile",
-            workdir=REPO,
-        )
-        return copy.deepcopy(dict(workflow_api._workflow.config))
+    return copy.deepcopy(dict(loaded_workflow(configfiles=[config_file]).config))

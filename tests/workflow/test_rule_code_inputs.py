@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from workflow.demo import loaded_workflow
+
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 
@@ -28,28 +30,7 @@ def _modulefinder_closure(script: Path) -> set[str]:
     }
 
 
-def _workflow_rules():
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (
-        ConfigSettings,
-        ResourceSettings,
-        StorageSettings,
-        WorkflowSettings,
-    )
-
-    with SnakemakeApi() as api:
-        workflow_api = api.workflow(
-            resource_settings=ResourceSettings(),
-            config_settings=ConfigSettings(),
-            storage_settings=StorageSettings(),
-            workflow_settings=WorkflowSettings(),
-            snakefile=REPO / "Snakefile",
-            workdir=REPO,
-        )
-        return list(workflow_api._workflow.rules)
-
-
-RULES = [rule for rule in _workflow_rules() if rule.script]
+RULES = [rule for rule in loaded_workflow().rules if rule.script]
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[rule.name for rule in RULES])
