@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo, unless config files are given: a study's --configfile is the whole config (plus the
+# schema's defaults), never merged over the demo's values. `--config key=value` alone tunes the demo.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/demo.yaml"
 
 
 report: "report/workflow.rst"
@@ -25,6 +29,11 @@ include: "rules/maps.smk"
 include: "rules/metrics.smk"
 include: "rules/figures.smk"
 include: "rules/report.smk"
+
+
+if config["paper"]["activate"]:
+
+    include: "rules/paper.smk"
 
 
 rule all:

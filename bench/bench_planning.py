@@ -91,7 +91,7 @@ def write_mimic_tables(root: Path, n_images: int, seed: int = 0) -> None:
 
 
 def write_config(workdir: Path, run: str, data_root: Path, shards: int) -> Path:
-    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
     config["run"] = run
     config["data"]["root"] = str(data_root.relative_to(workdir))
     config["selection"]["shards"] = shards

@@ -1,113 +1,60 @@
 # Configuration checks and input functions. No rules here: one .smk per stage holds those.
+import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
+from cxr_attention.codegraph import library_closure
+from cxr_attention.io import ConfigError
+from cxr_attention.model_source import check_model_source
+from cxr_attention.settings import MACHINE_KNOBS, study_settings, without_machine_knobs
+
 validate(config, "../config/config.schema.json")
+SETTINGS = study_settings(config)
+
+# A model that cannot be found stops the run before any job, in one line. Only the main process
+# checks: a cluster job parses this file again on a node that may have no hub access.
+if workflow.is_main_process and not config["model"]["build_tiny"]:
+    try:
+        check_model_source(config["model"]["id"])
+    except ConfigError as error:
+        print(f"Configuration error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 RUN = config["run"]
 SHARDS = [f"{k:03d}" for k in range(config["selection"]["shards"])]
 MIMIC_TABLES = ["metadata", "split", config["data"]["labels"]]
+# Per-sample figure kinds: one folder, one report entry each (rules/figures.smk).
+SAMPLE_FIGURE_KINDS = ("overlay", "panels", "sensitivity")
+# The method label of a figure showing the map the study chose (the cascade's pick, or the one
+# method asked for).
+MAP_METHOD_LABEL = config["maps"].get("method", "cascade")
 
 
-def library(*modules):
-    """The src/cxr_attention modules that a job imports, as inputs: editing one reruns the job.
+def code(script):
+    """The library modules that a rule's script imports, as inputs: editing one reruns the job.
 
-    tests/workflow/test_rule_code_inputs.py checks these lists against each script's imports.
+    Read from the script's import graph (cxr_attention.codegraph), never listed by hand.
     """
-    base = ("__init__.py", "io.py", "workflow.py")
-    return list(
-        dict.fromkeys(f"src/cxr_attention/{module}" for module in (*base, *modules))
-    )
+    return library_closure(f"scripts/{script}.py", src="src")
 
 
-MIMIC = (
-    "preprocess/__init__.py",
-    "preprocess/mimic.py",
-    "preprocess/selection.py",
-    "preprocess/exclusions.py",
-    "progress.py",
-)
-IMAGES = (
-    "preprocess/__init__.py",
-    "preprocess/decode.py",
-    "preprocess/masks.py",
-    "preprocess/mask_quality.py",
-)
-QUESTION_BANK = (*MIMIC, "questions/__init__.py", "questions/bank.py")
-QUESTIONS = (*QUESTION_BANK, "questions/vqa.py", "questions/table.py", "questions/labels.py")
-TINY_MODEL = ("models/__init__.py", "models/gemma3.py", "models/tiny.py")
-MODEL = ("inference/__init__.py", "inference/model.py", "inference/prompting.py")
-CAPTURE = (
-    *MODEL,
-    *QUESTION_BANK,
-    "questions/labels.py",
-    "questions/answers.py",
-    "questions/answer_cues.py",
-    "attention_hooks.py",
-    "inference/capture.py",
-    "inference/prefix.py",
-    "inference/batching.py",
-    "inference/scoring.py",
-    "inference/writing.py",
-    "inference/runner.py",
-)
-MAPS = (
-    *MODEL,
-    "captures.py",
-    "geometry.py",
-    "maps/__init__.py",
-    "maps/grid.py",
-    "maps/hooks.py",
-    "maps/terms.py",
-    "maps/attention.py",
-    "maps/gradcam.py",
-    "maps/activation.py",
-    "maps/cascade.py",
-    "maps/shard.py",
-)
-PER_MAP = ("geometry.py", "metrics/__init__.py", "metrics/per_map.py")
-STUDY = (*PER_MAP, "metrics/pairwise.py", "metrics/study.py")
-PAPER = (*STUDY, "metrics/paper.py")
-FIGURES = (
-    *PER_MAP,
-    "metrics/pairwise.py",
-    "figures/__init__.py",
-    "figures/_style.py",
-    "figures/overlay.py",
-    "figures/panels.py",
-    "figures/sensitivity.py",
-    "figures/summary.py",
-    "figures/samples.py",
-)
-REPORT = (
-    *PAPER,
-    "maps/__init__.py",
-    "maps/grid.py",
-    "maps/attention.py",
-    "captures.py",
-    "reference_compat.py",
-    "figures/__init__.py",
-    "figures/_style.py",
-    "report/__init__.py",
-    "report/_html.py",
-    "report/summary.py",
-    "report/paper.py",
-)
+def section(name, *keys):
+    """Params for a script: the given keys of a config section (all when none).
 
-MANIFEST_CODE = library(*QUESTIONS)  # exclusions: which labels can be scored
-PREPROCESS_CODE = library(*IMAGES, "preprocess/pipeline.py", "progress.py")
-QUESTIONS_CODE = library(*QUESTIONS)
-INFERENCE_CODE = library(*CAPTURE)
-TINY_MODEL_CODE = library(*TINY_MODEL)
-MAPS_CODE = library(*MAPS)
-PER_MAP_METRICS_CODE = library(*PER_MAP)
-STUDY_CODE = library(*STUDY)
-PAPER_CODE = library(*PAPER)
-FIGURES_CODE = library(*FIGURES)
-REFERENCE_COMPAT_CODE = library(*MAPS, *PER_MAP, "reference_compat.py")
-REPORT_CODE = library(*REPORT)
+    Only what a job uses: a changed params value reruns the job. Machine knobs never appear here
+    (settings.MACHINE_KNOBS): they are resources, see `machine`.
+    """
+    values = dataclasses.asdict(SETTINGS[name])
+    return {key: values[key] for key in keys} if keys else values
+
+
+def machine(section_name, key):
+    """A machine knob as a resource: it tunes the job to the machine and reruns nothing."""
+    assert key in MACHINE_KNOBS[section_name], key
+    return str(config[section_name][key])
 
 
 def mimic_table(name):
@@ -166,7 +113,7 @@ def get_reference_compat_tables(wildcards):
 
 
 def get_reference_compat_failures(wildcards):
-    if config["paper"]["reference_compat"]:
+    if config["paper"]["activate"] and config["paper"]["reference_compat"]:
         return shard_outputs(
             "results/{run}/reference_compat/shard-{shard}.failures.csv"
         )
@@ -175,7 +122,13 @@ def get_reference_compat_failures(wildcards):
 
 def get_report_inputs(wildcards):
     """Every file the HTML report shows (the report rule runs `snakemake --report` over them)."""
-    inputs = shard_outputs("results/{run}/figures/samples/shard-{shard}") + [
+    inputs = [
+        path
+        for kind in SAMPLE_FIGURE_KINDS
+        for path in shard_outputs(
+            f"results/{{run}}/figures/samples/shard-{{shard}}/{kind}"
+        )
+    ] + [
         f"results/{RUN}/figures/summary",
         f"results/{RUN}/report/summary.html",
         f"results/{RUN}/metrics/maps.csv",

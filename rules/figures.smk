@@ -8,22 +8,55 @@ rule sample_figures:
         maps="results/{run}/maps/shard-{shard}.csv",
         arrays="results/{run}/maps/shard-{shard}.npz",
         images="results/{run}/preprocess/shard-{shard}.csv",
-        code=FIGURES_CODE,
+        code=code("sample_figures"),
+    # One report entry per figure kind, each figure labelled by image, finding, strategy and
+    # method (file names: src/cxr_attention/figures/samples.py).
     output:
-        report(
-            directory("results/{run}/figures/samples/shard-{shard}"),
-            patterns=["{name}.png"],
-            caption="../report/sample_figures.rst",
+        overlay=report(
+            directory("results/{run}/figures/samples/shard-{shard}/overlay"),
+            patterns=["overlay__{image}__{finding}.png"],
+            caption="../report/overlay.rst",
             category="Samples",
-            subcategory="shard {shard}",
-            labels={"figure": "{name}"},
+            subcategory="overlays",
+            labels={
+                "image": "{image}",
+                "finding": "{finding}",
+                "strategy": "baseline",
+                "method": MAP_METHOD_LABEL,
+            },
+        ),
+        panels=report(
+            directory("results/{run}/figures/samples/shard-{shard}/panels"),
+            patterns=["panels__{image}__{finding}.png"],
+            caption="../report/panels.rst",
+            category="Samples",
+            subcategory="strategy x method panels",
+            labels={
+                "image": "{image}",
+                "finding": "{finding}",
+                "strategy": "all",
+                "method": "all",
+            },
+        ),
+        sensitivity=report(
+            directory("results/{run}/figures/samples/shard-{shard}/sensitivity"),
+            patterns=["sensitivity__{image}__{finding}__{strategy}.png"],
+            caption="../report/sensitivity.rst",
+            category="Samples",
+            subcategory="prompt sensitivity",
+            labels={
+                "image": "{image}",
+                "finding": "{finding}",
+                "strategy": "baseline vs {strategy}",
+                "method": MAP_METHOD_LABEL,
+            },
         ),
     log:
         "logs/{run}/sample_figures/{shard}.log",
     conda:
         "../envs/analysis.yaml"
     params:
-        settings=config["figures"],
+        samples_per_shard=config["figures"]["samples_per_shard"],
     script:
         "../scripts/sample_figures.py"
 
@@ -34,7 +67,7 @@ rule summary_figures:
         accuracy_by_strategy="results/{run}/metrics/accuracy_by_strategy.csv",
         accuracy_by_finding="results/{run}/metrics/accuracy_by_finding.csv",
         js_divergence="results/{run}/metrics/js_divergence.csv",
-        code=FIGURES_CODE,
+        code=code("summary_figures"),
     output:
         report(
             directory("results/{run}/figures/summary"),

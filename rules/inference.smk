@@ -3,7 +3,7 @@
 
 rule build_tiny_model:
     input:
-        code=TINY_MODEL_CODE,
+        code=code("build_tiny_model"),
     output:
         directory(config["model"]["id"]),
     log:
@@ -19,7 +19,7 @@ rule build_tiny_model:
 rule questions:
     input:
         source=get_question_source,
-        code=QUESTIONS_CODE,
+        code=code("questions"),
     output:
         "results/{run}/questions.csv",
     log:
@@ -27,7 +27,7 @@ rule questions:
     conda:
         "../envs/model.yaml"
     params:
-        settings=config["questions"],
+        settings=section("questions"),
     script:
         "../scripts/questions.py"
 
@@ -38,7 +38,7 @@ rule inference:
         questions="results/{run}/questions.csv",
         images="results/{run}/preprocess/shard-{shard}.csv",
         model=get_model_folder,
-        code=INFERENCE_CODE,
+        code=code("inference"),
     output:
         answers="results/{run}/inference/shard-{shard}.csv",
         captures=directory("results/{run}/inference/shard-{shard}"),
@@ -49,12 +49,14 @@ rule inference:
         "benchmarks/{run}/inference/{shard}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: 4
     resources:
         gpu=1,
+        min_free_gpu_gb=machine("model", "min_free_gpu_gb"),
     params:
-        model=config["model"],
-        settings=config["inference"],
-        questions=config["questions"],
+        model_id=config["model"]["id"],
+        settings=section("inference"),
+        labels=section("questions", "uncertain", "blank"),
         seed=config["seed"],
     script:
         "../scripts/inference.py"

@@ -8,7 +8,7 @@ rule maps:
         questions="results/{run}/questions.csv",
         images="results/{run}/preprocess/shard-{shard}.csv",
         model=get_model_folder,
-        code=MAPS_CODE,
+        code=code("maps"),
     output:
         table="results/{run}/maps/shard-{shard}.csv",
         arrays="results/{run}/maps/shard-{shard}.npz",
@@ -21,9 +21,16 @@ rule maps:
         "../envs/model.yaml"
     resources:
         gpu=1,
+        min_free_gpu_gb=machine("model", "min_free_gpu_gb"),
+        gradcam_max_rows=machine("maps", "gradcam_max_rows"),
     params:
-        model=config["model"],
-        settings=config["maps"],
+        model_id=config["model"]["id"],
+        # The maps stage's own settings (maps.cascade.MapParams), less the machine knobs.
+        settings={
+            key: value
+            for key, value in config["maps"].items()
+            if key not in MACHINE_KNOBS["maps"]
+        },
         seed=config["seed"],
     script:
         "../scripts/maps.py"

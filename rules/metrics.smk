@@ -6,7 +6,7 @@ rule map_metrics:
         maps="results/{run}/maps/shard-{shard}.csv",
         arrays="results/{run}/maps/shard-{shard}.npz",
         images="results/{run}/preprocess/shard-{shard}.csv",
-        code=PER_MAP_METRICS_CODE,
+        code=code("map_metrics"),
     output:
         table="results/{run}/metrics/shard-{shard}.csv",
         failures="results/{run}/metrics/shard-{shard}.failures.csv",
@@ -24,7 +24,7 @@ rule gather:
         maps=shard_outputs("results/{run}/maps/shard-{shard}.csv"),
         metrics=shard_outputs("results/{run}/metrics/shard-{shard}.csv"),
         manifest="results/{run}/manifest.csv",
-        code=library(),
+        code=code("gather"),
     output:
         answers="results/{run}/metrics/answers.csv",
         maps=report(
@@ -46,7 +46,7 @@ rule study_statistics:
         answers="results/{run}/metrics/answers.csv",
         maps="results/{run}/metrics/maps.csv",
         arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
-        code=STUDY_CODE,
+        code=code("study_statistics"),
     output:
         summary="results/{run}/metrics/summary.json",
         accuracy_by_strategy="results/{run}/metrics/accuracy_by_strategy.csv",
@@ -61,30 +61,10 @@ rule study_statistics:
     conda:
         "../envs/analysis.yaml"
     params:
-        settings=config["metrics"],
+        settings=section("metrics"),
         seed=config["seed"],
     script:
         "../scripts/study_statistics.py"
-
-
-rule paper_comparison:
-    input:
-        answers="results/{run}/metrics/answers.csv",
-        maps="results/{run}/metrics/maps.csv",
-        arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
-        reference=config["paper"]["reference"],
-        code=PAPER_CODE,
-    output:
-        "results/{run}/paper_comparison.csv",
-    log:
-        "logs/{run}/paper_comparison.log",
-    conda:
-        "../envs/analysis.yaml"
-    params:
-        settings=config["metrics"],
-        seed=config["seed"],
-    script:
-        "../scripts/paper_comparison.py"
 
 
 rule failures:
@@ -94,7 +74,7 @@ rule failures:
         maps=shard_outputs("results/{run}/maps/shard-{shard}.failures.csv"),
         metrics=shard_outputs("results/{run}/metrics/shard-{shard}.failures.csv"),
         reference_compat=get_reference_compat_failures,
-        code=library(),
+        code=code("failures"),
     output:
         report(
             "results/{run}/failures.csv",
@@ -108,25 +88,3 @@ rule failures:
         "../envs/analysis.yaml"
     script:
         "../scripts/failures.py"
-
-
-if config["paper"]["reference_compat"]:
-
-    rule reference_compat:
-        input:
-            answers="results/{run}/inference/shard-{shard}.csv",
-            captures="results/{run}/inference/shard-{shard}",
-            images="results/{run}/preprocess/shard-{shard}.csv",
-            model=get_model_folder,
-            code=REFERENCE_COMPAT_CODE,
-        output:
-            table="results/{run}/reference_compat/shard-{shard}.csv",
-            failures="results/{run}/reference_compat/shard-{shard}.failures.csv",
-        log:
-            "logs/{run}/reference_compat/{shard}.log",
-        conda:
-            "../envs/analysis.yaml"
-        params:
-            model=config["model"],
-        script:
-            "../scripts/reference_compat.py"

@@ -5,7 +5,7 @@ rule manifest:
     input:
         unpack(get_mimic_tables),
         named=get_selection_table,
-        code=MANIFEST_CODE,
+        code=code("manifest"),
     output:
         manifest="results/{run}/manifest.csv",
         exclusions="results/{run}/exclusions.csv",
@@ -14,9 +14,10 @@ rule manifest:
     conda:
         "../envs/imaging.yaml"
     params:
-        data=config["data"],
-        selection=config["selection"],
-        questions=config["questions"],
+        data=section("data"),
+        selection=section("selection"),
+        vqa_table=config["questions"]["vqa_table"],
+        questions=section("questions", "source", "findings", "uncertain", "blank"),
         seed=config["seed"],
     script:
         "../scripts/manifest.py"
@@ -25,7 +26,7 @@ rule manifest:
 rule preprocess:
     input:
         manifest="results/{run}/manifest.csv",
-        code=PREPROCESS_CODE,
+        code=code("preprocess"),
     output:
         table="results/{run}/preprocess/shard-{shard}.csv",
         images=directory("results/{run}/preprocess/shard-{shard}"),
@@ -35,6 +36,6 @@ rule preprocess:
     conda:
         "../envs/imaging.yaml"
     params:
-        settings=config["preprocess"],
+        max_side=config["preprocess"]["max_side"],
     script:
         "../scripts/preprocess.py"

@@ -9,7 +9,7 @@ rule run_summary:
         maps="results/{run}/metrics/maps.csv",
         failures="results/{run}/failures.csv",
         summary="results/{run}/metrics/summary.json",
-        code=REPORT_CODE,
+        code=code("run_summary"),
     output:
         report(
             "results/{run}/report/summary.html",
@@ -22,37 +22,16 @@ rule run_summary:
     conda:
         "../envs/analysis.yaml"
     params:
-        config=config,
+        # Machine knobs left out: changing them reruns nothing (settings.MACHINE_KNOBS).
+        config=without_machine_knobs(config),
     script:
         "../scripts/run_summary.py"
-
-
-rule paper_page:
-    input:
-        comparison="results/{run}/paper_comparison.csv",
-        reference_compat=get_reference_compat_tables,
-        code=REPORT_CODE,
-    output:
-        report(
-            "results/{run}/report/paper_comparison.html",
-            caption="../report/paper_comparison.rst",
-            category="Paper comparison",
-            labels={"page": "paper comparison"},
-        ),
-    log:
-        "logs/{run}/paper_page.log",
-    conda:
-        "../envs/analysis.yaml"
-    params:
-        note=config["paper"].get("note"),
-    script:
-        "../scripts/paper_page.py"
 
 
 rule report:
     input:
         pages=get_report_inputs,
-        code=library(),
+        code=code("report"),
     output:
         "results/{run}/report.html",
     log:

@@ -9,15 +9,14 @@ with job_logging(snakemake.log[0]):
         questions_csv=snakemake.input.questions,
         preprocess_csv=snakemake.input.images,
         shard=int(snakemake.wildcards.shard),
-        model_id=snakemake.params.model["id"],
+        model_id=snakemake.params.model_id,
         out_csv=snakemake.output.answers,
         out_dir=snakemake.output.captures,
         failures_csv=snakemake.output.failures,
         params={
             **snakemake.params.settings,
+            **snakemake.params.labels,
             "seed": snakemake.params.seed,
-            "min_free_gpu_gb": snakemake.params.model["min_free_gpu_gb"],
-            "uncertain": snakemake.params.questions["uncertain"],
-            "blank": snakemake.params.questions["blank"],
+            "min_free_gpu_gb": float(snakemake.resources.min_free_gpu_gb),
         },
     )

@@ -8,7 +8,7 @@ with job_logging(snakemake.log[0]):
         data=snakemake.params.data,
         selection=snakemake.params.selection,
         seed=snakemake.params.seed,
-        vqa_table=snakemake.params.questions.get("vqa_table"),
+        vqa_table=snakemake.params.vqa_table,
         out_csv=snakemake.output.manifest,
         exclusions_csv=snakemake.output.exclusions,
         questions=snakemake.params.questions,

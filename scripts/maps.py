@@ -9,13 +9,14 @@ with job_logging(snakemake.log[0]):
         captures_dir=snakemake.input.captures,
         questions_csv=snakemake.input.questions,
         images_csv=snakemake.input.images,
-        model_id=snakemake.params.model["id"],
+        model_id=snakemake.params.model_id,
         out_csv=snakemake.output.table,
         out_npz=snakemake.output.arrays,
         failures_csv=snakemake.output.failures,
         params={
             **snakemake.params.settings,
             "seed": snakemake.params.seed,
-            "min_free_gpu_gb": snakemake.params.model["min_free_gpu_gb"],
+            "min_free_gpu_gb": float(snakemake.resources.min_free_gpu_gb),
+            "gradcam_max_rows": int(snakemake.resources.gradcam_max_rows),
         },
     )

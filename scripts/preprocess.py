@@ -10,5 +10,5 @@ with job_logging(snakemake.log[0]):
         out_csv=snakemake.output.table,
         out_dir=snakemake.output.images,
         failures_csv=snakemake.output.failures,
-        max_side=snakemake.params.settings["max_side"],
+        max_side=snakemake.params.max_side,
     )

@@ -9,5 +9,5 @@ with job_logging(snakemake.log[0]):
         captures_dir=snakemake.input.captures,
         preprocess_csv=snakemake.input.images,
         out_csv=snakemake.output.table,
-        params={"model_id": snakemake.params.model["id"]},
+        params={"model_id": snakemake.params.model_id},
     )

@@ -24,21 +24,37 @@ __all__ = [
 ]
 
 
+# Records of this logger also go to the console, not only to the job's log: what a user must see
+# while the run goes on (a step that left nothing to score).
+CONSOLE_LOGGER = "cxr_attention.console"
+
+
 @contextlib.contextmanager
 def job_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
-    """Send the job's log records, warnings and stderr (progress bars) to its Snakemake log file."""
+    """Send the job's log records, warnings and stderr (progress bars) to its Snakemake log file.
+
+    An exception that ends the job is logged with its traceback before it propagates, so that the
+    log Snakemake points to says what failed. Records of `CONSOLE_LOGGER` also reach the console.
+    """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    console = logging.StreamHandler(sys.__stderr__)
+    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     with open(log_path, "w", buffering=1) as handle, contextlib.redirect_stderr(handle):
         handler = logging.StreamHandler(handle)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        logging.getLogger(CONSOLE_LOGGER).addHandler(console)
         logging.captureWarnings(True)
         try:
             yield logging.getLogger("cxr_attention")
+        except BaseException:
+            logging.getLogger("cxr_attention").exception("the job failed")
+            raise
         finally:
             root.removeHandler(handler)
+            logging.getLogger(CONSOLE_LOGGER).removeHandler(console)
             sys.stderr.flush()
 
 
@@ -85,6 +101,7 @@ def gather_study_tables(
     del manifest_csv  # listed as an input so that a new selection regathers
     answer_table = _concat(answers).drop(columns=_WALL_CLOCK_COLUMNS, errors="ignore")
     write_csv(answer_table, answers_out)
+    _warn_when_nothing_scored(answer_table)
     map_table = _concat(maps)
     metric_table = _concat(metrics)
     if map_table.empty:
@@ -96,6 +113,18 @@ def gather_study_tables(
         answer_table[sample_columns], on="sample_id", how="left", validate="many_to_one"
     )
     write_csv(joined.sort_values("map_id", kind="stable"), maps_out)
+
+
+def _warn_when_nothing_scored(answer_table: pd.DataFrame) -> None:
+    """Warn on the console when no answer has an expected one: accuracy and AUROC will be empty."""
+    correct = answer_table.get("correct", pd.Series(dtype=object))
+    scored = int((correct.notna() & (correct.astype(str) != "")).sum())
+    if scored == 0:
+        logging.getLogger(CONSOLE_LOGGER).warning(
+            "0 of %d answers can be scored: no sample has an expected answer (check the labels "
+            "and questions.uncertain / questions.blank); accuracy and AUROC will be empty",
+            len(answer_table),
+        )
 
 
 def _concat(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:

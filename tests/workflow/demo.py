@@ -14,7 +14,9 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -24,6 +26,7 @@ __all__ = [
     "TEST_SIZE",
     "clone_run",
     "copy_repository",
+    "loaded_workflow",
     "planned_jobs",
     "shrink_demo",
     "snakemake",
@@ -93,7 +96,7 @@ def copy_repository(destination: Path, source: Path | None = None) -> Path:
 
 def shrink_demo(workdir: Path, overrides: dict = TEST_SIZE) -> Path:
     """Apply ``overrides`` (section -> keys) to the demo config of a copy, in place."""
-    path = workdir / "config" / "config.yaml"
+    path = workdir / "config" / "demo.yaml"
     config = yaml.safe_load(path.read_text())
     for section, values in overrides.items():
         config[section].update(values)
@@ -178,3 +181,33 @@ def planned_jobs(workdir: Path, *arguments: str) -> Counter[str]:
             return jobs
         jobs[rule] = count
     raise AssertionError(f"job table without a total row:\n{output}")
+
+
+def loaded_workflow(workdir: Path = REPO, configfiles: Sequence[Path] = ()) -> Any:
+    """The workflow Snakemake builds from ``workdir``'s Snakefile (rules, config); no job runs.
+
+    Parameters
+    ----------
+    workdir : pathlib.Path
+        A repository (the checkout by default).
+    configfiles : sequence of pathlib.Path
+        What ``--configfile`` would give.
+    """
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (
+        ConfigSettings,
+        ResourceSettings,
+        StorageSettings,
+        WorkflowSettings,
+    )
+
+    with SnakemakeApi() as api:
+        workflow_api = api.workflow(
+            resource_settings=ResourceSettings(),
+            config_settings=ConfigSettings(configfiles=list(configfiles)),
+            storage_settings=StorageSettings(),
+            workflow_settings=WorkflowSettings(),
+            snakefile=workdir / "Snakefile",
+            workdir=workdir,
+        )
+        return workflow_api._workflow

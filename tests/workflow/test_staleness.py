@@ -19,7 +19,7 @@ from workflow.demo import clone_run, planned_jobs
 
 pytestmark = pytest.mark.slow
 
-SHARDS = 2  # config/config.yaml: selection.shards
+SHARDS = 2  # config/demo.yaml: selection.shards
 PREPROCESSING = {"manifest", "preprocess"}
 MODEL = {"build_tiny_model", "questions", "inference", "maps"}
 
@@ -83,3 +83,54 @@ def test_question_bank_edit_reruns_inference_and_after_not_preprocessing(finishe
     assert {"gather", "study_statistics", "report"} <= set(jobs)
     assert not set(jobs) & (PREPROCESSING | {"build_tiny_model"})
     assert planned_jobs(finished_run) == {}
+
+
+# Modules of one map method and of the question bank. Other branches move them (maps/methods/,
+# questions/): update the paths with the move.
+MAP_METHOD_MODULE = "src/cxr_attention/maps/attention.py"
+QUESTION_BANK_MODULE = "src/cxr_attention/inference/questions.py"
+# Rules downstream of maps (reference_compat and the paper page replay the map methods too).
+AFTER_MAPS = {
+    "map_metrics",
+    "sample_figures",
+    "gather",
+    "study_statistics",
+    "summary_figures",
+    "failures",
+    "paper_comparison",
+    "reference_compat",
+    "paper_page",
+    "run_summary",
+    "report",
+    "all",
+}
+
+
+@pytest.mark.parametrize(
+    ("module", "first_rule", "first_count", "rerun_allowed"),
+    [
+        (MAP_METHOD_MODULE, "maps", SHARDS, {"maps", *AFTER_MAPS}),
+        (QUESTION_BANK_MODULE, "questions", 1, {"questions", "inference", "maps", *AFTER_MAPS}),
+    ],
+    ids=["map-method", "question-bank"],
+)
+def test_module_edit_reruns_its_stage_onward_only(
+    finished_run, module, first_rule, first_count, rerun_allowed
+):
+    with edited(finished_run / module, "# edited by a test"):
+        jobs = planned_jobs(finished_run)
+    assert jobs[first_rule] == first_count
+    assert set(jobs) <= rerun_allowed, sorted(set(jobs) - rerun_allowed)
+    assert not set(jobs) & PREPROCESSING
+    assert planned_jobs(finished_run) == {}
+
+
+def test_machine_knobs_rerun_nothing(finished_run, tmp_path):
+    """GPU memory thresholds tune the job to the machine: they are resources, never params."""
+    knobs = tmp_path / "knobs.yaml"
+    knobs.write_text("model:\n  min_free_gpu_gb: 3.5\nmaps:\n  gradcam_max_rows: 2\n")
+    assert planned_jobs(finished_run, "--configfile", "config/demo.yaml", str(knobs)) == {}
+    # The oracle sees a real setting: the same overlay with a study setting plans jobs.
+    knobs.write_text("model:\n  min_free_gpu_gb: 3.5\nfigures:\n  samples_per_shard: 1\n")
+    jobs = planned_jobs(finished_run, "--configfile", "config/demo.yaml", str(knobs))
+    assert jobs["sample_figures"] == SHARDS

@@ -63,8 +63,8 @@ def unscorable_images(manifest: pd.DataFrame, questions: Mapping[str, Any]) -> p
     pandas.DataFrame
         :data:`EXCLUSION_COLUMNS`, one row per image without a scorable finding.
     """
-    from cxr_attention.questions.labels import expected_answer
     from cxr_attention.preprocess.mimic import CHEXPERT_FINDINGS
+    from cxr_attention.questions.labels import expected_answer
 
     if questions.get("source", "bank") != "bank" or manifest.empty:
         return pd.DataFrame(columns=EXCLUSION_COLUMNS)
