@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from cxr_attention.io import atomic_path, read_table, write_csv
+from cxr_attention.progress import loud_warning, progress_to_console
 
 __all__ = [
     "gather_study_tables",
@@ -24,28 +25,26 @@ __all__ = [
 ]
 
 
-# Records of this logger also go to the console, not only to the job's log: what a user must see
-# while the run goes on (a step that left nothing to score).
-CONSOLE_LOGGER = "cxr_attention.console"
-
-
 @contextlib.contextmanager
 def job_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
     """Send the job's log records, warnings and stderr (progress bars) to its Snakemake log file.
 
     An exception that ends the job is logged with its traceback before it propagates, so that the
-    log Snakemake points to says what failed. Records of `CONSOLE_LOGGER` also reach the console.
+    log Snakemake points to says what failed. Progress and loud warnings
+    (:mod:`cxr_attention.progress`) also reach the console, prefixed with the job's log name.
     """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    console = logging.StreamHandler(sys.__stderr__)
-    console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    with open(log_path, "w", buffering=1) as handle, contextlib.redirect_stderr(handle):
+    label = Path(log_path).with_suffix("").as_posix().removeprefix("logs/")
+    with (
+        open(log_path, "w", buffering=1) as handle,
+        contextlib.redirect_stderr(handle),
+        progress_to_console(label),
+    ):
         handler = logging.StreamHandler(handle)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
-        logging.getLogger(CONSOLE_LOGGER).addHandler(console)
         logging.captureWarnings(True)
         try:
             yield logging.getLogger("cxr_attention")
@@ -54,7 +53,6 @@ def job_logging(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
             raise
         finally:
             root.removeHandler(handler)
-            logging.getLogger(CONSOLE_LOGGER).removeHandler(console)
             sys.stderr.flush()
 
 
@@ -120,7 +118,7 @@ def _warn_when_nothing_scored(answer_table: pd.DataFrame) -> None:
     correct = answer_table.get("correct", pd.Series(dtype=object))
     scored = int((correct.notna() & (correct.astype(str) != "")).sum())
     if scored == 0:
-        logging.getLogger(CONSOLE_LOGGER).warning(
+        loud_warning(
             "0 of %d answers can be scored: no sample has an expected answer (check the labels "
             "and questions.uncertain / questions.blank); accuracy and AUROC will be empty",
             len(answer_table),

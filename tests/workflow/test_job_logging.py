@@ -71,7 +71,7 @@ def test_gather_warns_on_the_console_when_no_answer_can_be_scored(tmp_path, capf
     with job_logging(tmp_path / "gather.log"):
         _gather(tmp_path, _answers(tmp_path, ["", "", ""]))
     console = capfd.readouterr().err
-    assert "WARNING: 0 of 3 answers can be scored" in console
+    assert "WARNING 0 of 3 answers can be scored" in console
     assert "0 of 3 answers can be scored" in (tmp_path / "gather.log").read_text()
 
 
