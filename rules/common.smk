@@ -48,19 +48,48 @@ MAPS = (
     "maps/cascade.py",
     "maps/shard.py",
 )
-PER_MAP = ("geometry.py", "metrics/__init__.py", "metrics/per_map.py")
-STUDY = (*PER_MAP, "metrics/pairwise.py", "metrics/study.py")
+PER_MAP = (
+    "geometry.py",
+    "preprocessed.py",
+    "metrics/__init__.py",
+    "metrics/catalogue.py",
+    "metrics/per_map.py",
+    "metrics/shard.py",
+)
+STUDY = (
+    *PER_MAP,
+    "metrics/pairwise.py",
+    "metrics/study.py",
+    "metrics/selection.py",
+    "metrics/bootstrap.py",
+    "metrics/tables.py",
+    "metrics/answer_stats.py",
+    "metrics/map_stats.py",
+    "metrics/summary.py",
+)
 PAPER = (*STUDY, "metrics/paper.py")
 FIGURES = (
     *PER_MAP,
     "metrics/pairwise.py",
+    "metrics/study.py",
+    "metrics/selection.py",
     "figures/__init__.py",
+    "figures/_fit.py",
+    "figures/_groups.py",
     "figures/_style.py",
+    "figures/accuracy.py",
     "figures/overlay.py",
     "figures/panels.py",
     "figures/sensitivity.py",
     "figures/summary.py",
     "figures/samples.py",
+)
+REFERENCE = (
+    "reference/__init__.py",
+    "reference/attention.py",
+    "reference/masks.py",
+    "reference/metrics.py",
+    "reference/shard.py",
 )
 REPORT = (
     *PAPER,
@@ -68,13 +97,15 @@ REPORT = (
     "maps/grid.py",
     "maps/attention.py",
     "captures.py",
-    "reference_compat.py",
+    *REFERENCE,
     "figures/__init__.py",
+    "figures/_fit.py",
     "figures/_style.py",
     "report/__init__.py",
     "report/_html.py",
     "report/summary.py",
     "report/paper.py",
+    "report/tables.py",
 )
 
 MANIFEST_CODE = library(*MIMIC)
@@ -86,7 +117,14 @@ PER_MAP_METRICS_CODE = library(*PER_MAP)
 STUDY_CODE = library(*STUDY)
 PAPER_CODE = library(*PAPER)
 FIGURES_CODE = library(*FIGURES)
-REFERENCE_COMPAT_CODE = library(*MAPS, *PER_MAP, "reference_compat.py")
+REFERENCE_COMPAT_CODE = library(
+    *MAPS,
+    *PER_MAP,
+    "metrics/study.py",
+    "metrics/selection.py",
+    "metrics/tables.py",
+    *REFERENCE,
+)
 REPORT_CODE = library(*REPORT)
 
 
@@ -160,6 +198,8 @@ def get_report_inputs(wildcards):
         f"results/{RUN}/report/summary.html",
         f"results/{RUN}/metrics/maps.csv",
         f"results/{RUN}/failures.csv",
+        f"results/{RUN}/report/tables/maps.html",
+        f"results/{RUN}/report/tables/failures.html",
     ]
     if config["paper"]["activate"]:
         inputs.append(f"results/{RUN}/report/paper_comparison.html")

@@ -31,7 +31,7 @@ rule gather:
             "results/{run}/metrics/maps.csv",
             caption="../report/maps_table.rst",
             category="Tables",
-            labels={"table": "maps and metrics"},
+            labels={"table": "maps and metrics, CSV"},
         ),
     log:
         "logs/{run}/gather.log",
@@ -100,7 +100,7 @@ rule failures:
             "results/{run}/failures.csv",
             caption="../report/failures.rst",
             category="Tables",
-            labels={"table": "failures"},
+            labels={"table": "failures, CSV"},
         ),
     log:
         "logs/{run}/failures.log",
@@ -117,6 +117,8 @@ if config["paper"]["reference_compat"]:
             answers="results/{run}/inference/shard-{shard}.csv",
             captures="results/{run}/inference/shard-{shard}",
             images="results/{run}/preprocess/shard-{shard}.csv",
+            maps="results/{run}/maps/shard-{shard}.csv",
+            maps_npz="results/{run}/maps/shard-{shard}.npz",
             model=get_model_folder,
             code=REFERENCE_COMPAT_CODE,
         output:
