@@ -133,6 +133,8 @@ def get_report_inputs(wildcards):
         f"results/{RUN}/report/summary.html",
         f"results/{RUN}/metrics/maps.csv",
         f"results/{RUN}/failures.csv",
+        f"results/{RUN}/report/tables/maps.html",
+        f"results/{RUN}/report/tables/failures.html",
     ]
     if config["paper"]["activate"]:
         inputs.append(f"results/{RUN}/report/paper_comparison.html")

@@ -31,7 +31,7 @@ rule gather:
             "results/{run}/metrics/maps.csv",
             caption="../report/maps_table.rst",
             category="Tables",
-            labels={"table": "maps and metrics"},
+            labels={"table": "maps and metrics, CSV"},
         ),
     log:
         "logs/{run}/gather.log",
@@ -80,7 +80,7 @@ rule failures:
             "results/{run}/failures.csv",
             caption="../report/failures.rst",
             category="Tables",
-            labels={"table": "failures"},
+            labels={"table": "failures, CSV"},
         ),
     log:
         "logs/{run}/failures.log",

@@ -29,6 +29,8 @@ if config["paper"]["reference_compat"]:
             answers="results/{run}/inference/shard-{shard}.csv",
             captures="results/{run}/inference/shard-{shard}",
             images="results/{run}/preprocess/shard-{shard}.csv",
+            maps="results/{run}/maps/shard-{shard}.csv",
+            maps_npz="results/{run}/maps/shard-{shard}.npz",
             model=get_model_folder,
             code=code("reference_compat"),
         output:

@@ -28,6 +28,32 @@ rule run_summary:
         "../scripts/run_summary.py"
 
 
+rule table_pages:
+    input:
+        maps="results/{run}/metrics/maps.csv",
+        failures="results/{run}/failures.csv",
+        code=code("table_pages"),
+    output:
+        maps=report(
+            "results/{run}/report/tables/maps.html",
+            caption="../report/maps_table.rst",
+            category="Tables",
+            labels={"table": "maps and metrics"},
+        ),
+        failures=report(
+            "results/{run}/report/tables/failures.html",
+            caption="../report/failures.rst",
+            category="Tables",
+            labels={"table": "failures"},
+        ),
+    log:
+        "logs/{run}/table_pages.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/table_pages.py"
+
+
 rule report:
     input:
         pages=get_report_inputs,

@@ -1,6 +1,6 @@
 """Per-map metrics for one shard: inside-body ratio, border, entropy, focus, laterality."""
 
-from cxr_attention.metrics.per_map import run_metrics_shard
+from cxr_attention.metrics.shard import run_metrics_shard
 from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cxr_attention.metrics.study import run_study_statistics
+from cxr_attention.metrics.summary import run_study_statistics
 from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):

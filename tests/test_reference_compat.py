@@ -17,18 +17,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxr_attention.maps.attention import attention_map
 from cxr_attention.maps.grid import MapUnavailable
-from cxr_attention.reference_compat import (
-    REFERENCE_COMPAT_COLUMNS,
-    corrected_answer_metrics,
-    model_view_side,
+from cxr_attention.metrics.per_map import map_metrics
+from cxr_attention.reference.attention import (
     reference_attention_grid,
-    reference_body_mask,
     reference_image_slice,
     reference_layer_weights,
-    reference_map_metrics,
-    reference_model_view,
     reference_rows,
+)
+from cxr_attention.reference.masks import (
+    model_view_side,
+    reference_body_mask,
+    reference_model_view,
+)
+from cxr_attention.reference.metrics import reference_map_metrics
+from cxr_attention.reference.shard import (
+    REFERENCE_COMPAT_COLUMNS,
+    corrected_answer_metrics,
     run_reference_compat_shard,
 )
 
@@ -315,7 +321,9 @@ def test_planted_sink_reproduces_the_reference_symptom(sink_captures):
         np.testing.assert_array_equal(capture["image_token_positions"], found)
         assert found[0] > 1 and found[-1] > 256  # not positions 1:257
         # The sink is real, in the captured probabilities: position 1 outweighs the whole image.
-        corrected = corrected_answer_metrics(capture, None)
+        corrected = corrected_answer_metrics(
+            attention_map(capture["attention"], range(n_generated)), capture, None
+        )
         assert corrected["sink_mass"] > 0.3
         assert corrected["sink_mass"] > 5 * corrected["image_mass"]
         # The reference's map: most "image" mass in the first grid cell (its own runs: 69-73%).
@@ -375,12 +383,15 @@ def test_shard_writes_reference_and_corrected_numbers_side_by_side(
     pd.DataFrame(
         [{"dicom_id": "d1", "image": "preprocess/d1.png", "body_mask": "preprocess/d1_body.png"}]
     ).to_csv(tmp_path / "preprocess.csv", index=False)
+    maps_csv, maps_npz = _maps_stage(tmp_path, captures_dir, tiny_model_dir, {})
     out = tmp_path / "reference_compat" / "shard-0.csv"
 
     run_reference_compat_shard(
         answers_csv=tmp_path / "answers.csv",
         captures_dir=captures_dir,
         preprocess_csv=tmp_path / "preprocess.csv",
+        maps_csv=maps_csv,
+        maps_npz=maps_npz,
         out_csv=out,
         params={"root": tmp_path, "model_id": str(tiny_model_dir)},
     )
@@ -396,7 +407,12 @@ def test_shard_writes_reference_and_corrected_numbers_side_by_side(
         expected = reference_map_metrics(reference_attention_grid(capture), reference_mask)
         for key, value in expected.items():
             assert row[key] == pytest.approx(value, rel=1e-6, abs=1e-9)
-        corrected = corrected_answer_metrics(capture, body > 0)
+        # With the default settings the stored answer map is the mean over every captured layer,
+        # head and generated row, computed here independently of the maps stage.
+        n_generated = capture["attention"].shape[2]
+        corrected = corrected_answer_metrics(
+            attention_map(capture["attention"], range(n_generated)), capture, body > 0
+        )
         for key, value in corrected.items():
             assert row[key] == pytest.approx(value, rel=1e-6, abs=1e-9)
         assert row["ref_first_cell_mass"] > 0.5 > row["first_cell_mass"]
@@ -428,11 +444,16 @@ def test_shard_records_a_truncated_capture_and_goes_on(tmp_path: Path):
         tmp_path / "preprocess.csv", index=False
     )
     out = tmp_path / "shard-0.csv"
+    maps_csv, maps_npz = tmp_path / "maps.csv", tmp_path / "maps.npz"
+    maps_csv.write_text("")  # the maps stage wrote no map of a truncated capture
+    np.savez(maps_npz)
 
     run_reference_compat_shard(
         answers_csv=tmp_path / "answers.csv",
         captures_dir=captures_dir,
         preprocess_csv=tmp_path / "preprocess.csv",
+        maps_csv=maps_csv,
+        maps_npz=maps_npz,
         out_csv=out,
         params={"root": tmp_path, "model_view_side": 64},
     )
@@ -442,3 +463,93 @@ def test_shard_records_a_truncated_capture_and_goes_on(tmp_path: Path):
     assert table[["ref_entropy", "entropy"]].isna().all(axis=None)
     failures = pd.read_csv(tmp_path / "shard-0.failures.csv")
     assert failures["error_type"].tolist() == ["bad_capture"]
+
+
+def _maps_stage(tmp_path: Path, captures_dir: Path, model_dir: Path, settings: dict):
+    """Run the maps stage over the answers of ``tmp_path/answers.csv`` (answer maps only)."""
+    from cxr_attention.maps.shard import run_maps_shard
+
+    answers = pd.read_csv(tmp_path / "answers.csv", dtype=str)
+    answers["capture"] = [str(captures_dir / f"{s}.npz") for s in answers["sample_id"]]
+    answers.to_csv(tmp_path / "maps_answers.csv", index=False)
+    questions = pd.DataFrame({"question_id": answers["question_id"], "target_terms": ""})
+    questions.to_csv(tmp_path / "questions.csv", index=False)
+    maps_csv, maps_npz = tmp_path / "maps" / "shard-0.csv", tmp_path / "maps" / "shard-0.npz"
+    run_maps_shard(
+        answers_csv=tmp_path / "maps_answers.csv",
+        captures_dir=captures_dir,
+        questions_csv=tmp_path / "questions.csv",
+        model_id=model_dir,
+        out_csv=maps_csv,
+        out_npz=maps_npz,
+        failures_csv=tmp_path / "maps" / "shard-0.failures.csv",
+        # The planted sink leaves the image little mass: keep the attention map regardless.
+        params={"device": "cpu", "seed": 0, "method": "attention", "min_image_mass": 0.0}
+        | settings,
+    )
+    return maps_csv, maps_npz
+
+
+@pytest.mark.parametrize(
+    "settings", [{"strip_border": 1}, {"layers": "last"}], ids=["strip_border", "layers"]
+)
+def test_corrected_columns_are_the_study_map_metrics(
+    tmp_path: Path, tiny_model_dir: Path, sink_captures, settings
+):
+    from cxr_attention.metrics.shard import run_metrics_shard
+
+    if settings.get("layers") == "last":  # the last captured decoder layer only
+        settings = {"layers": [int(sink_captures[0]["layers"][-1])]}
+    captures_dir = tmp_path / "captures"
+    captures_dir.mkdir()
+    image = np.full((120, 100), 40, np.uint8)
+    cv2.ellipse(image, (50, 60), (40, 50), 0, 0, 360, 200, -1)
+    body = np.where(image > 100, 255, 0).astype(np.uint8)
+    lungs = np.zeros_like(image)
+    lungs[30:90, 20:48], lungs[30:90, 52:80] = 1, 2
+    for name, array in (("d1.png", image), ("d1_body.png", body), ("d1_lungs.png", lungs)):
+        cv2.imwrite(str(tmp_path / name), array)
+    pd.DataFrame(
+        [{"dicom_id": "d1", "image": "d1.png", "body_mask": "d1_body.png",
+          "lung_mask": "d1_lungs.png"}]
+    ).to_csv(tmp_path / "preprocess.csv", index=False)  # fmt: skip
+    answers = []
+    for index, capture in enumerate(sink_captures):
+        sample_id = f"d1__q.{index}"
+        np.savez_compressed(captures_dir / f"{sample_id}.npz", **capture)
+        answers.append({"sample_id": sample_id, "dicom_id": "d1", "question_id": f"q.{index}"})
+    pd.DataFrame(answers).to_csv(tmp_path / "answers.csv", index=False)
+    maps_csv, maps_npz = _maps_stage(tmp_path, captures_dir, tiny_model_dir, settings)
+    metrics_csv = tmp_path / "metrics.csv"
+    run_metrics_shard(
+        maps_csv=maps_csv, maps_npz=maps_npz, preprocess_csv=tmp_path / "preprocess.csv",
+        out_csv=metrics_csv, root=tmp_path,
+    )  # fmt: skip
+    out = tmp_path / "reference_compat.csv"
+    run_reference_compat_shard(
+        answers_csv=tmp_path / "answers.csv",
+        captures_dir=captures_dir,
+        preprocess_csv=tmp_path / "preprocess.csv",
+        maps_csv=maps_csv,
+        maps_npz=maps_npz,
+        out_csv=out,
+        params={"root": tmp_path, "model_view_side": 64},
+    )
+
+    study = pd.read_csv(maps_csv).merge(pd.read_csv(metrics_csv), on="map_id")
+    study = study[study["source"] == "answer"].set_index("sample_id")
+    table = pd.read_csv(out).set_index("sample_id")
+    assert len(study) == len(table) == len(sink_captures)
+    for sample_id, row in table.iterrows():
+        for column in ("entropy", "entropy_normalised", "focus", "focus_max", "inside_body"):
+            assert row[column] == pytest.approx(study.at[sample_id, column], rel=1e-6, abs=1e-9)
+        assert row["border_fraction"] == pytest.approx(
+            study.at[sample_id, "border_fraction"], abs=1e-9
+        )
+    # The setting mattered: the default map (every layer, no border stripped) scores otherwise,
+    # so a corrected column recomputed from the capture would not match the study.
+    for index, capture in enumerate(sink_captures):
+        n_generated = capture["attention"].shape[2]
+        grid, _ = attention_map(capture["attention"], range(n_generated))
+        default = map_metrics(grid, body_mask=body, lung_labels=None)
+        assert abs(default["entropy"] - table.at[f"d1__q.{index}", "entropy"]) > 1e-4

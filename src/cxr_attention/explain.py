@@ -207,7 +207,8 @@ def _read_gray(path: str | os.PathLike) -> np.ndarray:
 
 
 def _map_metrics(maps, body: np.ndarray, lungs: np.ndarray) -> pd.DataFrame:
-    from cxr_attention.metrics.per_map import METRIC_COLUMNS, map_metrics
+    from cxr_attention.metrics.catalogue import METRIC_COLUMNS
+    from cxr_attention.metrics.per_map import map_metrics
 
     rows = [
         {"map_id": record.map_id, **map_metrics(grid, body_mask=body, lung_labels=lungs)}

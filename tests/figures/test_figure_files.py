@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_attention.figures.samples import choose_maps, write_sample_figures
+from cxr_attention.figures.samples import write_sample_figures
 from cxr_attention.figures.summary import SUMMARY_FIGURES, write_summary_figures
 
 STRATEGIES = ("baseline", "plain", "hard_positive")
@@ -78,15 +78,6 @@ def _shard(tmp_path, dicom_ids=("d2", "d1"), findings=("pleural_effusion", "card
     pd.DataFrame(image_rows).to_csv(paths["images_csv"], index=False)
     np.savez(paths["maps_npz"], **arrays)
     return paths, pd.DataFrame(map_rows)
-
-
-def test_choose_maps_prefers_the_answer_source_and_keeps_every_method(tmp_path):
-    _, maps = _shard(tmp_path, dicom_ids=("d1",), findings=("pleural_effusion",))
-    chosen = choose_maps(maps)
-    assert set(chosen["source"]) == {"answer"}
-    assert len(chosen) == 2 * maps["sample_id"].nunique()  # attention and gradcam per sample
-    first = chosen.drop_duplicates("sample_id")
-    assert set(first["method"]) == {"attention"}  # the cascade's first method leads
 
 
 def test_sample_figures_of_the_first_images_each_finding(tmp_path):

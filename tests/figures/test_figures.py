@@ -12,16 +12,15 @@ import pytest
 from PIL import Image
 from scipy.spatial.distance import jensenshannon
 
+from cxr_attention.figures._groups import group_order, with_question_parts
+from cxr_attention.figures.accuracy import plot_accuracy
 from cxr_attention.figures.overlay import display_range, plot_overlay
 from cxr_attention.figures.panels import plot_method_panels
 from cxr_attention.figures.sensitivity import plot_prompt_sensitivity
 from cxr_attention.figures.summary import (
-    group_order,
-    plot_accuracy,
     plot_js_histogram,
     plot_method_usage,
     plot_metric_distributions,
-    with_question_parts,
 )
 
 HEIGHT, WIDTH = 240, 480  # a wide, non-square radiograph

@@ -22,7 +22,7 @@ from cxr_attention.metrics.paper import (
     run_paper_comparison,
     variant_accuracy_table,
 )
-from cxr_attention.metrics.study import answer_correctness
+from cxr_attention.metrics.tables import answer_correctness
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 N = 256

@@ -12,8 +12,8 @@ from scipy import ndimage
 from scipy.stats import entropy as scipy_entropy
 
 from cxr_attention.geometry import image_to_grid
+from cxr_attention.metrics.catalogue import METRIC_COLUMNS
 from cxr_attention.metrics.per_map import (
-    METRIC_COLUMNS,
     apical_basal,
     border_fraction,
     entropy,
@@ -25,8 +25,8 @@ from cxr_attention.metrics.per_map import (
     left_right,
     lung_halves,
     map_metrics,
-    run_metrics_shard,
 )
+from cxr_attention.metrics.shard import run_metrics_shard
 
 GRID = (16, 16)
 # image_to_grid computes cell fractions in float64: masses agree with the exact oracle to rounding.

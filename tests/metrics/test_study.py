@@ -12,6 +12,19 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import roc_auc_score
 
+from cxr_attention.metrics.answer_stats import accuracy_table, auroc_table, consistency_table
+from cxr_attention.metrics.bootstrap import (
+    bootstrap_mean,
+    bootstrap_sd,
+    cluster_bootstrap,
+    weighted_auroc,
+)
+from cxr_attention.metrics.catalogue import MAP_METRICS
+from cxr_attention.metrics.map_stats import (
+    correct_vs_incorrect_table,
+    js_pairs_table,
+    paired_tests_table,
+)
 from cxr_attention.metrics.pairwise import (
     js_band,
     js_base2_to_natural,
@@ -20,23 +33,8 @@ from cxr_attention.metrics.pairwise import (
     js_divergence_natural,
     js_natural_to_base2,
 )
-from cxr_attention.metrics.study import (
-    MAP_METRICS,
-    accuracy_table,
-    answer_correctness,
-    auroc_table,
-    bootstrap_mean,
-    bootstrap_sd,
-    cluster_bootstrap,
-    consistency_table,
-    correct_vs_incorrect_table,
-    js_pairs_table,
-    paired_tests_table,
-    read_answers,
-    read_maps,
-    run_study_statistics,
-    weighted_auroc,
-)
+from cxr_attention.metrics.summary import run_study_statistics
+from cxr_attention.metrics.tables import answer_correctness, read_answers, read_maps
 
 PARAMS = {"seed": 7, "bootstrap_samples": 300, "confidence": 0.95}
 

@@ -71,3 +71,27 @@ def test_every_caption_named_by_the_workflow_exists():
             named |= set(re.findall(r'report: "report/([^"]+)"', rules.read_text()))
     missing = sorted(name for name in named if not (CAPTIONS / name).is_file())
     assert not missing
+
+
+def test_captions_state_the_catalogue_targets():
+    """A caption cannot import the catalogue: each one that names a target must state its value."""
+    from cxr_attention.metrics.catalogue import BORDER_FRACTION, ENTROPY, INSIDE_BODY, LEFT_RIGHT
+
+    expected = {
+        "inside-body share >=": [f"inside-body share >= {INSIDE_BODY.target:g}"],
+        "border share <=": [f"border share <= {BORDER_FRACTION.target:g}"],
+        "nats focused": [
+            f"entropy < {ENTROPY.band[0]:.1f} nats focused",
+            f"{ENTROPY.band[1]:g} diffuse",
+        ],
+        "balanced within": [f"balanced within {LEFT_RIGHT.band[0]:g}-{LEFT_RIGHT.band[1]:g}"],
+    }
+    checked = 0
+    for caption in sorted(CAPTIONS.glob("*.rst")):
+        text = " ".join(caption.read_text().split())
+        for cue, statements in expected.items():
+            if cue in text:
+                for statement in statements:
+                    assert statement in text, f"{caption.name}: expected {statement!r}"
+                checked += 1
+    assert checked >= 8  # run summary, workflow, both metric-distribution captions

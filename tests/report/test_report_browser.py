@@ -36,6 +36,7 @@ SUMMARY_FIGURES = (
 )
 PAGES = ("summary.html", "paper_comparison.html")
 TABLES = ("maps.csv", "failures.csv")
+TABLE_PAGES = ("maps.html", "failures.html")  # the same tables, shown in the page
 
 # Written to tmp_path/make_items.py: synthetic inputs for every figure and page kind.
 MAKE_ITEMS = """
@@ -48,6 +49,7 @@ import pandas as pd
 from cxr_attention.figures import overlay, panels, sensitivity, summary
 from cxr_attention.report.paper import write_paper_comparison_page
 from cxr_attention.report.summary import write_run_summary
+from cxr_attention.report.tables import write_table_page
 
 
 def _image():
@@ -127,6 +129,11 @@ def make_tables(maps_csv, failures_csv):
         failures_csv, index=False)
 
 
+def make_table_pages(maps_csv, failures_csv, maps_html, failures_html):
+    write_table_page(maps_csv, maps_html, title="Maps and metrics")
+    write_table_page(failures_csv, failures_html, title="Failures")
+
+
 def make_run_summary(out_html, maps_csv, failures_csv, config):
     folder = Path(out_html).parent
     pd.DataFrame({"dicom_id": ["d1", "d2"], "subject_id": ["s1", "s2"],
@@ -165,7 +172,8 @@ SNAKEFILE = """
 import sys
 
 sys.path.insert(0, workflow.basedir)
-from make_items import make_paper_page, make_run_summary, make_samples, make_summary, make_tables
+from make_items import (make_paper_page, make_run_summary, make_samples, make_summary,
+                        make_table_pages, make_tables)
 
 configfile: "config.yaml"
 
@@ -177,6 +185,8 @@ rule all:
         "results/figures/summary",
         "results/report/summary.html",
         "results/report/paper_comparison.html",
+        "results/report/tables/maps.html",
+        "results/report/tables/failures.html",
 
 rule sample_figures:
     output:
@@ -208,11 +218,23 @@ rule summary_figures:
 rule tables:
     output:
         maps=report("results/metrics/maps.csv", caption="report/maps_table.rst",
-                    category="Tables", labels={"table": "maps and metrics"}),
+                    category="Tables", labels={"table": "maps and metrics, CSV"}),
         failures=report("results/failures.csv", caption="report/failures.rst",
-                        category="Tables", labels={"table": "failures"}),
+                        category="Tables", labels={"table": "failures, CSV"}),
     run:
         make_tables(output.maps, output.failures)
+
+rule table_pages:
+    input:
+        maps="results/metrics/maps.csv",
+        failures="results/failures.csv",
+    output:
+        maps=report("results/report/tables/maps.html", caption="report/maps_table.rst",
+                    category="Tables", labels={"table": "maps and metrics"}),
+        failures=report("results/report/tables/failures.html", caption="report/failures.rst",
+                        category="Tables", labels={"table": "failures"}),
+    run:
+        make_table_pages(input.maps, input.failures, output.maps, output.failures)
 
 rule run_summary:
     input:
@@ -288,7 +310,8 @@ def test_report_has_no_console_errors(browser_check):
 
 def test_every_figure_and_page_kind_is_listed_and_shown(browser_check, report_html):
     by_name = {entry["name"]: entry for entry in browser_check.results.values()}
-    expected = [f"{n}.png" for n in SAMPLE_FIGURES + SUMMARY_FIGURES] + list(PAGES + TABLES)
+    expected = [f"{n}.png" for n in SAMPLE_FIGURES + SUMMARY_FIGURES]
+    expected += list(PAGES + TABLES + TABLE_PAGES)
     assert sorted(by_name) == sorted(expected)
     for name, entry in by_name.items():
         assert entry["listed"], f"{name} not listed under its category"
@@ -299,6 +322,15 @@ def test_every_figure_and_page_kind_is_listed_and_shown(browser_check, report_ht
         if name.endswith(".png"):
             with Image.open(report_html.parent / _path_of(browser_check, name)) as png:
                 assert (entry["width"], entry["height"]) == png.size
+
+
+def test_tables_are_shown_as_tables(browser_check, report_html):
+    shown = {e["name"]: e for e in browser_check.results.values() if e["name"] in TABLE_PAGES}
+    assert sorted(shown) == sorted(TABLE_PAGES)
+    assert all(entry["shown"] for entry in shown.values())
+    # The page the report embeds is the table itself: a header cell per column, a row per row.
+    page = (report_html.parent / "results" / "report" / "tables" / "maps.html").read_text()
+    assert page.count("<tr>") == 1 + 60 and "<th>inside_body</th>" in page
 
 
 def test_categories_match_the_workflow(browser_check):

@@ -12,7 +12,7 @@ import pytest
 
 from cxr_attention.io import ConfigError
 from cxr_attention.metrics.paper import agreement_sentence
-from cxr_attention.reference_compat import REFERENCE_COMPAT_COLUMNS
+from cxr_attention.reference.shard import REFERENCE_COMPAT_COLUMNS
 from cxr_attention.report.paper import (
     REFERENCE_COMPAT_QUANTITIES,
     reference_compat_summary,
@@ -436,3 +436,55 @@ def test_write_paper_page_refuses_bad_reference_compat_tables(tmp_path):
                 comparison, tmp_path / "page.html", reference_compat_csvs=[bad]
             )
     assert not (tmp_path / "page.html").exists()
+
+
+# --------------------------------------------------------------------------- table pages
+
+
+def test_table_page_shows_every_cell_and_says_when_it_is_cut(tmp_path):
+    from html.parser import HTMLParser
+
+    from cxr_attention.report.tables import write_table_page
+
+    table = pd.DataFrame(
+        {"map_id": ["m1", "m2", "m3"], "inside_body": [0.75, float("nan"), 0.125],
+         "message": ["a < b", "ok", "x"]}
+    )  # fmt: skip
+    table.to_csv(tmp_path / "maps.csv", index=False)
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self._in_cell = [], False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+            self._in_cell = tag in ("td", "th")
+            if self._in_cell:
+                self.rows[-1].append("")
+
+        def handle_endtag(self, tag):
+            self._in_cell = False if tag in ("td", "th") else self._in_cell
+
+        def handle_data(self, data):
+            if self._in_cell:
+                self.rows[-1][-1] += data
+
+    page = write_table_page(tmp_path / "maps.csv", tmp_path / "maps.html").read_text()
+    cells = Cells()
+    cells.feed(page)
+    assert cells.rows == [
+        ["map_id", "inside_body", "message"],
+        ["m1", "0.75", "a < b"],  # escaped in the page, the same text when read
+        ["m2", "", "ok"],
+        ["m3", "0.125", "x"],
+    ]
+    assert "3 rows, 3 columns" in page
+
+    from cxr_attention.report.tables import render_table_page
+
+    cut = render_table_page(table, title="maps", max_rows=2)
+    assert cut.count("<tr>") == 3 and "the first 2 shown" in cut
+    empty = render_table_page(table.iloc[:0], title="maps")
+    assert "no rows" in empty

@@ -17,6 +17,7 @@ import matplotlib.style
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from cxr_attention.figures._fit import fit_texts
 from cxr_attention.io import atomic_path
 
 __all__ = [
@@ -91,8 +92,10 @@ def save_figure(figure: Figure, out_path: str | os.PathLike, *, dpi: int = DPI) 
     """Write ``figure`` as a PNG atomically, with no metadata that changes between runs.
 
     The canvas keeps the figure's size (no ``bbox_inches="tight"``), so the PNG is exactly
-    ``figsize * dpi`` pixels.
+    ``figsize * dpi`` pixels; titles, labels and legends too wide for it are wrapped first
+    (:func:`~cxr_attention.figures._fit.fit_texts`).
     """
+    fit_texts(figure)
     out_path = Path(out_path)
     with atomic_path(out_path, ".png") as tmp:
         figure.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})

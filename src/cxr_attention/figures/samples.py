@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -27,35 +26,13 @@ from cxr_attention.figures._style import METHODS, STRATEGIES
 from cxr_attention.figures.overlay import plot_overlay
 from cxr_attention.figures.panels import plot_method_panels
 from cxr_attention.figures.sensitivity import plot_prompt_sensitivity
-from cxr_attention.io import ConfigError, read_table
+from cxr_attention.io import ConfigError, InputError, read_table
+from cxr_attention.metrics.selection import select_maps
+from cxr_attention.preprocessed import PreprocessedImage
 
-__all__ = ["choose_maps", "write_sample_figures"]
+__all__ = ["map_name", "write_sample_figures"]
 
 _LOG = logging.getLogger(__name__)
-
-PREFERRED_SOURCE = "answer"
-"""Maps of all generated tokens: every sample has one, so strategies compare like with like."""
-
-
-def choose_maps(maps: pd.DataFrame) -> pd.DataFrame:
-    """One row per (sample, method): the map of the preferred source and term.
-
-    The preferred source is ``answer`` when the sample has it, else the first source in sorted
-    order; among its terms the first in sorted order.
-    """
-    if maps.empty:
-        return maps
-    ranked = maps.assign(
-        _source_rank=(maps["source"] != PREFERRED_SOURCE).astype(int),
-        _method_rank=maps["method"].map({m: i for i, m in enumerate(METHODS)}).fillna(len(METHODS)),
-    )
-    ranked = ranked.sort_values(
-        ["sample_id", "_source_rank", "source", "term", "_method_rank", "map_id"], kind="mergesort"
-    )
-    first = ranked.drop_duplicates("sample_id")[["sample_id", "source", "term"]]
-    chosen = ranked.merge(first, on=["sample_id", "source", "term"], how="inner")
-    chosen = chosen.drop_duplicates(["sample_id", "method"])
-    return chosen.drop(columns=["_source_rank", "_method_rank"]).reset_index(drop=True)
 
 
 def write_sample_figures(
@@ -101,18 +78,22 @@ def write_sample_figures(
         if missing:
             raise ConfigError(f"{name} table lacks columns {missing}")
     # The answer's own map has no term: a blank, not NaN, so that strategies' maps pair up.
-    chosen = choose_maps(maps.assign(term=maps["term"].fillna("")))
-    sample_columns = ["finding", "strategy", "question_id", "answer"]
+    terms = maps["term"].astype(object).where(maps["term"].notna(), "")
+    chosen = select_maps(maps.assign(term=terms), one_per="sample_every_method")
+    sample_columns = ["finding", "strategy", "question_id", "answer", "question"]
     sample_columns = [c for c in sample_columns if c not in chosen.columns]
+    sample_columns = [c for c in sample_columns if c in answers.columns]
     chosen = chosen.merge(answers[["sample_id", *sample_columns]], on="sample_id", how="inner")
+    if "question" not in chosen.columns:
+        chosen["question"] = ""
     images = images.set_index("dicom_id")
     dicom_ids = sorted(set(chosen["dicom_id"]) & set(images.index))[:samples_per_shard]
     written: list[Path] = []
     with np.load(maps_npz) as arrays:
         for dicom_id in dicom_ids:
             try:
-                image, body, lungs = _read_image(images.loc[dicom_id], Path(root))
-            except OSError as error:
+                image, body, lungs = _read_image(dicom_id, images.loc[dicom_id], Path(root))
+            except InputError as error:
                 _LOG.warning("no figures for %s: %s", dicom_id, error)
                 continue
             of_image = chosen[chosen["dicom_id"] == dicom_id]
@@ -147,14 +128,14 @@ def _figures_of_finding(
     masks = {"body_mask": body, "lung_labels": lungs}
     stem = f"{dicom_id}__{_slug(finding)}"
     reference = strategies[0]
-    first = per_strategy[reference].iloc[0]  # the preferred method (choose_maps' order)
+    first = per_strategy[reference].iloc[0]  # the preferred method (select_maps' order)
     written = [
         plot_overlay(
             image,
             arrays[first["map_id"]],
             title=(
-                f"{dicom_id}, {finding.replace('_', ' ')}: term '{first['term']}' "
-                f"({first['source']})\n{first['method']} map; {reference} question, "
+                f"{dicom_id}, {finding.replace('_', ' ')}: {map_name(first)}\n"
+                f"{first['method']} map; {reference} question: {_question(first)}\n"
                 f"answer: {first['answer']}"
             ),
             value_label=f"{first['method']} share per token",
@@ -176,7 +157,13 @@ def _figures_of_finding(
             strategies=strategies,
             methods=methods,
             answers={s: str(per_strategy[s].iloc[0]["answer"]) for s in strategies},
-            title=f"{dicom_id}, {finding.replace('_', ' ')}: term '{first['term']}'",
+            title="\n".join(
+                [f"{dicom_id}, {finding.replace('_', ' ')}: {map_name(first)}"]
+                + [
+                    f"{s.replace('_', ' ')}: {_question(per_strategy[s].iloc[0])}"
+                    for s in strategies
+                ]
+            ),
             out_path=out_dir / f"panels__{stem}.png",
             **masks,
         )
@@ -194,7 +181,10 @@ def _figures_of_finding(
                 arrays[second["map_id"]],
                 label_a=f"{reference} ({first['method']}), answer {first['answer']}",
                 label_b=f"{strategy} ({second['method']}), answer {second['answer']}",
-                title=f"{dicom_id}, {finding.replace('_', ' ')}: term '{first['term']}'",
+                title=(
+                    f"{dicom_id}, {finding.replace('_', ' ')}: {map_name(first)}\n"
+                    f"A: {_question(first)}\nB: {_question(second)}"
+                ),
                 out_path=out_dir / f"sensitivity__{stem}__{_slug(strategy)}.png",
                 **masks,
             )
@@ -202,21 +192,25 @@ def _figures_of_finding(
     return written
 
 
-def _read_image(row: pd.Series | Any, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def map_name(row: pd.Series | Mapping[str, Any]) -> str:
+    """What a map shows, for a title: ``answer map`` or ``term 'effusion' (prompt)``."""
+    term = str(row["term"] or "")
+    if row["source"] == "answer" or not term:
+        return "answer map"
+    return f"term '{term}' ({row['source']})"
+
+
+def _question(row: pd.Series | Mapping[str, Any]) -> str:
+    question = row.get("question", "")
+    return f'"{question}"' if isinstance(question, str) and question else "(question not recorded)"
+
+
+def _read_image(
+    dicom_id: str, row: pd.Series, root: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The preprocessed image, body mask (0/255) and lung labels (0/1/2) of one image."""
-    arrays = []
-    for column in ("image", "body_mask", "lung_mask"):
-        path = root / str(row[column])
-        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise OSError(f"cannot read {path}")
-        if array.ndim == 3:  # a colour PNG: the figures show gray levels
-            array = cv2.cvtColor(array, cv2.COLOR_BGR2GRAY)
-        if column == "image" and array.dtype == np.uint16:
-            array = (array.astype(np.float64) / 257.0).round().astype(np.uint8)
-        arrays.append(array)
-    image, body, lungs = arrays
-    return image, body, lungs
+    image = PreprocessedImage(dicom_id, row.to_dict(), root)
+    return image.image(), image.body_mask(), image.lung_labels()
 
 
 def _slug(text: str) -> str:

@@ -1,7 +1,7 @@
 """Study-level plots from the run's tidy tables: metric distributions, accuracy, JS, method usage.
 
 Each function reads one table with the column names of docs/architecture.md and
-:mod:`cxr_attention.metrics.study` and writes one PNG. An empty table gives a figure that says
+:mod:`cxr_attention.metrics.summary` and writes one PNG. An empty table gives a figure that says
 so instead of an error, so a small run (the demo) still gets every figure of the report.
 """
 
@@ -15,37 +15,35 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
+from cxr_attention.figures._groups import group_order, say_empty, with_question_parts
 from cxr_attention.figures._style import (
     DPI,
     METHOD_COLOURS,
     METHOD_LABELS,
     METHODS,
-    STRATEGIES,
     figure_style,
     new_figure,
     save_figure,
 )
+from cxr_attention.figures.accuracy import plot_accuracy
 from cxr_attention.io import read_table
-from cxr_attention.metrics.pairwise import JS_BANDS
-from cxr_attention.metrics.per_map import (
-    BORDER_TARGET,
-    ENTROPY_DIFFUSE,
-    ENTROPY_FOCUSED,
-    INSIDE_BODY_TARGET,
-    LEFT_RIGHT_BALANCED,
+from cxr_attention.metrics.catalogue import (
+    BORDER_FRACTION,
+    CATALOGUE,
+    ENTROPY,
+    INSIDE_BODY,
+    LEFT_RIGHT,
 )
+from cxr_attention.metrics.pairwise import JS_BANDS
 
 __all__ = [
     "DISTRIBUTION_METRICS",
     "METRIC_LABELS",
     "REFERENCE_LINES",
     "SUMMARY_FIGURES",
-    "group_order",
-    "plot_accuracy",
     "plot_js_histogram",
     "plot_method_usage",
     "plot_metric_distributions",
-    "with_question_parts",
     "write_summary_figures",
 ]
 
@@ -59,30 +57,22 @@ DISTRIBUTION_METRICS = (
 )
 """Per-map metrics shown by :func:`plot_metric_distributions` by default."""
 
-METRIC_LABELS = {
-    "inside_body": "share of mass inside the body",
-    "border_fraction": "share of mass on the border ring",
-    "entropy": "entropy (nats; uniform = 5.55)",
-    "entropy_normalised": "entropy / log(tokens)",
-    "focus": "mass of the top 5% of tokens",
-    "focus_max": "largest token share",
-    "left_right": "share of lung mass in the patient's left lung",
-    "apical_basal": "share of lung mass in the upper halves",
-}
+METRIC_LABELS = {m.column: m.label for m in CATALOGUE}
+"""Panel titles of the per-map metrics (the catalogue's labels)."""
 
 REFERENCE_LINES = {
     # metric: ((value, label), ...) drawn as dashed lines with their meaning.
-    "inside_body": ((INSIDE_BODY_TARGET, f"target >= {INSIDE_BODY_TARGET:g}"),),
-    "border_fraction": ((BORDER_TARGET, f"target <= {BORDER_TARGET:g}"),),
+    "inside_body": ((INSIDE_BODY.target, f"target >= {INSIDE_BODY.target:g}"),),
+    "border_fraction": ((BORDER_FRACTION.target, f"target <= {BORDER_FRACTION.target:g}"),),
     "entropy": (
-        (ENTROPY_FOCUSED, f"focused < {ENTROPY_FOCUSED:g}"),
-        (ENTROPY_DIFFUSE, f"diffuse > {ENTROPY_DIFFUSE:g}"),
+        (ENTROPY.band[0], f"focused < {ENTROPY.band[0]:g}"),
+        (ENTROPY.band[1], f"diffuse > {ENTROPY.band[1]:g}"),
     ),
     "left_right": tuple(
-        (v, f"balanced {LEFT_RIGHT_BALANCED[0]:g}-{LEFT_RIGHT_BALANCED[1]:g}")
-        for v in LEFT_RIGHT_BALANCED
+        (v, f"balanced {LEFT_RIGHT.band[0]:g}-{LEFT_RIGHT.band[1]:g}") for v in LEFT_RIGHT.band
     ),
 }
+"""Dashed lines of the quality targets and bands (:mod:`cxr_attention.metrics.catalogue`)."""
 
 SUMMARY_FIGURES = (
     "metrics_by_strategy",
@@ -94,38 +84,6 @@ SUMMARY_FIGURES = (
 )
 """File stems written by :func:`write_summary_figures` (``report/summary_figures.rst`` keys its
 caption on these prefixes)."""
-
-_ACCURACY_STATS = {"accuracy", "ci_low", "ci_high", "n", "n_correct", "n_subjects"}
-
-
-def with_question_parts(table: pd.DataFrame) -> pd.DataFrame:
-    """Add ``finding`` and ``strategy`` from ``question_id`` where the table lacks them.
-
-    ``question_id`` is ``<finding_slug>.<strategy>.<variant_index>`` (docs/architecture.md);
-    a user VQA table's ``vqa.<row>`` gets finding ``vqa`` and strategy ``vqa``.
-    """
-    if {"finding", "strategy"} <= set(table.columns) or "question_id" not in table.columns:
-        return table
-    parts = table["question_id"].astype(str).str.split(".", n=2, expand=True)
-    parts = parts.reindex(columns=range(3))
-    table = table.copy()
-    is_vqa = parts[0].eq("vqa")
-    if "finding" not in table.columns:
-        table["finding"] = parts[0]
-    if "strategy" not in table.columns:
-        table["strategy"] = parts[1].where(~is_vqa, "vqa")
-    return table
-
-
-def group_order(values: pd.Series | Sequence[str], by: str) -> list[str]:
-    """Display order of groups: the study's strategy order, else sorted; ``"all"`` first."""
-    present = sorted({str(v) for v in values if pd.notna(v)})
-    known = STRATEGIES if by in ("strategy", "strategy_b", "strategy_a") else ()
-    ordered = [s for s in known if s in present] + [s for s in present if s not in known]
-    if "all" in ordered:
-        ordered.remove("all")
-        ordered.insert(0, "all")
-    return ordered
 
 
 def plot_metric_distributions(
@@ -140,8 +98,7 @@ def plot_metric_distributions(
 ) -> Path:
     """Box plots with every map as a point, one panel per metric, one box per group of ``by``.
 
-    Dashed lines mark the quality targets and bands (inside_body >= 0.7, border_fraction <= 0.05,
-    entropy < 3.0 focused and > 4.5 diffuse, left_right balanced in 0.3-0.7).
+    Dashed lines mark the quality targets and bands of the catalogue (:data:`REFERENCE_LINES`).
 
     Parameters
     ----------
@@ -201,120 +158,10 @@ def plot_metric_distributions(
             ax.set_title(METRIC_LABELS.get(metric, metric))
             ax.set_ylabel(metric)
             if not groups:
-                _say_empty(ax)
+                say_empty(ax)
         for ax in axes[len(metrics) :]:
             ax.set_axis_off()
         figure.suptitle(title or f"Map metrics per {by.replace('_', ' ')} (one point per map)")
-        return save_figure(figure, out_path, dpi=dpi)
-
-
-def plot_accuracy(
-    table: pd.DataFrame,
-    *,
-    out_path: str | os.PathLike,
-    by: str | None = None,
-    hue: str | None = None,
-    title: str | None = None,
-    ci_label: str = "95% CI, bootstrap over patients",
-    figsize: tuple[float, float] | None = None,
-    dpi: int = DPI,
-) -> Path:
-    """Accuracy per group as points with confidence-interval error bars and the count of answers.
-
-    Parameters
-    ----------
-    table : DataFrame
-        ``accuracy_by_strategy.csv`` (group column ``strategy``) or ``accuracy_by_finding.csv``
-        (``finding, strategy``) from :func:`cxr_attention.metrics.study.accuracy_table`: the
-        group columns, ``accuracy, ci_low, ci_high, n``. Groups named ``"all"`` pool the others
-        and are drawn first, in black.
-    out_path : path-like
-        PNG to write.
-    by : str, optional
-        Column of the rows of the plot; default the first column that is not a statistic.
-    hue : str, optional
-        Second group column, shown as coloured points side by side within a row; default the
-        second non-statistic column if there is one.
-    title : str, optional
-    ci_label : str
-        How the intervals were computed, for the axis label.
-    figsize : (width, height), optional
-        Inches; default grows with the number of rows.
-    dpi : int
-
-    Returns
-    -------
-    Path
-    """
-    group_columns = _group_columns(table)
-    by = by or (group_columns[0] if group_columns else None)
-    if hue is None:
-        hue = next((c for c in group_columns if c != by), None)
-    missing = [c for c in (by, "accuracy", "ci_low", "ci_high", "n") if c not in table.columns]
-    if by is None or missing:
-        raise ValueError(f"accuracy table lacks columns {missing or ['a group column']}")
-    rows = table.copy()
-    rows[by] = rows[by].astype(str)
-    rows["_hue"] = rows[hue].astype(str) if hue else "all"
-    groups = group_order(rows[by], by)
-    hues = group_order(rows["_hue"], hue or "")
-    palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]
-    colours = dict(zip([h for h in hues if h != "all"], palette * len(hues), strict=False))
-    colours["all"] = "black"
-    step = 0.8 / max(len(hues), 1)
-    if figsize is None:
-        figsize = (6.8, 1.4 + (0.3 + 0.12 * len(hues)) * max(len(groups), 2))
-
-    with figure_style():
-        figure = new_figure(figsize, dpi=dpi, layout="constrained")
-        ax = figure.add_subplot()
-        for hue_index, hue_value in enumerate(hues):
-            offset = (hue_index - (len(hues) - 1) / 2) * step if len(hues) > 1 else 0.0
-            subset = rows[rows["_hue"] == hue_value].set_index(by)
-            label = None if hue is None else hue_value.replace("_", " ")
-            for position, group in enumerate(groups):
-                if group not in subset.index:
-                    continue
-                row = subset.loc[group]
-                row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
-                accuracy, low, high = (float(row[c]) for c in ("accuracy", "ci_low", "ci_high"))
-                error = None
-                if np.isfinite(low) and np.isfinite(high):
-                    error = [[max(accuracy - low, 0.0)], [max(high - accuracy, 0.0)]]
-                pooled = group == "all" or (hue is not None and hue_value == "all")
-                colour = colours[hue_value] if hue else ("black" if pooled else palette[0])
-                ax.errorbar(
-                    accuracy,
-                    position + offset,
-                    xerr=error,
-                    fmt="D" if pooled else "o",
-                    color=colour,
-                    capsize=2.5,
-                    markersize=4.5,
-                    label=label,
-                )
-                label = None  # one legend entry per hue
-                ax.text(
-                    1.02,
-                    position + offset,
-                    f"n = {int(row['n'])}",
-                    va="center",
-                    fontsize="x-small",
-                    color=colour,
-                )
-        ax.set_yticks(range(len(groups)), [g.replace("_", " ") for g in groups])
-        ax.set_ylim(max(len(groups), 1) - 0.5, -0.5)
-        ax.set_xlim(0, 1.14)
-        ax.set_xticks(np.linspace(0, 1, 6))
-        ax.axvline(0.5, color="#BBBBBB", linewidth=0.8, linestyle=":")
-        ax.set_xlabel(f"accuracy ({ci_label})")
-        ax.set_ylabel(by.replace("_", " "))
-        ax.grid(axis="x", color="#EEEEEE")
-        if hue is not None and hues:
-            figure.legend(title=hue.replace("_", " "), loc="outside right upper", frameon=False)
-        if not groups:
-            _say_empty(ax)
-        ax.set_title(title or f"Answer accuracy per {by.replace('_', ' ')}")
         return save_figure(figure, out_path, dpi=dpi)
 
 
@@ -337,7 +184,7 @@ def plot_js_histogram(
     Parameters
     ----------
     table : DataFrame
-        ``js_divergence.csv`` (:func:`cxr_attention.metrics.study.js_pairs_table`).
+        ``js_divergence.csv`` (:func:`cxr_attention.metrics.map_stats.js_pairs_table`).
     out_path : path-like
         PNG to write.
     value_column : str
@@ -376,7 +223,7 @@ def plot_js_histogram(
             ax.hist(stacks, bins=edges, stacked=True, color=colours, label=names)
             ax.legend(title="compared with baseline", frameon=False, loc="upper right")
         else:
-            _say_empty(ax)
+            say_empty(ax)
         lower = 0.0
         for upper, band in (*JS_BANDS, (1.0, "large")):
             if upper < 1.0:
@@ -470,7 +317,7 @@ def plot_method_usage(
         if methods:
             figure.legend(loc="outside lower center", ncol=len(methods), frameon=False)
         else:
-            _say_empty(ax)
+            say_empty(ax)
         ax.set_title(title or f"Map methods used per {by.replace('_', ' ')}")
         return save_figure(figure, out_path, dpi=dpi)
 
@@ -492,7 +339,7 @@ def write_summary_figures(
     maps_csv : path-like
         The gathered maps table with metric and sample columns (``metrics/maps.csv``).
     accuracy_by_strategy_csv, accuracy_by_finding_csv, js_divergence_csv : path-like
-        Tables of :func:`cxr_attention.metrics.study.run_study_statistics`.
+        Tables of :func:`cxr_attention.metrics.summary.run_study_statistics`.
     out_dir : path-like
         Folder for the PNGs (created).
     confidence : float
@@ -555,12 +402,3 @@ def _box_and_points(ax: Axes, values: list[np.ndarray]) -> None:
             linewidths=0,
             zorder=3,
         )
-
-
-def _group_columns(table: pd.DataFrame) -> list[str]:
-    """The columns of an accuracy table that name groups rather than hold statistics."""
-    return [c for c in table.columns if c not in _ACCURACY_STATS]
-
-
-def _say_empty(ax: Axes) -> None:
-    ax.text(0.5, 0.5, "no data in this run", transform=ax.transAxes, ha="center", va="center")

@@ -30,24 +30,16 @@ import pandas as pd
 import yaml
 
 from cxr_attention.io import ConfigError, write_csv
+from cxr_attention.metrics.bootstrap import Estimate, bootstrap_mean, bootstrap_sd
 from cxr_attention.metrics.pairwise import (
     cosine_similarity,
     js_divergence_natural,
     js_natural_to_base2,
     pearson_correlation,
 )
-from cxr_attention.metrics.study import (
-    Estimate,
-    MapStore,
-    _boot_kwargs,
-    _params,
-    bootstrap_mean,
-    bootstrap_sd,
-    default_maps_npz,
-    read_answers,
-    read_maps,
-    select_maps,
-)
+from cxr_attention.metrics.selection import select_maps
+from cxr_attention.metrics.study import bootstrap_kwargs, study_params
+from cxr_attention.metrics.tables import MapStore, default_maps_npz, read_answers, read_maps
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -104,8 +96,7 @@ def _slug(text: str) -> str:
 
 def _answer_maps(maps: pd.DataFrame, source: str) -> pd.DataFrame:
     """One map per sample: of ``source``, best method first, then the first term."""
-    chosen = select_maps(maps, source=source).sort_values(["sample_id", "term"], kind="mergesort")
-    return chosen.drop_duplicates("sample_id", keep="first").set_index("sample_id")
+    return select_maps(maps, source=source, one_per="sample").set_index("sample_id")
 
 
 def pairs_table(
@@ -120,7 +111,7 @@ def pairs_table(
     Parameters
     ----------
     answers : DataFrame
-        Answers table as read by :func:`cxr_attention.metrics.study.read_answers`.
+        Answers table as read by :func:`cxr_attention.metrics.tables.read_answers`.
     maps, arrays
         Maps table and arrays by ``map_id`` (optional: without them the map columns are NaN).
     params
@@ -135,7 +126,7 @@ def pairs_table(
         variant_correct, direction, map_id_baseline, map_id_variant, js_base2, js_natural,
         js_distance_natural, pearson, cosine``.
     """
-    params = {**PAPER_DEFAULTS, **_params(params)}
+    params = {**PAPER_DEFAULTS, **study_params(params)}
     excluded = set(params["excluded_variant_strategies"])
     baseline_rows = answers[answers["strategy"] == params["reference_strategy"]]
     chosen_maps = _answer_maps(maps, params["map_source"]) if maps is not None else pd.DataFrame()
@@ -324,8 +315,8 @@ def paper_comparison(
         ``quantity, paper_value, ours, ci_low, ci_high, n`` in the order of ``reference``. Counts
         have no interval; ``n`` counts images, groups or pairs (the bootstrap's units' rows).
     """
-    params = {**PAPER_DEFAULTS, **_params(params)}
-    boot = _boot_kwargs(params)
+    params = {**PAPER_DEFAULTS, **study_params(params)}
+    boot = bootstrap_kwargs(params)
     if pairs is None:
         pairs = pairs_table(answers, maps, arrays, params=params)
     groups = group_table(pairs)
@@ -477,7 +468,7 @@ def run_paper_comparison(
 
     ``metrics_csv`` may be None when ``maps_csv`` (the gathered ``metrics/maps.csv``) carries the
     metric columns; ``maps_npz`` None finds the run's map arrays as
-    :func:`cxr_attention.metrics.study.default_maps_npz` does.
+    :func:`cxr_attention.metrics.tables.default_maps_npz` does.
 
     ``tables_dir`` receives ``paper_pairs.csv`` (one row per baseline/variant pair),
     ``paper_groups.csv`` (consistency per group) and ``paper_accuracy_by_variant.csv``.
@@ -485,7 +476,7 @@ def run_paper_comparison(
     reference = load_reference(reference_yaml)
     answers = read_answers(answers_csv)
     maps = read_maps(maps_csv, metrics_csv)
-    merged = {**PAPER_DEFAULTS, **_params(params)}
+    merged = {**PAPER_DEFAULTS, **study_params(params)}
     if maps_npz is None:
         maps_npz = default_maps_npz(maps_csv)
     with MapStore(maps_npz) as arrays:

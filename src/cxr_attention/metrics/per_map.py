@@ -8,29 +8,24 @@ each token cell the fraction of its pixels inside the mask. The mass of a map in
 its pixels and summing under the mask (the tests check this on non-square, non-divisible images).
 
 All functions are pure (arrays in, numbers out), validate their inputs with ``ValueError`` and
-accumulate in float64. :func:`run_metrics_shard` is the workflow's I/O wrapper.
+accumulate in float64. The metrics' columns, labels and targets are in
+:mod:`cxr_attention.metrics.catalogue`; :mod:`cxr_attention.metrics.shard` is the workflow's I/O
+wrapper.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from cxr_attention.geometry import image_to_grid
-from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
+from cxr_attention.metrics.catalogue import ENTROPY
 
 __all__ = [
-    "BORDER_TARGET",
-    "ENTROPY_DIFFUSE",
-    "ENTROPY_FOCUSED",
-    "INSIDE_BODY_TARGET",
-    "LEFT_RIGHT_BALANCED",
-    "METRIC_COLUMNS",
+    "LEFT_LUNG_LABEL",
+    "RIGHT_LUNG_LABEL",
     "MaskGrids",
     "apical_basal",
     "border_fraction",
@@ -45,28 +40,7 @@ __all__ = [
     "map_metrics",
     "mask_grids",
     "metrics_from_grids",
-    "run_metrics_shard",
 ]
-
-#: Columns of the per-map metrics table, in order (docs/architecture.md, "Per-map metrics").
-METRIC_COLUMNS = [
-    "map_id",
-    "inside_body",
-    "border_fraction",
-    "entropy",
-    "entropy_normalised",
-    "focus",
-    "focus_max",
-    "left_right",
-    "apical_basal",
-]
-
-#: Quality targets and bands (docs/metrics.md).
-INSIDE_BODY_TARGET = 0.7  # inside_body >= 0.7
-BORDER_TARGET = 0.05  # border_fraction <= 0.05
-ENTROPY_FOCUSED = 3.0  # entropy < 3.0 nats: focused
-ENTROPY_DIFFUSE = 4.5  # entropy > 4.5 nats: diffuse (log 256 = 5.545 is uniform)
-LEFT_RIGHT_BALANCED = (0.3, 0.7)  # left_right within: balanced between the lungs
 
 RIGHT_LUNG_LABEL = 1  # patient's right lung (the image's left on a frontal view)
 LEFT_LUNG_LABEL = 2  # patient's left lung
@@ -145,7 +119,8 @@ def border_fraction(attention_map: np.ndarray, *, ring: int = 1) -> float:
     Returns
     -------
     float
-        In [0, 1]; target <= 0.05 (image borders carry labels and collimation, not anatomy).
+        In [0, 1]; lower is better (image borders carry labels and collimation, not anatomy;
+        target in :data:`cxr_attention.metrics.catalogue.BORDER_FRACTION`).
     """
     values = _as_distribution(attention_map)
     if isinstance(ring, bool) or not isinstance(ring, (int, np.integer)) or ring < 1:
@@ -161,7 +136,7 @@ def entropy(attention_map: np.ndarray) -> float:
     """Shannon entropy of the map in nats, ``-sum p log p`` over its cells (0 log 0 = 0).
 
     0 for a one-hot map, ``log(n_cells)`` (5.545 for 256 tokens) for a uniform one. Bands:
-    < 3.0 focused, > 4.5 diffuse.
+    Bands: :data:`cxr_attention.metrics.catalogue.ENTROPY`.
     """
     values = _as_distribution(attention_map)
     positive = values[values > 0]
@@ -177,14 +152,8 @@ def entropy_normalised(attention_map: np.ndarray) -> float:
 
 
 def entropy_band(value: float) -> str:
-    """``"focused"`` (< 3.0 nats), ``"diffuse"`` (> 4.5 nats), else ``"intermediate"``."""
-    if not np.isfinite(value):
-        return "undefined"
-    if value < ENTROPY_FOCUSED:
-        return "focused"
-    if value > ENTROPY_DIFFUSE:
-        return "diffuse"
-    return "intermediate"
+    """``"focused"``, ``"intermediate"`` or ``"diffuse"`` (the catalogue's entropy bands)."""
+    return ENTROPY.band_of(value)
 
 
 def focus(attention_map: np.ndarray, *, top_fraction: float = 0.05) -> float:
@@ -223,7 +192,7 @@ def inside_body_ratio(attention_map: np.ndarray, body_fraction_grid: np.ndarray)
     Returns
     -------
     float
-        In [0, 1]; target >= 0.7.
+        In [0, 1]; target in :data:`cxr_attention.metrics.catalogue.INSIDE_BODY`.
     """
     (inside,) = _masses_on(attention_map, body_fraction_grid=body_fraction_grid)
     return inside
@@ -244,7 +213,8 @@ def left_right(
     -------
     float
         ``left / (left + right)`` in [0, 1]: 1 = all in the patient's left lung, 0 = all in the
-        right; balanced within 0.3-0.7. NaN when the map has no mass on either lung.
+        right; balanced band in :data:`cxr_attention.metrics.catalogue.LEFT_RIGHT`. NaN when
+        the map has no mass on either lung.
     """
     right, left = _masses_on(
         attention_map, right_lung_grid=right_lung_grid, left_lung_grid=left_lung_grid
@@ -431,144 +401,3 @@ def map_metrics(
     values = _as_distribution(attention_map)
     grids = mask_grids(body_mask, lung_labels, values.shape)
     return metrics_from_grids(values, grids, ring=ring, top_fraction=top_fraction)
-
-
-# --------------------------------------------------------------------------- shard I/O
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    import cv2  # heavy import, only needed here
-
-    if not path.is_file():
-        raise InputError(path, "mask file not found", error_type="missing_mask")
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise InputError(path, "mask cannot be decoded", error_type="bad_mask")
-    if mask.ndim == 3:  # a colour PNG of a mask: every channel holds the same labels
-        mask = mask[..., 0]
-    return mask
-
-
-def _resolve(path_text: str, root: Path) -> Path:
-    path = Path(path_text)
-    return path if path.is_absolute() else root / path
-
-
-def run_metrics_shard(
-    *,
-    maps_csv: str | os.PathLike,
-    maps_npz: str | os.PathLike,
-    preprocess_csv: str | os.PathLike,
-    out_csv: str | os.PathLike,
-    failures_csv: str | os.PathLike | None = None,
-    root: str | os.PathLike | None = None,
-    ring: int = 1,
-    top_fraction: float = 0.05,
-) -> None:
-    """Compute the per-map metrics of one shard and write them atomically.
-
-    Parameters
-    ----------
-    maps_csv, maps_npz
-        The maps table and its arrays (keyed by ``map_id``).
-    preprocess_csv
-        The preprocess table: ``dicom_id, body_mask, lung_mask`` (paths relative to ``root``).
-    out_csv
-        One row per map of ``maps_csv``, in its order, columns :data:`METRIC_COLUMNS`.
-    failures_csv
-        Where to write one failures row per map whose masks or array could not be used (optional).
-    root
-        Folder that relative mask paths start from (default: the current directory, the repo root
-        under Snakemake).
-
-    Notes
-    -----
-    A map whose image has no (readable) masks gets NaN for the mask metrics and the row is still
-    written; a map whose array is missing or invalid gets an all-NaN row. Each is a failures row.
-    """
-    root_path = Path.cwd() if root is None else Path(root)
-    maps = read_table(maps_csv, required=("map_id", "dicom_id"), text=True)
-    preprocess = read_table(preprocess_csv, text=True)
-    masks_by_image = (
-        preprocess.drop_duplicates("dicom_id").set_index("dicom_id")
-        if "dicom_id" in preprocess.columns
-        else pd.DataFrame()
-    )
-    failures: list[Failure] = []
-    grids_cache: dict[tuple[str, tuple[int, int]], MaskGrids] = {}
-    rows = []
-    with np.load(maps_npz) as arrays:
-        for record in maps.itertuples(index=False):
-            map_id, dicom_id = record.map_id, record.dicom_id
-            row = dict.fromkeys(METRIC_COLUMNS[1:], math.nan)
-            row["map_id"] = map_id
-            try:
-                if map_id not in arrays.files:
-                    raise InputError(maps_npz, f"no array for map {map_id}", error_type="no_map")
-                attention_map = arrays[map_id]
-                try:
-                    values = _as_distribution(attention_map)
-                except ValueError as error:
-                    raise InputError(
-                        maps_npz, f"map {map_id}: {error}", error_type="bad_map"
-                    ) from error
-                key = (dicom_id, values.shape)
-                if key not in grids_cache:
-                    grids_cache[key] = _image_grids(
-                        dicom_id, masks_by_image, root_path, values.shape, failures
-                    )
-                row.update(
-                    metrics_from_grids(
-                        values, grids_cache[key], ring=ring, top_fraction=top_fraction
-                    )
-                )
-            except InputError as error:
-                failures.append(Failure.from_exception("metrics", dicom_id, error.path, error))
-            rows.append(row)
-    write_csv(pd.DataFrame(rows, columns=METRIC_COLUMNS), out_csv)
-    if failures_csv is not None:
-        write_failures(failures, failures_csv)
-
-
-def _image_grids(
-    dicom_id: str,
-    masks_by_image: pd.DataFrame,
-    root: Path,
-    grid_shape: tuple[int, int],
-    failures: list[Failure],
-) -> MaskGrids:
-    """The mask grids of one image; a missing or bad mask becomes None and a failures row."""
-    grids: dict[str, MaskGrids] = {}
-    for column in ("body_mask", "lung_mask"):
-        path_text = (
-            masks_by_image.at[dicom_id, column]
-            if dicom_id in masks_by_image.index and column in masks_by_image.columns
-            else ""
-        )
-        try:
-            if not path_text:
-                raise InputError(
-                    f"<{column} of {dicom_id}>",
-                    f"no {column} for this image",
-                    error_type="missing_mask",
-                )
-            path = _resolve(path_text, root)
-            mask = _read_mask(path)
-            try:
-                if column == "body_mask":
-                    grids[column] = mask_grids(mask, None, grid_shape)
-                else:
-                    grids[column] = mask_grids(None, mask, grid_shape)
-            except ValueError as error:
-                raise InputError(path, str(error), error_type="bad_mask") from error
-        except InputError as error:
-            failures.append(Failure.from_exception("metrics", dicom_id, error.path, error))
-    body = grids.get("body_mask")
-    lungs = grids.get("lung_mask")
-    return MaskGrids(
-        body=body.body if body else None,
-        right_lung=lungs.right_lung if lungs else None,
-        left_lung=lungs.left_lung if lungs else None,
-        upper_lung=lungs.upper_lung if lungs else None,
-        lower_lung=lungs.lower_lung if lungs else None,
-    )

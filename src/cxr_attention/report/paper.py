@@ -4,7 +4,7 @@ The sentence saying whether our value agrees with the paper's comes from
 :func:`cxr_attention.metrics.paper.agreement_sentence` (the paper's value inside our 95%
 bootstrap interval, or equal for counts); any callable taking a row may replace it.
 
-With the ``reference_compat`` tables of a run (:mod:`cxr_attention.reference_compat`), the page
+With the ``reference_compat`` tables of a run (:mod:`cxr_attention.reference.shard`), the page
 gets a second section: the reference's numbers recomputed the reference's way from our own
 captures beside the corrected pipeline's, on the same samples, with a sentence per quantity on
 where the difference comes from (:func:`reference_compat_summary`).
@@ -23,7 +23,7 @@ import pandas as pd
 
 from cxr_attention.io import ConfigError, atomic_path, read_table
 from cxr_attention.metrics.paper import COMPARISON_COLUMNS, agreement_sentence
-from cxr_attention.reference_compat import REFERENCE_COMPAT_COLUMNS
+from cxr_attention.reference.shard import REFERENCE_COMPAT_COLUMNS
 from cxr_attention.report._html import as_float, format_number, html_page, html_table
 
 __all__ = [
@@ -64,7 +64,7 @@ def render_paper_comparison(
         A paragraph under the introduction (e.g. that a demo run's numbers are meaningless).
     reference_compat : DataFrame, optional
         The run's ``reference_compat`` rows (columns of
-        :data:`cxr_attention.reference_compat.REFERENCE_COMPAT_COLUMNS`, all shards together).
+        :data:`cxr_attention.reference.shard.REFERENCE_COMPAT_COLUMNS`, all shards together).
         When given, a second section sets the reference's numbers beside the corrected ones
         (:func:`reference_compat_summary`); an empty table gets a sentence saying so.
 
@@ -150,7 +150,7 @@ def write_paper_comparison_page(
 
 #: The quantities of the reference_compat section: label -> (the reference's columns, the
 #: corrected pipeline's columns), names from
-#: :data:`cxr_attention.reference_compat.REFERENCE_COMPAT_COLUMNS`. Focus compares like with
+#: :data:`cxr_attention.reference.shard.REFERENCE_COMPAT_COLUMNS`. Focus compares like with
 #: like: the reference's largest (masked) cell against our largest cell (``focus_max``); our
 #: top-5% ``focus`` is given beside it.
 REFERENCE_COMPAT_QUANTITIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -21,16 +21,15 @@ import yaml
 
 from cxr_attention.figures._style import METHODS
 from cxr_attention.io import atomic_path, read_table
-from cxr_attention.metrics.per_map import (
-    BORDER_TARGET,
-    ENTROPY_DIFFUSE,
-    ENTROPY_FOCUSED,
-    INSIDE_BODY_TARGET,
+from cxr_attention.metrics.catalogue import (
+    BORDER_FRACTION,
+    ENTROPY,
+    INSIDE_BODY,
+    QUALITY_TARGETS,
 )
 from cxr_attention.report._html import as_float, format_number, html_page, html_table
 
 __all__ = [
-    "QUALITY_TARGETS",
     "fingerprint",
     "method_quality",
     "quality_targets",
@@ -38,36 +37,6 @@ __all__ = [
     "summarise_run",
     "write_run_summary",
 ]
-
-QUALITY_TARGETS = (
-    # key in summary.json "targets_met", words, metric, key of the share meeting it
-    (
-        "inside_body_ge_0.7",
-        f"inside_body >= {INSIDE_BODY_TARGET:g}",
-        "inside_body",
-        "inside_body_share_meeting_target",
-    ),
-    (
-        "border_fraction_le_0.05",
-        f"border_fraction <= {BORDER_TARGET:g}",
-        "border_fraction",
-        "border_fraction_share_meeting_target",
-    ),
-    (
-        "entropy_focused_lt_3.0",
-        f"entropy < {ENTROPY_FOCUSED:g} nats (focused)",
-        "entropy",
-        "entropy_share_focused",
-    ),
-    (
-        "entropy_not_diffuse_le_4.5",
-        f"entropy <= {ENTROPY_DIFFUSE:g} nats (not diffuse)",
-        "entropy",
-        None,
-    ),
-)
-"""The quality targets of the study, as :func:`cxr_attention.metrics.study.study_summary` tests
-them on the mean over the maps of the headline source."""
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, str]:
@@ -112,18 +81,19 @@ def quality_targets(study_summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     quality = study_summary.get("map_quality", {}) or {}
     verdicts = study_summary.get("targets_met", {}) or {}
     rows = []
-    for key, words, metric, share_key in QUALITY_TARGETS:
-        share = quality.get(share_key, math.nan) if share_key else math.nan
-        if key == "entropy_not_diffuse_le_4.5" and "entropy_share_diffuse" in quality:
-            share = 1.0 - as_float(quality["entropy_share_diffuse"])
+    for target in QUALITY_TARGETS:
+        metric = target.metric.column
+        share = as_float(quality.get(target.share_key, math.nan))
+        if target.share_complement:
+            share = 1.0 - share
         rows.append(
             {
-                "target": words,
+                "target": target.words,
                 "mean": as_float(quality.get(f"{metric}_mean")),
                 "ci_low": as_float(quality.get(f"{metric}_ci_low")),
                 "ci_high": as_float(quality.get(f"{metric}_ci_high")),
                 "share": as_float(share),
-                "met": verdicts.get(key),
+                "met": verdicts.get(target.key),
             }
         )
     return rows
@@ -155,6 +125,7 @@ def method_quality(maps: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     present = set(maps["method"].astype(str))
     order = [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+    focused, _, diffuse = ENTROPY.band_names
     rows = []
     for method in order:
         subset = maps[maps["method"].astype(str) == method]
@@ -166,12 +137,12 @@ def method_quality(maps: pd.DataFrame) -> pd.DataFrame:
                 "method": method,
                 "maps": len(subset),
                 "inside_body_mean": _mean(inside),
-                "inside_body_meeting": _mean(inside >= INSIDE_BODY_TARGET),
+                "inside_body_meeting": _mean(inside.map(INSIDE_BODY.meets_target)),
                 "border_fraction_mean": _mean(border),
-                "border_fraction_meeting": _mean(border <= BORDER_TARGET),
+                "border_fraction_meeting": _mean(border.map(BORDER_FRACTION.meets_target)),
                 "entropy_mean": _mean(entropy),
-                "entropy_focused": _mean(entropy < ENTROPY_FOCUSED),
-                "entropy_diffuse": _mean(entropy > ENTROPY_DIFFUSE),
+                "entropy_focused": _mean(entropy.map(ENTROPY.band_of) == focused),
+                "entropy_diffuse": _mean(entropy.map(ENTROPY.band_of) == diffuse),
             }
         )
     return pd.DataFrame(rows, columns=columns)
@@ -195,7 +166,7 @@ def summarise_run(
     config : mapping
         The run's config (Snakemake's ``config``).
     study_summary : mapping
-        ``metrics/summary.json`` (:func:`cxr_attention.metrics.study.study_summary`).
+        ``metrics/summary.json`` (:func:`cxr_attention.metrics.summary.study_summary`).
     manifest, questions, answers, maps, failures : DataFrame
         ``manifest.csv``, ``questions.csv``, the gathered answers and maps tables (the maps table
         with the per-map metric columns) and ``failures.csv``.
@@ -295,12 +266,12 @@ def render_run_summary(summary: Mapping[str, Any]) -> str:
                     "method",
                     "maps",
                     "inside_body mean",
-                    f"share >= {INSIDE_BODY_TARGET:g}",
+                    f"share >= {INSIDE_BODY.target:g}",
                     "border mean",
-                    f"share <= {BORDER_TARGET:g}",
+                    f"share <= {BORDER_FRACTION.target:g}",
                     "entropy mean",
-                    f"share < {ENTROPY_FOCUSED:g}",
-                    f"share > {ENTROPY_DIFFUSE:g}",
+                    f"share < {ENTROPY.band[0]:g}",
+                    f"share > {ENTROPY.band[1]:g}",
                 ],
                 [
                     [
