@@ -32,19 +32,36 @@ CAPTURE = (
     "inference/capture.py",
     "inference/scoring.py",
     "inference/answers.py",
+    "captures.py",
     "inference/runner.py",
 )
-MAPS = (
-    *MODEL,
+# The map-method registry (figures and the report read its names, labels and colours), with
+# every module its methods import, lazily or not.
+MAP_METHODS = (
     "captures.py",
     "geometry.py",
     "maps/__init__.py",
     "maps/grid.py",
-    "maps/hooks.py",
     "maps/terms.py",
     "maps/attention.py",
+    "maps/records.py",
+    "maps/targets.py",
+    "maps/methods/__init__.py",
+    "maps/methods/base.py",
+    "maps/methods/attention.py",
+    "maps/methods/attention_gated.py",
+    "maps/methods/gradcam.py",
+    "maps/methods/activation_norm.py",
+    "maps/methods/uniform.py",
+    "maps/hooks.py",
     "maps/gradcam.py",
     "maps/activation.py",
+    "maps/params.py",
+    "maps/registry.py",
+)
+MAPS = (
+    *MODEL,
+    *MAP_METHODS,
     "maps/cascade.py",
     "maps/shard.py",
 )
@@ -53,6 +70,7 @@ STUDY = (*PER_MAP, "metrics/pairwise.py", "metrics/study.py")
 PAPER = (*STUDY, "metrics/paper.py")
 FIGURES = (
     *PER_MAP,
+    *MAP_METHODS,
     "metrics/pairwise.py",
     "figures/__init__.py",
     "figures/_style.py",
@@ -64,6 +82,7 @@ FIGURES = (
 )
 REPORT = (
     *PAPER,
+    *MAP_METHODS,
     "maps/__init__.py",
     "maps/grid.py",
     "maps/attention.py",

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cxr_attention.maps.cascade import METHODS
+from cxr_attention.maps.registry import METHODS
 
 __all__ = ["main"]
 

@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxr_attention.captures import write_capture as write_capture_file
 from cxr_attention.inference.capture import (
     Capture,
     PromptTooLongError,
@@ -78,7 +79,6 @@ from cxr_attention.io import (
     read_table,
     write_csv,
     write_failures,
-    write_npz,
 )
 
 __all__ = [
@@ -202,7 +202,7 @@ def write_capture(
         include_pixel_values=include_pixel_values,
         prompt_image_rows=prompt_image_rows,
     )
-    write_npz(path, **arrays)
+    write_capture_file(path, arrays)
 
 
 def answer_one(
