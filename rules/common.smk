@@ -46,13 +46,11 @@ MAP_METHODS = (
     "maps/attention.py",
     "maps/records.py",
     "maps/targets.py",
-    "maps/methods/__init__.py",
-    "maps/methods/base.py",
-    "maps/methods/attention.py",
-    "maps/methods/attention_gated.py",
-    "maps/methods/gradcam.py",
-    "maps/methods/activation_norm.py",
-    "maps/methods/uniform.py",
+    # Every map method's file: adding a method needs no edit here.
+    *sorted(
+        f"maps/methods/{path.name}"
+        for path in Path("src/cxr_attention/maps/methods").glob("*.py")
+    ),
     "maps/hooks.py",
     "maps/gradcam.py",
     "maps/activation.py",
