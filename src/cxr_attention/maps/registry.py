@@ -12,6 +12,7 @@ from cxr_attention.maps.methods.attention import Attention
 from cxr_attention.maps.methods.attention_gated import AttentionGated
 from cxr_attention.maps.methods.base import MapMethod
 from cxr_attention.maps.methods.gradcam import GradCAM
+from cxr_attention.maps.methods.random import Random
 from cxr_attention.maps.methods.uniform import Uniform
 
 __all__ = [
@@ -34,6 +35,7 @@ REGISTRY: dict[str, MapMethod] = {
         GradCAM(),
         ActivationNorm(),
         Uniform(),
+        Random(),
     )
 }
 
