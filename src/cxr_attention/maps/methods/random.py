@@ -19,7 +19,9 @@ class Random(PerTargetMethod):
     name = "random"
     label = "random (null)"
     colour = "#CC79A7"
-    description = "independent uniform draws per image token, seeded by the run's seed and the map id"
+    description = (
+        "independent uniform draws per image token, seeded by the run's seed and the map id"
+    )
     needs = "capture"
     term_conditioned = False
     never_unavailable = True
