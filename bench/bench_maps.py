@@ -37,17 +37,14 @@ def main(argv: list[str]) -> int:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from cxr_attention.captures import load_capture
+    from cxr_attention.captures import load_capture, locate_capture
     from cxr_attention.io import read_table
-    from cxr_attention.maps.cascade import (
-        MapParams,
-        SampleKey,
-        VisionSource,
-        compute_maps,
-        compute_sample_maps,
-        locate_targets,
-    )
-    from cxr_attention.maps.shard import _pixels_from_image, _resolve
+    from cxr_attention.maps.cascade import compute_maps, compute_sample_maps
+    from cxr_attention.maps.methods.base import VisionSource
+    from cxr_attention.maps.params import MapParams
+    from cxr_attention.maps.records import SampleKey
+    from cxr_attention.maps.shard import _pixels_from_image
+    from cxr_attention.maps.targets import locate_targets
 
     n_samples = int(argv[0]) if argv else 40
     answers_csv = DEMO / "inference" / "shard-000.csv"
@@ -67,7 +64,7 @@ def main(argv: list[str]) -> int:
     single_total = batched_total = 0.0
     n_gradcam = 0
     for row in answers.itertuples(index=False):
-        capture = load_capture(_resolve(row.capture, DEMO / "inference" / "shard-000"))
+        capture = load_capture(locate_capture(row.capture, DEMO / "inference" / "shard-000"))
         pixels = _pixels_from_image(processor, image_of[row.dicom_id])
         terms = [t.strip() for t in terms_of[row.question_id].split("|") if t.strip()]
         targets = locate_targets(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cxr_attention.captures import load_capture
+from cxr_attention.captures import Capture, load_capture, locate_capture, write_capture
 from cxr_attention.io import InputError, write_npz
 
 
@@ -57,3 +57,34 @@ def test_a_file_that_is_no_archive_is_a_bad_capture(tmp_path):
     with pytest.raises(InputError, match="unreadable") as raised:
         load_capture(tmp_path / "sample.npz")
     assert raised.value.error_type == "bad_capture"
+
+
+def test_a_loaded_capture_is_typed_and_lacks_only_the_optional_arrays(tmp_path):
+    arrays = _arrays()
+    write_npz(tmp_path / "sample.npz", **arrays)
+    loaded = load_capture(tmp_path / "sample.npz")
+    assert isinstance(loaded, Capture)
+    np.testing.assert_array_equal(loaded.attention, arrays["attention"])
+    np.testing.assert_array_equal(loaded.prompt_image_positions, arrays["prompt_image_positions"])
+    assert loaded.pixel_values is None and loaded.grid_shape is None and loaded.grid is None
+    assert "pixel_values" not in loaded and loaded.aspect_ratio == 1.0
+
+
+def test_write_capture_stores_the_arrays_in_field_order_as_write_npz_does(tmp_path):
+    """The file is byte-identical to np.load-compatible write_npz of the same arrays in the
+    order docs/architecture.md lists them, whatever order the caller's mapping has."""
+    arrays = {**_arrays(), "grid_shape": np.array([16, 16])}
+    shuffled = dict(reversed(list(arrays.items())))
+    write_capture(tmp_path / "typed.npz", Capture.from_arrays(shuffled))
+    write_npz(tmp_path / "plain.npz", **arrays)
+    assert (tmp_path / "typed.npz").read_bytes() == (tmp_path / "plain.npz").read_bytes()
+    with np.load(tmp_path / "typed.npz") as archive:
+        assert archive.files == list(arrays)
+    assert load_capture(tmp_path / "typed.npz").grid == (16, 16)
+
+
+def test_locate_capture_falls_back_to_the_shards_folder(tmp_path):
+    (tmp_path / "here.npz").write_bytes(b"")
+    assert locate_capture(tmp_path / "here.npz", "elsewhere") == tmp_path / "here.npz"
+    moved = locate_capture("results/old/inference/shard-000/s1.npz", tmp_path)
+    assert moved == tmp_path / "s1.npz"

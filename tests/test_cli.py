@@ -150,6 +150,34 @@ def test_explain_forced_method(tiny_model_dir, tmp_path):
     assert set(maps["method"]) == {"activation_norm"}
 
 
+def test_explain_random_method_writes_a_valid_map(tiny_model_dir, tmp_path):
+    """``--method random`` (a method added through the registry alone) end to end."""
+    result = cxr_attention(
+        "explain",
+        DEMO_IMAGES[1],
+        "--question",
+        "Is the heart enlarged?",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        tmp_path,
+        "--method",
+        "random",
+        "--max-new-tokens",
+        "4",
+    )
+    assert result.returncode == 0, result.stderr
+    maps = pd.read_csv(tmp_path / "maps.csv", keep_default_na=False)
+    assert set(maps["method"]) == {"random"} and (maps["fallback_reason"] == "").all()
+    with np.load(tmp_path / "maps.npz") as arrays:
+        assert sorted(arrays.files) == sorted(maps["map_id"])
+        for map_id in arrays.files:
+            grid = arrays[map_id]
+            assert grid.shape == (16, 16) and grid.min() >= 0
+            np.testing.assert_allclose(grid.sum(), 1.0, rtol=1e-5)
+    assert set(pd.read_csv(tmp_path / "metrics.csv")["map_id"]) == set(maps["map_id"])
+
+
 @pytest.mark.parametrize(
     ("question", "generated_text", "expected"),
     [

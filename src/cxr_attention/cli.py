@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cxr_attention import __version__
 from cxr_attention.io import ConfigError
-from cxr_attention.maps.cascade import METHODS
+from cxr_attention.maps.registry import METHODS
 
 __all__ = ["main"]
 

@@ -23,8 +23,11 @@ from cxr_attention.maps.attention import (
     reference_compat_attention,
     select_layers_heads,
 )
-from cxr_attention.maps.cascade import MapParams, MapTarget, SampleKey, compute_maps
+from cxr_attention.maps.cascade import compute_maps
 from cxr_attention.maps.grid import MapUnavailable
+from cxr_attention.maps.params import MapParams
+from cxr_attention.maps.records import SampleKey
+from cxr_attention.maps.targets import MapTarget
 
 CELLS = [(2, 3), (2, 4), (3, 3), (11, 13), (12, 13)]  # off-centre, asymmetric
 

@@ -20,18 +20,14 @@ from maps_helpers import (
     prompt_inputs,
 )
 
-from cxr_attention.maps.cascade import (
-    MAP_COLUMNS,
-    METHODS,
-    MapParams,
-    SampleKey,
-    VisionSource,
-    compute_maps,
-    compute_sample_maps,
-    locate_targets,
-)
+from cxr_attention.maps.cascade import compute_maps, compute_sample_maps
 from cxr_attention.maps.grid import clip_for_display, strip_outer_ring
+from cxr_attention.maps.methods.base import VisionSource
+from cxr_attention.maps.params import MapParams
+from cxr_attention.maps.records import MAP_COLUMNS, SampleKey
+from cxr_attention.maps.registry import METHODS
 from cxr_attention.maps.shard import explain_maps, run_maps_shard, write_maps
+from cxr_attention.maps.targets import locate_targets
 
 QUESTION = "Is there a pleural effusion?"
 ANSWER = " No pleural effusion is seen."

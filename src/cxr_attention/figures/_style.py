@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from cxr_attention.figures._fit import fit_texts
 from cxr_attention.io import atomic_path
+from cxr_attention.maps import registry
 
 __all__ = [
     "DPI",
@@ -37,25 +38,11 @@ DPI = 120
 STRATEGIES = ("baseline", "plain", "hard_positive")
 """Question strategies in display order (``questions.csv`` column ``strategy``)."""
 
-METHODS = ("attention", "attention_gated", "gradcam", "activation_norm", "uniform")
-"""Map methods in display order: the fallback cascade's order (maps table column ``method``)."""
-
-METHOD_LABELS = {
-    "attention": "attention",
-    "attention_gated": "gated attention",
-    "gradcam": "Grad-CAM",
-    "activation_norm": "activation norm",
-    "uniform": "uniform (no signal)",
-}
-
-# Colour-blind safe (Okabe-Ito), one fixed colour per method across every figure.
-METHOD_COLOURS = {
-    "attention": "#0072B2",
-    "attention_gated": "#56B4E9",
-    "gradcam": "#D55E00",
-    "activation_norm": "#009E73",
-    "uniform": "#999999",
-}
+# Map methods in display order (maps table column ``method``), their figure labels and colours
+# (colour-blind safe Okabe-Ito, one fixed colour per method): from the map-method registry.
+METHODS = registry.METHODS
+METHOD_LABELS = registry.METHOD_LABELS
+METHOD_COLOURS = registry.METHOD_COLOURS
 
 _RC = {
     "font.family": "DejaVu Sans",  # ships with matplotlib: same glyphs on every machine

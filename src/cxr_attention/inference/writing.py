@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr_attention import captures
 from cxr_attention.inference.capture import Capture, prompt_image_start
-from cxr_attention.io import atomic_path, write_npz
+from cxr_attention.io import atomic_path
 from cxr_attention.questions.bank import NO_FINDING
 from cxr_attention.questions.labels import SAMPLE_QUESTION_COLUMNS
 
@@ -120,7 +121,7 @@ def write_capture(
         include_pixel_values=include_pixel_values,
         prompt_image_rows=prompt_image_rows,
     )
-    write_npz(path, **arrays)
+    captures.write_capture(path, arrays)
 
 
 def _sample_row(sample: dict, capture: Capture, seconds: float, capture_path: str) -> dict:

@@ -15,20 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_attention.captures import load_capture
+from cxr_attention.captures import Capture, as_capture, load_capture, locate_capture
 from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 from cxr_attention.io import write_npz as _write_npz
-from cxr_attention.maps.cascade import (
-    MAP_COLUMNS,
-    MapParams,
-    MapRecord,
-    SampleKey,
-    VisionSource,
-    compute_sample_maps,
-    locate_targets,
-)
+from cxr_attention.maps.cascade import compute_sample_maps
 from cxr_attention.maps.grid import MapUnavailable
 from cxr_attention.maps.hooks import VisionEncodings
+from cxr_attention.maps.methods.base import VisionSource
+from cxr_attention.maps.params import MapParams
+from cxr_attention.maps.records import MAP_COLUMNS, MapRecord, SampleKey
+from cxr_attention.maps.targets import locate_targets
 
 __all__ = ["explain_maps", "run_maps_shard", "write_maps"]
 
@@ -38,7 +34,7 @@ _ANSWER_COLUMNS = ("sample_id", "dicom_id", "question_id", "capture")
 
 
 def explain_maps(
-    capture: Mapping[str, np.ndarray],
+    capture: Capture | Mapping[str, np.ndarray],
     *,
     terms: Sequence[str],
     loaded_model=None,
@@ -52,8 +48,8 @@ def explain_maps(
 
     Parameters
     ----------
-    capture : mapping of str to ndarray
-        Capture arrays (``attention.npz``).
+    capture : Capture (or a mapping of its arrays)
+        The capture (``attention.npz``).
     terms : sequence of str
         Target terms (``--term``, repeatable) and the question's terms.
     loaded_model : cxr_attention.inference.model.LoadedModel, optional
@@ -75,11 +71,12 @@ def explain_maps(
     """
     settings = params if isinstance(params, MapParams) else MapParams.from_dict(params)
     settings = dataclasses.replace(settings, method=method)  # validated again
+    capture = as_capture(capture)
     if tokenizer is None:
         if loaded_model is None:
             raise ValueError("explain_maps needs a loaded model or a tokenizer to locate terms")
         tokenizer = loaded_model.tokenizer
-    pixel_values = capture.get("pixel_values")
+    pixel_values = capture.pixel_values
     if pixel_values is None and inputs is not None:
         pixel_values = inputs.get("pixel_values")
 
@@ -92,9 +89,9 @@ def explain_maps(
 
     vision = VisionSource(load_vision)
     key = key or SampleKey("explain")
-    targets = locate_targets(tokenizer, capture["input_ids"], capture["generated_ids"], list(terms))
+    targets = locate_targets(tokenizer, capture.input_ids, capture.generated_ids, list(terms))
     return compute_sample_maps(
-        capture, targets, key, settings, vision=vision, aspect_ratio=_aspect(capture)
+        capture, targets, key, settings, vision=vision, aspect_ratio=capture.aspect_ratio
     )
 
 
@@ -183,7 +180,7 @@ def run_maps_shard(
     results: list[tuple[MapRecord, np.ndarray]] = []
     failures: list[Failure] = []
     for row in answers.itertuples(index=False):
-        capture_path = _resolve(row.capture, captures_dir)
+        capture_path = locate_capture(row.capture, captures_dir)
         try:
             capture = load_capture(capture_path)
         except InputError as error:
@@ -198,14 +195,14 @@ def run_maps_shard(
         key = SampleKey(row.sample_id, row.dicom_id, row.question_id)
         targets = locate_targets(
             processor.tokenizer,
-            capture["input_ids"],
-            capture["generated_ids"],
+            capture.input_ids,
+            capture.generated_ids,
             terms_of.get(row.question_id, []),
         )
         # One sample at a time: its Grad-CAM targets share one batched forward + backward.
         results.extend(
             compute_sample_maps(
-                capture, targets, key, settings, vision=vision, aspect_ratio=_aspect(capture)
+                capture, targets, key, settings, vision=vision, aspect_ratio=capture.aspect_ratio
             )
         )
     write_maps(results, out_csv, out_npz)
@@ -244,7 +241,7 @@ def _vision_loader(model_holder: _LazyModel, processor, capture, image_path: str
     """``VisionSource.load`` of one sample; ``pixels_of`` keeps the last image's rebuilt pixels."""
 
     def load():
-        pixel_values = capture.get("pixel_values")
+        pixel_values = capture.pixel_values
         if pixel_values is None:
             if image_path not in pixels_of:
                 pixels_of.clear()
@@ -270,18 +267,3 @@ def _pixels_from_image(processor, image_path: str):
     except OSError as error:
         raise MapUnavailable(f"image unreadable: {error}") from error
     return processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
-
-
-def _resolve(capture: str, captures_dir) -> Path:
-    path = Path(capture)
-    if path.is_file() or path.is_absolute():
-        return path
-    return Path(captures_dir) / path.name
-
-
-def _aspect(capture: Mapping[str, np.ndarray]) -> float:
-    """Width / height of the capture's token grid, so factor_to_grid reproduces it."""
-    if "grid_shape" in capture:
-        rows, cols = (int(v) for v in np.asarray(capture["grid_shape"]).reshape(-1)[:2])
-        return cols / rows
-    return 1.0

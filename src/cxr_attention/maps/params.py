@@ -1,0 +1,116 @@
+"""The maps stage's settings (``config["maps"]``) as one frozen dataclass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from cxr_attention.maps.registry import METHODS, check_cascade
+
+__all__ = ["ACCEPTED_KEYS", "RULE_KEYS", "MapParams"]
+
+RULE_KEYS = ("seed", "min_free_gpu_gb", "device")
+"""Keys the maps rule adds to the ``maps`` section: the run's seed and the model's loading
+(``min_free_gpu_gb``, ``device``: read by :mod:`cxr_attention.maps.shard`, not kept here)."""
+
+
+@dataclass(frozen=True)
+class MapParams:
+    """Settings of the maps stage. Defaults equal ``config/config.schema.json``'s (a test).
+
+    Attributes
+    ----------
+    method : str
+        ``"cascade"`` (default), ``"all"``, or one registered method to force it.
+    cascade : tuple of str
+        The methods the cascade tries in order (``maps.cascade``); a method skips the target
+        sources it does not apply to (``MapMethod.cascade_sources``). Must end with a method that
+        always gives a map.
+    layers : tuple of int or None
+        Decoder layers to average (absolute indices, or negative from the last captured one);
+        None: every captured layer.
+    heads : tuple of int or None
+        Query heads to average; None: all.
+    min_image_mass : float
+        An attention map whose image mass (before renormalisation) is below this is skipped.
+    strip_border : int
+        Rings of border tokens zeroed before renormalising (0: keep them; the config's boolean
+        ``true`` is one ring).
+    gradcam_layer : int
+        Vision encoder layer of ``gradcam`` (``-1``: last).
+    gradcam_max_rows : int
+        Targets of one sample per batched Grad-CAM pass: on the 4B model in bfloat16 a pass of 8
+        needs about 18 GB of GPU memory, one about 9 GB (bench/RESULTS.md).
+    activation_layer : int
+        Vision encoder layer of ``activation_norm`` (``-1``: last).
+    seed : int
+        The run's seed (``config["seed"]``), for methods that draw at random.
+    reference_compat : bool
+        Take positions 1:257 of the prompt as the image tokens, as the reference study did.
+        Never the default, and not a config key of the maps stage (the ``reference_compat``
+        rule does that); for :func:`~cxr_attention.maps.shard.explain_maps` callers only.
+    """
+
+    method: str = "cascade"
+    cascade: tuple[str, ...] = (
+        "attention",
+        "attention_gated",
+        "gradcam",
+        "activation_norm",
+        "uniform",
+    )
+    layers: tuple[int, ...] | None = None
+    heads: tuple[int, ...] | None = None
+    min_image_mass: float = 0.05
+    strip_border: int = 0
+    gradcam_layer: int = -1
+    gradcam_max_rows: int = 8
+    activation_layer: int = -1
+    seed: int = 0
+    reference_compat: bool = False
+
+    def __post_init__(self):
+        if self.method not in ("cascade", "all", *METHODS):
+            raise ValueError(
+                f"unknown map method {self.method!r}; choose cascade, all or one of {METHODS}"
+            )
+        object.__setattr__(self, "cascade", check_cascade(self.cascade))
+        if not 0 <= self.min_image_mass <= 1:
+            raise ValueError(f"min_image_mass must be in [0, 1], got {self.min_image_mass}")
+        if self.gradcam_max_rows < 1:
+            raise ValueError(f"gradcam_max_rows must be at least 1, got {self.gradcam_max_rows}")
+
+    @classmethod
+    def from_dict(cls, params: Mapping | None) -> MapParams:
+        """From the rule's mapping: lists become tuples; an unknown key is a ValueError.
+
+        Accepted: :data:`ACCEPTED_KEYS`, the schema's ``maps`` keys and :data:`RULE_KEYS`.
+        """
+        values = {}
+        for key, value in dict(params or {}).items():
+            if key not in ACCEPTED_KEYS:
+                raise ValueError(
+                    f"unknown maps setting {key!r}; known: {', '.join(sorted(ACCEPTED_KEYS))}"
+                )
+            if key in ("layers", "heads") and value is not None:
+                value = tuple(int(v) for v in value)
+            elif key == "cascade":
+                value = tuple(str(v) for v in value)
+            elif key in (
+                "strip_border",
+                "gradcam_layer",
+                "gradcam_max_rows",
+                "activation_layer",
+                "seed",
+            ):
+                value = int(value)  # the config's boolean strip_border means one ring
+            elif key == "min_image_mass":
+                value = float(value)
+            if key in _FIELDS:
+                values[key] = value
+        return cls(**values)
+
+
+_FIELDS = {f.name for f in fields(MapParams)}
+ACCEPTED_KEYS = frozenset(_FIELDS - {"reference_compat"} | set(RULE_KEYS))
+"""Keys :meth:`MapParams.from_dict` accepts: the schema's ``maps`` section and the rule's."""

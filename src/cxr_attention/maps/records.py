@@ -1,0 +1,67 @@
+"""The maps table: its columns, one row (:class:`MapRecord`), a sample's keys and a map's id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["ANSWER_SLUG", "MAP_COLUMNS", "NOTE_COLUMNS", "MapRecord", "SampleKey", "map_id"]
+
+ANSWER_SLUG = "answer"
+
+NOTE_COLUMNS = {"n_gating_positions": 0}
+"""Columns a method fills through its result's ``notes``, with the value when it says nothing."""
+
+MAP_COLUMNS = [
+    "map_id",
+    "sample_id",
+    "dicom_id",
+    "question_id",
+    "term",
+    "source",
+    "token_positions",
+    "method",
+    "fallback_reason",
+    "layers",
+    "heads",
+    "image_mass",
+    *NOTE_COLUMNS,
+]
+
+
+@dataclass(frozen=True)
+class SampleKey:
+    """Identifiers of one (image, question) sample."""
+
+    sample_id: str
+    dicom_id: str = ""
+    question_id: str = ""
+
+
+def map_id(sample_id: str, slug: str, source: str, method: str) -> str:
+    """``<sample_id>__<term slug>__<source>__<method>``: unique within a run."""
+    return f"{sample_id}__{slug}__{source}__{method}"
+
+
+@dataclass
+class MapRecord:
+    """One row of the maps table (``docs/architecture.md``)."""
+
+    map_id: str
+    sample_id: str
+    dicom_id: str
+    question_id: str
+    term: str
+    source: str
+    token_positions: tuple[int, ...]
+    method: str
+    fallback_reason: str
+    layers: str
+    heads: str
+    image_mass: float
+    n_gating_positions: int
+
+    def to_row(self) -> dict:
+        """The table row: positions ``"|"``-joined, every column of :data:`MAP_COLUMNS`."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        row["token_positions"] = "|".join(str(p) for p in self.token_positions)
+        return row

@@ -1,0 +1,80 @@
+"""The map methods, in display order: the single source of their names, labels, colours and
+caption text (figures, report, CLI choices, the config schema's enums; a test checks the schema).
+
+Adding a method: its class in ``methods/<name>.py``, one import and one entry below
+(``docs/extending.md``).
+"""
+
+from __future__ import annotations
+
+from cxr_attention.maps.methods.activation_norm import ActivationNorm
+from cxr_attention.maps.methods.attention import Attention
+from cxr_attention.maps.methods.attention_gated import AttentionGated
+from cxr_attention.maps.methods.base import MapMethod
+from cxr_attention.maps.methods.gradcam import GradCAM
+from cxr_attention.maps.methods.random import Random
+from cxr_attention.maps.methods.uniform import Uniform
+
+__all__ = [
+    "LAST_RESORT",
+    "METHODS",
+    "METHOD_COLOURS",
+    "METHOD_DESCRIPTIONS",
+    "METHOD_LABELS",
+    "REGISTRY",
+    "check_cascade",
+    "get_method",
+    "method_caption",
+]
+
+REGISTRY: dict[str, MapMethod] = {
+    method.name: method
+    for method in (
+        Attention(),
+        AttentionGated(),
+        GradCAM(),
+        ActivationNorm(),
+        Uniform(),
+        Random(),
+    )
+}
+
+METHODS = tuple(REGISTRY)
+"""Method names in display order (``--method all`` computes them in this order)."""
+
+LAST_RESORT = Uniform.name
+"""What a forced method falls back to; in ``all``, its map records why the others failed."""
+
+METHOD_LABELS = {name: method.label for name, method in REGISTRY.items()}
+METHOD_COLOURS = {name: method.colour for name, method in REGISTRY.items()}
+METHOD_DESCRIPTIONS = {name: method.description for name, method in REGISTRY.items()}
+
+
+def get_method(name: str) -> MapMethod:
+    """The registered method ``name``; ValueError naming the known ones otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown map method {name!r}; known: {', '.join(METHODS)}") from None
+
+
+def check_cascade(names) -> tuple[str, ...]:
+    """``maps.cascade`` checked: registered names, ending with one that always gives a map."""
+    names = tuple(names)
+    unknown = [name for name in names if name not in REGISTRY]
+    if not names or unknown:
+        raise ValueError(
+            f"maps.cascade {list(names)}: unknown method(s) {unknown}; known: {', '.join(METHODS)}"
+        )
+    if not REGISTRY[names[-1]].never_unavailable:
+        always = [name for name, method in REGISTRY.items() if method.never_unavailable]
+        raise ValueError(
+            f"maps.cascade {list(names)} must end with a method that always gives a map "
+            f"({', '.join(always)})"
+        )
+    return names
+
+
+def method_caption(names=METHODS) -> str:
+    """One sentence per method, for report captions: ``"Grad-CAM: Grad-CAM on ..."``."""
+    return " ".join(f"{REGISTRY[name].label}: {REGISTRY[name].description}." for name in names)
