@@ -2,16 +2,16 @@
 
 A sample can have several maps: one per term and source, and, where several methods were
 computed, one per method. Every consumer that needs fewer picks them here, by the same rule:
-the method first in :data:`cxr_attention.metrics.study.METHOD_PREFERENCE` (then the smallest
-``map_id``), and for one map per sample the ``answer`` source when the sample has it (else the
-first source in sorted order), then the first term in sorted order.
+the method first in the registry's order (:data:`cxr_attention.maps.registry.METHODS`; then the
+smallest ``map_id``), and for one map per sample the ``answer`` source when the sample has it
+(else the first source in sorted order), then the first term in sorted order.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from cxr_attention.metrics.study import METHOD_PREFERENCE
+from cxr_attention.maps.registry import METHODS
 
 __all__ = ["PREFERRED_SOURCE", "select_maps"]
 
@@ -47,7 +47,7 @@ def select_maps(
     if one_per not in _ONE_PER:
         raise ValueError(f"one_per must be one of {_ONE_PER}, got {one_per!r}")
     chosen = maps if source is None else maps[maps["source"] == source]
-    rank = {m: i for i, m in enumerate(METHOD_PREFERENCE)}
+    rank = {m: i for i, m in enumerate(METHODS)}
     ranked = chosen.assign(_method_rank=chosen["method"].map(rank).fillna(len(rank)))
     if one_per == "term":
         ranked = ranked.sort_values(

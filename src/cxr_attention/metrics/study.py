@@ -1,4 +1,4 @@
-"""The study's statistics settings: their defaults and the order in which map methods are preferred.
+"""The study's statistics settings: the schema's defaults and the analysis's fixed choices.
 
 The statistics themselves: :mod:`~cxr_attention.metrics.bootstrap` (intervals),
 :mod:`~cxr_attention.metrics.tables` (reading a run's tables),
@@ -11,25 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_PARAMS", "METHOD_PREFERENCE", "bootstrap_kwargs", "study_params"]
+from cxr_attention.settings import schema_defaults
 
-#: When one sample has several maps of one term and source (several methods were computed), the
-#: statistics compare the first available in this order: the cascade's own order.
-METHOD_PREFERENCE = ("attention", "attention_gated", "gradcam", "activation_norm", "uniform")
+__all__ = ["ANALYSIS_CHOICES", "bootstrap_kwargs", "study_params"]
 
-#: Defaults of ``params`` (config: ``seed``, ``metrics.bootstrap_samples``, ``metrics.confidence``).
-DEFAULT_PARAMS: dict[str, Any] = {
-    "seed": 0,
-    "bootstrap_samples": 2000,
-    "confidence": 0.95,
-    "map_source": "answer",
-    "reference_strategy": "baseline",
-}
+#: Fixed choices of the analysis, not configuration: the statistics compare answer maps, and
+#: paraphrases with the baseline question.
+ANALYSIS_CHOICES: dict[str, Any] = {"map_source": "answer", "reference_strategy": "baseline"}
 
 
 def study_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``params`` over :data:`DEFAULT_PARAMS` (``n_boot`` is accepted for ``bootstrap_samples``)."""
-    merged = dict(DEFAULT_PARAMS)
+    """``params`` over the schema's ``seed`` and ``metrics`` defaults and :data:`ANALYSIS_CHOICES`
+    (``n_boot`` is accepted for ``bootstrap_samples``)."""
+    defaults = schema_defaults()
+    merged = {"seed": defaults["seed"], **defaults["metrics"], **ANALYSIS_CHOICES}
     merged.update(params or {})
     if "n_boot" in merged:  # accepted alias
         merged["bootstrap_samples"] = merged.pop("n_boot")

@@ -179,7 +179,7 @@ def run_study_statistics(
         consistency.csv, js_divergence.csv, correct_vs_incorrect.csv, paired_tests.csv``.
     params
         ``seed, bootstrap_samples, confidence, map_source, reference_strategy``
-        (:data:`DEFAULT_PARAMS`).
+        (the schema's defaults).
     """
     params = study_params(params)
     out = Path(out_dir)
