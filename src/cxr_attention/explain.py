@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
-from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_json, write_npz
+from cxr_attention.captures import write_capture
+from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_json
+from cxr_attention.preprocessed import PreprocessedImage
 
 __all__ = [
     "DEFAULT_QUESTION_BANK",
@@ -146,9 +147,10 @@ def explain(
         return ExplainResult(failure=str(error))
     write_failures([], failures_csv)
 
-    image = _read_gray(images["image"])
-    body = _read_gray(images["body_mask"]) > 0
-    lungs = _read_gray(images["lung_mask"])
+    preprocessed = PreprocessedImage(Path(image_path).stem, images)
+    image = preprocessed.image()
+    body = preprocessed.body_mask() > 0
+    lungs = preprocessed.lung_labels()
 
     from cxr_attention.inference.model import load_model
     from cxr_attention.inference.runner import answer_one
@@ -166,7 +168,7 @@ def explain(
         include_pixel_values=True,
     )
     arrays = capture_arrays(capture, dtype=np.float32, include_pixel_values=True)
-    write_npz(out_dir / "attention.npz", **arrays)
+    write_capture(out_dir / "attention.npz", arrays)
     answer = parse_question_answer(question, capture.generated_text)
     write_json(
         {
@@ -200,10 +202,6 @@ def explain(
         generated_text=capture.generated_text,
         mask_flags=images["mask_flags"],
     )
-
-
-def _read_gray(path: str | os.PathLike) -> np.ndarray:
-    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 
 
 def _map_metrics(maps, body: np.ndarray, lungs: np.ndarray) -> pd.DataFrame:

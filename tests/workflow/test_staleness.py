@@ -85,10 +85,9 @@ def test_question_bank_edit_reruns_inference_and_after_not_preprocessing(finishe
     assert planned_jobs(finished_run) == {}
 
 
-# Modules of one map method and of the question bank. Other branches move them (maps/methods/,
-# questions/): update the paths with the move.
-MAP_METHOD_MODULE = "src/cxr_attention/maps/attention.py"
-QUESTION_BANK_MODULE = "src/cxr_attention/inference/questions.py"
+# Modules of one map method and of the question bank.
+MAP_METHOD_MODULE = "src/cxr_attention/maps/methods/attention.py"
+QUESTION_BANK_MODULE = "src/cxr_attention/questions/bank.py"
 # Rules downstream of maps (reference_compat and the paper page replay the map methods too).
 AFTER_MAPS = {
     "map_metrics",
@@ -100,6 +99,7 @@ AFTER_MAPS = {
     "paper_comparison",
     "reference_compat",
     "paper_page",
+    "table_pages",
     "run_summary",
     "report",
     "all",

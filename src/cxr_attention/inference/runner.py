@@ -63,6 +63,7 @@ from cxr_attention.io import (
     write_csv,
     write_failures,
 )
+from cxr_attention.preprocessed import read_grey
 from cxr_attention.questions.labels import expand_samples
 
 __all__ = ["PARAMS", "answer_one", "is_out_of_memory", "run_inference_shard"]
@@ -144,18 +145,10 @@ def answer_one(
 
 
 def _load_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
+    """The preprocessed radiograph as a greyscale PIL image (InputError naming a bad file)."""
+    from PIL import Image
 
-    try:
-        with Image.open(path) as handle:
-            handle.load()
-            return handle.copy()
-    except FileNotFoundError as error:
-        raise InputError(path, "preprocessed image not found", error_type="missing_file") from error
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise InputError(
-            path, f"cannot read image: {error}", error_type="unreadable_image"
-        ) from error
+    return Image.fromarray(read_grey(path, "image"))
 
 
 def _shard_samples(manifest_csv, questions_csv, preprocess_csv, shard: int, params) -> tuple:

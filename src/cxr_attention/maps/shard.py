@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -254,16 +253,11 @@ def _vision_loader(model_holder: _LazyModel, processor, capture, image_path: str
 
 def _pixels_from_image(processor, image_path: str):
     """The pixels the model saw, rebuilt from the preprocessed image by the model's processor."""
-    from PIL import Image
+    from cxr_attention.preprocessed import PreprocessedImage
 
     if not image_path:
         raise MapUnavailable("no image path (answers table lacks `image`)")
-    path = Path(image_path)
-    if not path.is_file():
-        raise MapUnavailable(f"image not found: {image_path}")
     try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-    except OSError as error:
-        raise MapUnavailable(f"image unreadable: {error}") from error
-    return processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
+        return PreprocessedImage("", {"image": image_path}).model_pixels(processor)
+    except InputError as error:
+        raise MapUnavailable(f"{error.reason}: {image_path}") from error
