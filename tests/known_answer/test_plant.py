@@ -94,3 +94,26 @@ def test_plant_writes_same_size_pngs_and_ms_cxr_boxes(tmp_path: Path, real_cxr: 
         outside[row.y : row.y + row.h, row.x : row.x + row.w] = False
         assert np.array_equal(out[outside], source[outside])
         assert (lungs[out != source] == LUNG_LABELS["right"]).all()
+
+
+def test_plant_subcommand_writes_what_plant_writes(tmp_path: Path, real_cxr: Path):
+    import argparse
+
+    from cxr_attention.known_answer.cli import add_subcommands
+
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    image = real_cxr / "images" / FILMS[2]
+    args = parser.parse_args(
+        ["plant", str(image), "--out", str(tmp_path / "cli"), "--side", "left", "--seed", "7"]
+    )
+    assert args.handler(args) == 0
+    expected = plant([image], tmp_path / "direct", side="left", seed=7)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "cli" / "boxes.csv"), expected, check_dtype=False
+    )
+    assert (tmp_path / "cli" / f"{image.stem}.png").read_bytes() == (
+        tmp_path / "direct" / f"{image.stem}.png"
+    ).read_bytes()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["plant", str(image), "--out", "x", "--side", "upper"])
