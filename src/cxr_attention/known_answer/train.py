@@ -119,10 +119,11 @@ def _prompt(processor, question: str, image_first: bool) -> dict[str, torch.Tens
     return {key: inputs[key] for key in ("input_ids", "token_type_ids")}
 
 
-def _radius_at(step: int, steps: int) -> float:
-    """Curriculum: from `START_RADIUS` down to the evaluation radius over the first half."""
+def _radius_at(step: int, steps: int, radius: float) -> float:
+    """Curriculum: from `START_RADIUS` (or ``radius`` if larger) down to ``radius`` by half-way."""
     progress = min(1.0, step / max(1, steps // 2))
-    return START_RADIUS + (DEFAULT_RADIUS - START_RADIUS) * progress
+    start = max(START_RADIUS, radius)
+    return start + (radius - start) * progress
 
 
 def training_losses(
@@ -132,6 +133,8 @@ def training_losses(
     steps: int = 600,
     films_per_step: int = 2,
     learning_rate: float = 2e-3,
+    radius: float = DEFAULT_RADIUS,
+    contrast: float = DEFAULT_CONTRAST,
     progress: Callable[[int, float], None] | None = None,
 ):
     """Train a fresh model; return it, its processor and the loss of every step.
@@ -146,6 +149,8 @@ def training_losses(
         Each step shows ``films_per_step`` films three times (clean, left, right).
     learning_rate : float
         AdamW's peak rate (linear warm-up over the first 5% of steps, then cosine decay).
+    radius, contrast : float
+        The lesion's final radius and its mean contrast (as in `plant_lesion`).
     progress : callable, optional
         Called with (step, loss) after each step.
 
@@ -179,7 +184,7 @@ def training_losses(
     for step in range(steps):
         key = ("any", "left", "right")[step % 3]
         image_first = bool((step // 3) % 2)
-        radius = _radius_at(step, steps)
+        size_now = _radius_at(step, steps, radius)
         images, answers = [], []
         for film_index in rng.choice(len(films), size=films_per_step, replace=False):
             film = films[int(film_index)]
@@ -187,9 +192,9 @@ def training_losses(
                 if side is None:
                     images.append(film.image)
                 else:
-                    contrast = float(rng.uniform(0.8, 1.2) * DEFAULT_CONTRAST)
-                    size = float(rng.uniform(0.85, 1.15) * radius)
-                    images.append(_planted(film, side, size, contrast, int(rng.integers(2**31))))
+                    strength = min(1.0, float(rng.uniform(0.8, 1.2) * contrast))
+                    size = float(rng.uniform(0.85, 1.15) * size_now)
+                    images.append(_planted(film, side, size, strength, int(rng.integers(2**31))))
                 answers.append(side is not None and key in ("any", side))
         loss = _step_loss(
             model, processor, prompts[key, image_first], images, answers, answer_ids, end_of_turn
@@ -291,13 +296,20 @@ def train_known_answer_model(
 
 
 def evaluate_known_answer_model(
-    model, processor, images: Sequence[np.ndarray], *, seed: int = 0, plants_per_side: int = 1
+    model,
+    processor,
+    images: Sequence[np.ndarray],
+    *,
+    seed: int = 0,
+    plants_per_side: int = 1,
+    radius: float = DEFAULT_RADIUS,
+    contrast: float = DEFAULT_CONTRAST,
 ) -> dict[str, float]:
     """Accuracy of the first answer token on clean and planted full-size films.
 
-    Each image is asked the three questions clean and with ``plants_per_side`` lesions (default
-    radius and contrast, planted at full size by `plant_lesion`) in each lung; an image whose lung
-    has no room is asked clean only. The input goes through the processor's chat template.
+    Each image is asked the three questions clean and with ``plants_per_side`` lesions (of
+    ``radius`` and ``contrast``, planted at full size by `plant_lesion`) in each lung; an image
+    whose lung has no room is asked clean only. Inputs go through the processor's chat template.
 
     Returns
     -------
@@ -316,7 +328,12 @@ def evaluate_known_answer_model(
             for k in range(plants_per_side):
                 try:
                     planted, _ = plant_lesion(
-                        image, side=side, seed=seed + 1000 * index + k, lungs=lungs
+                        image,
+                        side=side,
+                        seed=seed + 1000 * index + k,
+                        radius=radius,
+                        contrast=contrast,
+                        lungs=lungs,
                     )
                 except ValueError:
                     continue
