@@ -1,0 +1,55 @@
+"""The ``plant`` and ``train-known-answer-model`` subcommands (registered by the main CLI)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_subcommands"]
+
+
+def add_subcommands(subparsers) -> None:
+    """Register ``plant`` and ``train-known-answer-model`` on ``subparsers`` (argparse's)."""
+    plant = subparsers.add_parser(
+        "plant",
+        help="insert a synthetic nodule into radiographs, inside a lung found by the lung mask",
+        description="Writes DIR/<stem>.png (same size as the input) and DIR/boxes.csv (MS-CXR's "
+        "columns: dicom_id, category_name, label_text, x, y, w, h, image_width, image_height).",
+    )
+    plant.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, JPEG or PNG")
+    plant.add_argument("--out", required=True, metavar="DIR")
+    plant.add_argument("--side", choices=("left", "right"), help="the patient's side")
+    plant.add_argument("--seed", type=int, default=0)
+    plant.set_defaults(handler=_plant)
+
+    train = subparsers.add_parser(
+        "train-known-answer-model",
+        help="train the tiny Gemma 3 that answers nodule questions from planted films (CPU)",
+        description="Trains on the given films (default: the demo's training films) and saves "
+        "the model like MedGemma (AutoProcessor / AutoModelForImageTextToText from DIR).",
+    )
+    train.add_argument("out", metavar="DIR")
+    train.add_argument("--films", nargs="+", metavar="IMAGE", help="training radiographs")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps", type=int, default=None, help="training steps")
+    train.set_defaults(handler=_train)
+
+
+def _plant(args: argparse.Namespace) -> int:
+    from cxr_attention.known_answer.plant import plant
+
+    boxes = plant(args.images, args.out, side=args.side, seed=args.seed)
+    print(f"{len(boxes)} planted image(s) and boxes.csv in {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cxr_attention.known_answer.train import (
+        TRAINING_STEPS,
+        demo_films,
+        train_known_answer_model,
+    )
+
+    films = args.films if args.films else demo_films()[0]
+    steps = args.steps if args.steps is not None else TRAINING_STEPS
+    print(train_known_answer_model(args.out, films=films, seed=args.seed, steps=steps))
+    return 0

@@ -1,0 +1,119 @@
+"""Planted lesions: inside the requested lung, nothing changed outside the box, seeded, written in
+MS-CXR's format. The oracle for the lung is the project's own `lung_mask` of the input film."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr_attention.known_answer.plant import BOX_COLUMNS, LUNG_LABELS, plant, plant_lesion
+from cxr_attention.preprocess.decode import decode_image
+from cxr_attention.preprocess.masks import lung_mask
+
+FILMS = ["nih_00000001_000.png", "mhh_2168a917.png", "wikimedia_normal_PA_21F.png"]
+
+
+@pytest.fixture(scope="module")
+def films(real_cxr: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for name in FILMS:
+        image, _ = decode_image(real_cxr / "images" / name)
+        out[name] = (image, lung_mask(image))
+    return out
+
+
+@pytest.mark.parametrize("name", FILMS)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_lesion_lies_in_the_requested_lung_and_nothing_else_changes(films, name, side):
+    image, lungs = films[name]
+    planted, lesion = plant_lesion(image, side=side, seed=3, lungs=lungs)
+    assert lesion.side == side
+    assert planted.shape == image.shape and planted.dtype == np.uint8
+    changed = planted != image
+    assert changed.sum() > 0.5 * np.pi * lesion.radius**2  # a visible opacity, not a few pixels
+    rows, cols = np.nonzero(changed)
+    # Every changed pixel lies in the box and in the requested lung (label 1 = patient's right).
+    assert rows.min() >= lesion.y and rows.max() < lesion.y + lesion.h
+    assert cols.min() >= lesion.x and cols.max() < lesion.x + lesion.w
+    assert (lungs[changed] == LUNG_LABELS[side]).all()
+    # Patient's left is on the image's right: the box is on that half of the film.
+    centre = lesion.x + lesion.w / 2
+    width = image.shape[1]
+    assert (centre > width / 2) if side == "left" else (centre < width / 2)
+    # An opacity: brighter, never darker, and brightest near the centre.
+    assert (planted.astype(int) >= image.astype(int)).all()
+    difference = planted.astype(int) - image.astype(int)
+    peak_row, peak_col = np.unravel_index(np.argmax(difference), difference.shape)
+    assert np.hypot(peak_row - lesion.centre_y, peak_col - lesion.centre_x) < lesion.radius
+
+
+def test_deterministic_per_seed(films):
+    image, lungs = films[FILMS[0]]
+    first = plant_lesion(image, seed=5, lungs=lungs)
+    again = plant_lesion(image, seed=5, lungs=lungs)
+    other = plant_lesion(image, seed=6, lungs=lungs)
+    assert np.array_equal(first[0], again[0]) and first[1] == again[1]
+    assert (first[1].x, first[1].y) != (other[1].x, other[1].y)
+
+
+def test_size_and_contrast_are_parameters(films):
+    image, lungs = films[FILMS[0]]
+    small, small_lesion = plant_lesion(image, side="left", seed=1, radius=0.03, lungs=lungs)
+    large, large_lesion = plant_lesion(
+        image, side="left", seed=1, radius=0.06, contrast=0.6, lungs=lungs
+    )
+    assert large_lesion.w > 1.8 * small_lesion.w
+    assert (large != image).sum() > 3 * (small != image).sum()
+    assert (large.astype(int) - image).max() > (small.astype(int) - image).max()
+
+
+def test_bad_side_is_refused(films):
+    image, lungs = films[FILMS[0]]
+    with pytest.raises(ValueError, match="patient"):
+        plant_lesion(image, side="upper", lungs=lungs)
+
+
+def test_plant_writes_same_size_pngs_and_ms_cxr_boxes(tmp_path: Path, real_cxr: Path, films):
+    import cv2
+
+    paths = [real_cxr / "images" / name for name in FILMS[:2]]
+    boxes = plant(paths, tmp_path, side="right", seed=2)
+    written = pd.read_csv(tmp_path / "boxes.csv")
+    assert list(written.columns) == BOX_COLUMNS
+    pd.testing.assert_frame_equal(written, boxes, check_dtype=False)
+    for path, row in zip(paths, written.itertuples(), strict=True):
+        assert row.dicom_id == path.stem and row.category_name == "Lung Lesion"
+        assert "right" in row.label_text
+        source, lungs = films[path.name]
+        out = cv2.imread(str(tmp_path / f"{path.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert out.shape == source.shape == (row.image_height, row.image_width)
+        outside = np.ones(source.shape, bool)
+        outside[row.y : row.y + row.h, row.x : row.x + row.w] = False
+        assert np.array_equal(out[outside], source[outside])
+        assert (lungs[out != source] == LUNG_LABELS["right"]).all()
+
+
+def test_plant_subcommand_writes_what_plant_writes(tmp_path: Path, real_cxr: Path):
+    import argparse
+
+    from cxr_attention.known_answer.cli import add_subcommands
+
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    image = real_cxr / "images" / FILMS[2]
+    args = parser.parse_args(
+        ["plant", str(image), "--out", str(tmp_path / "cli"), "--side", "left", "--seed", "7"]
+    )
+    assert args.handler(args) == 0
+    expected = plant([image], tmp_path / "direct", side="left", seed=7)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "cli" / "boxes.csv"), expected, check_dtype=False
+    )
+    assert (tmp_path / "cli" / f"{image.stem}.png").read_bytes() == (
+        tmp_path / "direct" / f"{image.stem}.png"
+    ).read_bytes()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["plant", str(image), "--out", "x", "--side", "upper"])
