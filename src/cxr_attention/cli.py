@@ -122,6 +122,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     summary.add_argument("results", metavar="RESULTS_DIR", help="a run folder, results/<run>")
     summary.set_defaults(handler=_summary)
+
+    from cxr_attention.known_answer.cli import add_subcommands as add_known_answer_subcommands
+
+    add_known_answer_subcommands(commands)
     return parser
 
 

@@ -1,7 +1,7 @@
 """The known-answer model: a small ``Gemma3ForConditionalGeneration`` with the demo's tokenizer.
 
 Same class, tokenizer, chat template and 256 image tokens as the demo's random tiny model
-(`cxr_attention.inference.tiny_model`), with a wider vision tower so that it can learn a local
+(`cxr_attention.models.tiny`), with a wider vision tower so that it can learn a local
 cue, at 224 px (16 x 16 patches of 14 px, one image token each, no pooling): at the demo's 448 px a
 training step cost four times as much on the CPU (see ``docs/known_answer.md``). Its weights are
 trained by `cxr_attention.known_answer.train`.
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from cxr_attention.inference.tiny_model import (
+from cxr_attention.models.gemma3 import gemma3_config, reinit_projector
+from cxr_attention.models.tiny import (
     TINY_SLIDING_WINDOW,
-    _gemma3_config,
-    _reinit_projector,
     build_tiny_processor,
     build_tiny_tokenizer,
     tiny_token_ids,
@@ -35,7 +34,7 @@ QUESTIONS = {
 
 def known_answer_config(vocab_size: int, token_ids: dict[str, int]):
     """The known-answer model's ``Gemma3Config`` (text as the demo's; vision 64 wide)."""
-    return _gemma3_config(
+    return gemma3_config(
         vocab_size=vocab_size,
         token_ids=token_ids,
         num_text_layers=6,
@@ -77,7 +76,7 @@ def build_untrained_model(seed: int):
     config = known_answer_config(len(tokenizer), token_ids)
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config)
-    _reinit_projector(model, torch.Generator().manual_seed(seed + 1))
+    reinit_projector(model, torch.Generator().manual_seed(seed + 1))
     model.generation_config = GenerationConfig(
         bos_token_id=token_ids["<bos>"],
         eos_token_id=[token_ids["<eos>"], token_ids["<end_of_turn>"]],
