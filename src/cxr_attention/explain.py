@@ -130,8 +130,8 @@ def explain(
         ``model_id`` is neither a model folder nor a hub id that resolves; raised before any
         work.
     """
+    from cxr_attention.metrics.catalogue import LUNG_METRIC_COLUMNS
     from cxr_attention.model_source import check_model_source
-    from cxr_attention.preprocess.mask_quality import LUNG_METRIC_COLUMNS
     from cxr_attention.preprocess.pipeline import preprocess_image
 
     check_model_source(model_id)

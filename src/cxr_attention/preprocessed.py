@@ -55,7 +55,7 @@ class PreprocessedImage:
     dicom_id : str
     paths : mapping
         ``image``, ``body_mask``, ``lung_mask``: paths (relative to ``root``); a blank or absent
-        one is a missing file.
+        one is a missing file. ``mask_flags`` (optional): the lung mask's quality flags.
     root : path-like
         Folder that relative paths start from (the repository root under Snakemake).
     """
@@ -64,6 +64,9 @@ class PreprocessedImage:
         self, dicom_id: str, paths: Mapping[str, Any], root: str | os.PathLike = "."
     ) -> None:
         self.dicom_id = str(dicom_id)
+        flags = paths.get("mask_flags")
+        #: Why the lung mask is implausible (``;``-joined; blank when it passed every check).
+        self.mask_flags = flags if isinstance(flags, str) else ""
         self._paths = {k: str(v) for k, v in paths.items() if isinstance(v, str | os.PathLike)}
         self._root = Path(root)
         self._cache: dict[str, np.ndarray] = {}

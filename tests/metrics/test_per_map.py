@@ -407,3 +407,45 @@ def test_run_metrics_shard_records_unusable_masks(tmp_path):
     assert math.isnan(out.loc["m2", "inside_body"])
     failures = pd.read_csv(tmp_path / "failures.csv")
     assert sorted(failures["error_type"]) == ["bad_mask", "bad_mask", "bad_mask"]
+
+
+def test_a_flagged_lung_mask_is_kept_out_of_the_lung_metrics_only(tmp_path):
+    """The same masks and map, flagged or not: the lung metrics go blank, nothing else moves."""
+    labels = _two_lungs()
+    body = np.zeros((160, 160), np.uint8)
+    body[5:155, 5:155] = 255
+    cv2.imwrite(str(tmp_path / "body.png"), body)
+    cv2.imwrite(str(tmp_path / "lungs.png"), labels)
+    pd.DataFrame(
+        {
+            "dicom_id": ["plausible", "flagged"],
+            "body_mask": ["body.png"] * 2,
+            "lung_mask": ["lungs.png"] * 2,
+            "mask_ok": [True, False],
+            "mask_flags": ["", "touches_lower_border"],
+        }
+    ).to_csv(tmp_path / "pre.csv", index=False)
+    grid = _random_map(5)
+    np.savez(tmp_path / "maps.npz", m1=grid, m2=grid)
+    pd.DataFrame({"map_id": ["m1", "m2"], "dicom_id": ["plausible", "flagged"]}).to_csv(
+        tmp_path / "maps.csv", index=False
+    )
+    run_metrics_shard(
+        maps_csv=tmp_path / "maps.csv",
+        maps_npz=tmp_path / "maps.npz",
+        preprocess_csv=tmp_path / "pre.csv",
+        out_csv=tmp_path / "out.csv",
+        failures_csv=tmp_path / "failures.csv",
+        root=tmp_path,
+    )
+    out = pd.read_csv(tmp_path / "out.csv").set_index("map_id")
+    expected = map_metrics(grid, body_mask=body, lung_labels=labels)
+    lung_columns = ["left_right", "apical_basal"]
+    for column, value in expected.items():
+        assert out.loc["m1", column] == pytest.approx(value, rel=1e-8)
+        if column in lung_columns:
+            assert math.isnan(out.loc["m2", column])
+        else:
+            assert out.loc["m2", column] == pytest.approx(value, rel=1e-8)
+    assert np.isfinite(out.loc["m1", lung_columns].to_numpy(float)).all()
+    assert pd.read_csv(tmp_path / "failures.csv").empty  # a flag, not a failure

@@ -47,6 +47,9 @@ class MapMetric:
     band : (low, high) or None
         Band limits; with ``band_names`` (below, within, above) it names a value's band.
     band_names : (str, str, str) or None
+    reads_lungs : bool
+        Computed from the lung mask: blank for an image whose lung mask is flagged as implausible
+        (``preprocess.mask_quality``).
     """
 
     column: str
@@ -56,6 +59,7 @@ class MapMetric:
     target: float | None = None
     band: tuple[float, float] | None = None
     band_names: tuple[str, str, str] | None = None
+    reads_lungs: bool = False
 
     def meets_target(self, value: float) -> bool:
         """Whether ``value`` meets the target (False for NaN and for a metric without one)."""
@@ -107,6 +111,7 @@ LEFT_RIGHT = MapMetric(
     direction="band",
     band=(0.3, 0.7),
     band_names=("right", "balanced", "left"),
+    reads_lungs=True,
 )
 
 #: Every per-map metric in table order.
@@ -118,11 +123,14 @@ CATALOGUE: tuple[MapMetric, ...] = (
     MapMetric("focus", "mass of the top 5% of tokens", "share"),
     MapMetric("focus_max", "largest token share", "share"),
     LEFT_RIGHT,
-    MapMetric("apical_basal", "share of lung mass in the upper halves", "share"),
+    MapMetric("apical_basal", "share of lung mass in the upper halves", "share", reads_lungs=True),
 )
 
 #: Columns of the per-map metrics table, in order (docs/architecture.md, "Per-map metrics").
 METRIC_COLUMNS = ["map_id", *(m.column for m in CATALOGUE)]
+
+#: The metrics that read the lung mask (left blank where the mask is flagged).
+LUNG_METRIC_COLUMNS = tuple(m.column for m in CATALOGUE if m.reads_lungs)
 
 #: The metric columns alone (what statistics compare between groups).
 MAP_METRICS = METRIC_COLUMNS[1:]

@@ -52,6 +52,8 @@ def run_metrics_shard(
     -----
     A map whose image has no (readable) masks gets NaN for the mask metrics and the row is still
     written; a map whose array is missing or invalid gets an all-NaN row. Each is a failures row.
+    An image whose lung mask is flagged as implausible gets NaN for the lung metrics, and no
+    failures row (the flag is in the preprocess table).
     """
     maps = read_table(maps_csv, required=("map_id", "dicom_id"), text=True)
     images = PreprocessTable(preprocess_csv, root)
@@ -92,16 +94,20 @@ def run_metrics_shard(
 def _image_grids(
     image: PreprocessedImage, grid_shape: tuple[int, int], failures: list[Failure]
 ) -> MaskGrids:
-    """The mask grids of one image; a missing or bad mask becomes None and a failures row."""
+    """The mask grids of one image; a missing or bad mask becomes None and a failures row.
+
+    A lung mask flagged as implausible (``mask_flags``) is left out too: its metrics stay blank.
+    """
     body = lungs = None
     try:
         body = image.mask_grids(grid_shape, lungs=False)
     except InputError as error:
         failures.append(Failure.from_exception("metrics", image.dicom_id, error.path, error))
-    try:
-        lungs = image.mask_grids(grid_shape, body=False)
-    except InputError as error:
-        failures.append(Failure.from_exception("metrics", image.dicom_id, error.path, error))
+    if not image.mask_flags:
+        try:
+            lungs = image.mask_grids(grid_shape, body=False)
+        except InputError as error:
+            failures.append(Failure.from_exception("metrics", image.dicom_id, error.path, error))
     return MaskGrids(
         body=body.body if body else None,
         right_lung=lungs.right_lung if lungs else None,

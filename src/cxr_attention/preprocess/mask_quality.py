@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["LUNG_METRIC_COLUMNS", "MASK_FLAGS", "MaskQuality", "check_lung_mask"]
+__all__ = ["MASK_FLAGS", "MaskQuality", "check_lung_mask"]
 
 LUNG_SHARE_RANGE = (0.10, 0.52)  # lung area / body area
 LOWER_BORDER_ROWS = 0.02  # the bottom 2% of the rows ...
@@ -42,9 +42,6 @@ MASK_FLAGS = (
     "components",
 )
 """Every reason a mask can be flagged for, in the order they are reported."""
-
-LUNG_METRIC_COLUMNS = ("left_right", "apical_basal")
-"""The per-map metrics (``metrics/per_map.py``) that read the lung mask: blank for flagged masks."""
 
 
 @dataclass(frozen=True)
