@@ -4,6 +4,8 @@
 rule run_summary:
     input:
         manifest="results/{run}/manifest.csv",
+        exclusions="results/{run}/exclusions.csv",
+        preprocess=shard_outputs("results/{run}/preprocess/shard-{shard}.csv"),
         questions="results/{run}/questions.csv",
         answers="results/{run}/metrics/answers.csv",
         maps="results/{run}/metrics/maps.csv",

@@ -1,7 +1,5 @@
 """The one-page summary of the run: config, model, data version, counts, failures, targets."""
 
-import logging
-
 from cxr_attention.report.summary import write_run_summary
 from cxr_attention.settings import config_differences, run_provenance
 from cxr_attention.workflow import job_logging
@@ -10,9 +8,6 @@ with job_logging(snakemake.log[0]):
     # Read when the job runs, never params: a new commit or a machine knob reruns nothing.
     changed_settings = config_differences(snakemake.config)
     provenance = run_provenance(".")  # the working directory: the checkout that runs
-    log = logging.getLogger("cxr_attention.run_summary")
-    log.info("settings that differ from the schema's defaults: %s", changed_settings)
-    log.info("git commit %s, packages %s", provenance["git_commit"], provenance["packages"])
     write_run_summary(
         out_html=snakemake.output[0],
         config=snakemake.params.config,
@@ -22,4 +17,8 @@ with job_logging(snakemake.log[0]):
         maps_csv=snakemake.input.maps,
         failures_csv=snakemake.input.failures,
         summary_json=snakemake.input.summary,
+        exclusions_csv=snakemake.input.exclusions,
+        preprocess_csvs=snakemake.input.preprocess,
+        changed_settings=changed_settings,
+        provenance=provenance,
     )

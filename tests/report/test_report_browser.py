@@ -151,10 +151,14 @@ def make_run_summary(out_html, maps_csv, failures_csv, config):
                                "entropy_not_diffuse_le_4.5": True},
                "accuracy": {"overall": 0.5, "overall_ci_low": 0.1, "overall_ci_high": 0.9}}
     (folder / "summary.json").write_text(json.dumps(summary))
+    pd.DataFrame({"dicom_id": ["d3"], "reason": ["view"]}).to_csv(folder / "exclusions.csv",
+                                                                  index=False)
     write_run_summary(out_html=out_html, config=config, manifest_csv=folder / "manifest.csv",
                       questions_csv=folder / "questions.csv", answers_csv=folder / "answers.csv",
                       maps_csv=maps_csv, failures_csv=failures_csv,
-                      summary_json=folder / "summary.json")
+                      summary_json=folder / "summary.json",
+                      exclusions_csv=folder / "exclusions.csv", preprocess_csvs=[],
+                      changed_settings={}, provenance={"git_commit": None, "packages": {}})
 
 
 def make_paper_page(out_html):

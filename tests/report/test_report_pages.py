@@ -83,6 +83,7 @@ def _tables():
             "sample_id": ["a", "b", "c", "d"],
             "answer": ["yes", "no", "yes", None],
             "strategy": ["baseline", "plain", "baseline", "plain"],
+            "correct": [True, False, True, None],
         }
     )
     maps = pd.DataFrame(
@@ -127,6 +128,21 @@ def _tables():
     return manifest, questions, answers, maps, failures, study
 
 
+def _run_context(**overrides):
+    """The run facts beside the tables: exclusions, mask flags, changed settings, provenance."""
+    context = {
+        "exclusions": pd.DataFrame(
+            {"dicom_id": ["x1", "x2", "x3"], "reason": ["view", "view", "no_labels"]}
+        ),
+        "preprocess": pd.DataFrame(
+            {"dicom_id": ["d1", "d2", "d3"], "mask_flags": ["", "touches_lower_border", None]}
+        ),
+        "changed_settings": {"inference.max_new_tokens": 12, "run": "demo"},
+        "provenance": {"git_commit": "0123abc", "packages": {"torch": "2.13.0"}},
+    }
+    return {**context, **overrides}
+
+
 def test_summary_counts_and_failures_by_stage():
     manifest, questions, answers, maps, failures, study = _tables()
     summary = summarise_run(
@@ -137,8 +153,14 @@ def test_summary_counts_and_failures_by_stage():
         answers=answers,
         maps=maps,
         failures=failures,
+        **_run_context(),
     )
     assert summary["counts"]["images"] == 3
+    assert summary["counts"]["excluded images (exclusions.csv)"] == 3
+    assert summary["counts"]["images with a flagged lung mask (out of the lung metrics)"] == 1
+    assert summary["counts"]["answers that can be scored"] == 3
+    assert summary["exclusions"] == {"no_labels": 1, "view": 2}
+    assert summary["warnings"] == []
     assert summary["counts"]["subjects"] == 2
     assert summary["counts"]["samples (image, question)"] == 4
     assert summary["counts"]["maps"] == 5
@@ -189,6 +211,7 @@ def test_summary_page_is_well_formed_and_marks_verdicts():
         maps=maps,
         failures=failures,
         data_version=[{"path": "manifest.csv", "md5": "abc", "source": "md5 of the file"}],
+        **_run_context(),
     )
     page = render_run_summary(summary)
     structure = _parse(page)
@@ -199,6 +222,29 @@ def test_summary_page_is_well_formed_and_marks_verdicts():
     assert '<td class="unmet">not met</td>' in page
     assert ["preprocess", "unreadable", "2"] in structure.rows
     assert ["manifest.csv", "abc", "md5 of the file"] in structure.rows
+    assert ["inference.max_new_tokens", "12"] in structure.rows  # settings off their defaults
+    assert ["torch", "2.13.0"] in structure.rows and "0123abc" in page
+    assert 'class="warning"' not in page
+
+
+def test_summary_page_opens_with_a_warning_when_nothing_can_be_scored():
+    manifest, questions, answers, maps, failures, study = _tables()
+    answers["correct"] = None  # every label blank or excluded: nothing to score
+    summary = summarise_run(
+        config={"run": "demo"},
+        study_summary=study,
+        manifest=manifest,
+        questions=questions,
+        answers=answers,
+        maps=maps,
+        failures=failures,
+        **_run_context(),
+    )
+    page = render_run_summary(summary)
+    assert summary["counts"]["answers that can be scored"] == 0
+    first = page.index('class="warning"')
+    assert "no answer can be scored" in page[first:]
+    assert first < page.index("<h2>")  # before any number
 
 
 def test_fingerprint_prefers_dvc_then_hashes_the_file(tmp_path):
@@ -228,6 +274,15 @@ def test_write_run_summary_reads_the_run_files(tmp_path):
         paths[name] = tmp_path / f"{name}.csv"
         frame.to_csv(paths[name], index=False)
     (tmp_path / "summary.json").write_text(json.dumps(study))
+    context = _run_context()
+    context["exclusions"].to_csv(tmp_path / "exclusions.csv", index=False)
+    context["preprocess"].to_csv(tmp_path / "preprocess.csv", index=False)
+    files = {
+        "exclusions_csv": tmp_path / "exclusions.csv",
+        "preprocess_csvs": [tmp_path / "preprocess.csv"],
+        "changed_settings": context["changed_settings"],
+        "provenance": context["provenance"],
+    }
     out = write_run_summary(
         out_html=tmp_path / "report" / "summary.html",
         config={"run": "demo"},
@@ -237,6 +292,7 @@ def test_write_run_summary_reads_the_run_files(tmp_path):
         maps_csv=paths["maps"],
         failures_csv=paths["failures"],
         summary_json=tmp_path / "summary.json",
+        **files,
     )
     page = out.read_text()
     _parse(page)
@@ -250,6 +306,7 @@ def test_write_run_summary_reads_the_run_files(tmp_path):
         maps_csv=paths["maps"],
         failures_csv=paths["failures"],
         summary_json=tmp_path / "summary.json",
+        **files,
     )
     assert again.read_text() == page  # deterministic: no timestamps
 

@@ -157,6 +157,10 @@ def summarise_run(
     answers: pd.DataFrame,
     maps: pd.DataFrame,
     failures: pd.DataFrame,
+    exclusions: pd.DataFrame,
+    preprocess: pd.DataFrame,
+    changed_settings: Mapping[str, Any],
+    provenance: Mapping[str, Any],
     data_version: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     """Everything the run summary page shows, as plain data (no formatting).
@@ -170,15 +174,26 @@ def summarise_run(
     manifest, questions, answers, maps, failures : DataFrame
         ``manifest.csv``, ``questions.csv``, the gathered answers and maps tables (the maps table
         with the per-map metric columns) and ``failures.csv``.
+    exclusions : DataFrame
+        ``exclusions.csv``: images the selection left out or that no answer can score.
+    preprocess : DataFrame
+        The preprocess shard tables joined (``mask_ok``, ``mask_flags``).
+    changed_settings : mapping
+        Every config key that differs from the schema's default
+        (:func:`cxr_attention.settings.config_differences`).
+    provenance : mapping
+        ``git_commit`` and ``packages`` (:func:`cxr_attention.settings.run_provenance`).
     data_version : sequence of dict
         :func:`fingerprint` of each input that identifies the data.
 
     Returns
     -------
     dict
-        Keys ``run, model, config, data_version, counts, answers, methods, failures, targets,
-        method_quality, headline``.
+        Keys ``run, model, config, changed_settings, provenance, warnings, data_version,
+        counts, exclusions, answers, methods, failures, targets, method_quality, headline``.
     """
+    flagged = _flagged_masks(preprocess)
+    scored = _scored_answers(answers)
     counts = {
         "images": len(manifest),
         "subjects": _nunique(manifest, "subject_id"),
@@ -187,6 +202,9 @@ def summarise_run(
         "samples (image, question)": len(answers),
         "maps": len(maps),
         "failures": len(failures),
+        "excluded images (exclusions.csv)": len(exclusions),
+        "images with a flagged lung mask (out of the lung metrics)": flagged,
+        "answers that can be scored": scored,
     }
     failure_counts = (
         failures.groupby(["stage", "error_type"], sort=True).size().reset_index(name="count")
@@ -212,6 +230,10 @@ def summarise_run(
         "run": str(config.get("run", "")),
         "model": model.get("id", "") if isinstance(model, Mapping) else str(model),
         "config": dict(config),
+        "changed_settings": dict(changed_settings),
+        "provenance": dict(provenance),
+        "warnings": _warnings(counts=counts, scored=scored, maps=maps),
+        "exclusions": _value_counts(exclusions, "reason"),
         "data_version": [dict(v) for v in data_version],
         "counts": counts,
         "answers": _value_counts(answers, "answer"),
@@ -228,6 +250,8 @@ def summarise_run(
 def render_run_summary(summary: Mapping[str, Any]) -> str:
     """The summary of :func:`summarise_run` as a self-contained HTML page (no scripts)."""
     parts = []
+    for warning in summary["warnings"]:
+        parts.append(f'<p class="warning"><strong>Warning:</strong> {html.escape(warning)}</p>\n')
     parts.append("<h2>Quality targets</h2>\n")
     source = summary.get("quality_source") or "all"
     parts.append(
@@ -306,6 +330,7 @@ def render_run_summary(summary: Mapping[str, Any]) -> str:
     parts.append("<h2>Counts</h2>\n")
     parts.append(html_table(["what", "count"], summary["counts"].items(), numeric=[False, True]))
     for title, key, column in (
+        ("Excluded images, by reason", "exclusions", "reason"),
         ("Answers", "answers", "answer"),
         ("Samples per strategy", "strategies", "strategy"),
         ("Maps per method", "methods", "method"),
@@ -339,6 +364,28 @@ def render_run_summary(summary: Mapping[str, Any]) -> str:
     else:
         parts.append("<p>No input fingerprints recorded.</p>\n")
 
+    parts.append("<h2>Settings that differ from the defaults</h2>\n")
+    changed = summary["changed_settings"]
+    if changed:
+        parts.append(
+            html_table(
+                ["key", "value"],
+                [[key, json.dumps(value, default=str)] for key, value in changed.items()],
+            )
+        )
+    else:
+        parts.append("<p>Every setting has its default (config/config.schema.json).</p>\n")
+
+    parts.append("<h2>Code and packages</h2>\n")
+    provenance = summary["provenance"]
+    parts.append(
+        f"<p>git commit <code>{html.escape(str(provenance.get('git_commit') or 'unknown'))}"
+        "</code></p>\n"
+    )
+    packages = provenance.get("packages") or {}
+    if packages:
+        parts.append(html_table(["package", "version"], sorted(packages.items())))
+
     parts.append("<h2>Configuration</h2>\n")
     config_text = yaml.safe_dump(
         json.loads(json.dumps(summary["config"], default=str)), sort_keys=True
@@ -359,6 +406,10 @@ def write_run_summary(
     maps_csv: str | os.PathLike,
     failures_csv: str | os.PathLike,
     summary_json: str | os.PathLike,
+    exclusions_csv: str | os.PathLike,
+    preprocess_csvs: Sequence[str | os.PathLike],
+    changed_settings: Mapping[str, Any],
+    provenance: Mapping[str, Any],
     fingerprint_paths: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Read a run's tables and write its summary page (atomically).
@@ -372,6 +423,12 @@ def write_run_summary(
     manifest_csv, questions_csv, answers_csv, maps_csv, failures_csv, summary_json : path-like
         The run's tables (docs/architecture.md); ``maps_csv`` is the gathered maps table with the
         per-map metric columns.
+    exclusions_csv : path-like
+        ``exclusions.csv`` beside the manifest.
+    preprocess_csvs : sequence of path-like
+        The preprocess shard tables (lung-mask flags).
+    changed_settings, provenance : mapping
+        See :func:`summarise_run`.
     fingerprint_paths : sequence of path-like
         Inputs identifying the data version; default the manifest and the questions table.
 
@@ -392,9 +449,14 @@ def write_run_summary(
     }
     study_summary = json.loads(Path(summary_json).read_text())
     paths = list(fingerprint_paths) or [manifest_csv, questions_csv]
+    preprocess = [read_table(path) for path in preprocess_csvs]
     summary = summarise_run(
         config=config,
         study_summary=study_summary,
+        exclusions=read_table(exclusions_csv),
+        preprocess=pd.concat(preprocess, ignore_index=True) if preprocess else pd.DataFrame(),
+        changed_settings=changed_settings,
+        provenance=provenance,
         data_version=[fingerprint(p) for p in paths],
         **tables,
     )
@@ -402,6 +464,37 @@ def write_run_summary(
     with atomic_path(out_html, ".html") as tmp:
         tmp.write_text(render_run_summary(summary), encoding="utf-8")
     return out_html
+
+
+def _flagged_masks(preprocess: pd.DataFrame) -> int:
+    """Images whose lung mask failed a quality check (``mask_flags`` not blank)."""
+    if "mask_flags" not in preprocess.columns:
+        return 0
+    flags = preprocess["mask_flags"].fillna("").astype(str).str.strip()
+    return int((flags != "").sum())
+
+
+def _scored_answers(answers: pd.DataFrame) -> int:
+    """Answers with an expected answer (``correct`` not blank): what accuracy is computed on."""
+    if "correct" not in answers.columns:
+        return 0
+    correct = answers["correct"]
+    return int((correct.notna() & (correct.astype(str).str.strip() != "")).sum())
+
+
+def _warnings(*, counts: Mapping[str, int], scored: int, maps: pd.DataFrame) -> list[str]:
+    """What a reader must see before any number: steps that left nothing to measure."""
+    warnings = []
+    if counts["images"] == 0:
+        warnings.append("the manifest is empty: no image passed the selection (exclusions.csv).")
+    if counts["samples (image, question)"] and scored == 0:
+        warnings.append(
+            "no answer can be scored: no sample has an expected answer (check the labels and "
+            "questions.uncertain / questions.blank); accuracy and AUROC are empty."
+        )
+    if counts["samples (image, question)"] and maps.empty:
+        warnings.append("no map was made: every map statistic is empty (failures.csv).")
+    return warnings
 
 
 def _mean(values: pd.Series) -> float:
