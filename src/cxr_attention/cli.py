@@ -15,6 +15,7 @@ from pathlib import Path
 from cxr_attention import __version__
 from cxr_attention.io import ConfigError
 from cxr_attention.maps.registry import METHODS
+from cxr_attention.settings import schema_defaults
 
 __all__ = ["main"]
 
@@ -59,6 +60,8 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=_DefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # The study's defaults, from the schema: one image is explained as the workflow would.
+    defaults = schema_defaults()
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     preprocess = _add_parser(
@@ -72,7 +75,11 @@ def _build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     preprocess.add_argument("--out", required=True, metavar="DIR", help="output folder")
     preprocess.add_argument(
-        "--max-side", type=int, default=1024, metavar="PIXELS", help="cap on the long side"
+        "--max-side",
+        type=int,
+        default=defaults["preprocess"]["max_side"],
+        metavar="PIXELS",
+        help="cap on the long side",
     )
     preprocess.set_defaults(handler=_preprocess)
 
@@ -82,7 +89,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write the tiny random Gemma 3 model folder used by the demo and the tests",
     )
     tiny.add_argument("out", metavar="DIR")
-    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    tiny.add_argument(
+        "--seed", type=int, default=defaults["seed"], help="seed of the random weights"
+    )
     tiny.set_defaults(handler=_build_tiny_model)
 
     explain = _add_parser(
@@ -99,20 +108,37 @@ def _build_parser() -> argparse.ArgumentParser:
         help="model folder (with config.json) or hub id, e.g. google/medgemma-4b-it",
     )
     explain.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    explain.add_argument("--layers", type=int, default=3, metavar="K", help="last K layers")
+    explain.add_argument(
+        "--layers",
+        type=int,
+        default=defaults["inference"]["layers"],
+        metavar="K",
+        help="last K layers",
+    )
     explain.add_argument(
         "--term", action="append", default=[], metavar="WORD", help="add a target term (repeat)"
     )
     explain.add_argument(
         "--method",
-        default="cascade",
+        default=defaults["maps"]["method"],
         choices=MAP_METHOD_CHOICES,
         help="force one map method, or compute all of them",
     )
     explain.add_argument(
-        "--max-new-tokens", type=int, default=64, metavar="N", help="length cap of the answer"
+        "--max-new-tokens",
+        type=int,
+        default=defaults["inference"]["max_new_tokens"],
+        metavar="N",
+        help="length cap of the answer",
     )
     explain.add_argument("--image-first", action="store_true", help="image before the question")
+    explain.add_argument(
+        "--max-side",
+        type=int,
+        default=defaults["preprocess"]["max_side"],
+        metavar="PIXELS",
+        help="cap on the long side when preprocessing",
+    )
     explain.set_defaults(handler=_explain)
 
     summary = _add_parser(
@@ -174,6 +200,7 @@ def _explain(args: argparse.Namespace) -> int:
         method=args.method,
         max_new_tokens=args.max_new_tokens,
         image_first=args.image_first,
+        max_side=args.max_side,
     )
     if result.failure is not None:
         print(f"failed: {result.failure}; listed in {Path(args.out) / 'failures.csv'}")

@@ -109,12 +109,12 @@ def explain(
     question: str,
     model_id: str,
     out_dir: str | os.PathLike,
-    layers: int = 3,
+    layers: int,
     terms: Sequence[str] = (),
-    method: str = "cascade",
-    max_new_tokens: int = 64,
-    image_first: bool = False,
-    max_side: int = 1024,
+    method: str,
+    max_new_tokens: int,
+    image_first: bool,
+    max_side: int,
 ) -> ExplainResult:
     """Answer ``question`` about ``image_path`` and write the study's outputs for it to ``out_dir``.
 

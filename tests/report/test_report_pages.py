@@ -19,10 +19,9 @@ from cxr_attention.report.paper import (
     render_paper_comparison,
     write_paper_comparison_page,
 )
+from cxr_attention.report.quality import method_quality, quality_targets
 from cxr_attention.report.summary import (
     fingerprint,
-    method_quality,
-    quality_targets,
     render_run_summary,
     summarise_run,
     write_run_summary,
