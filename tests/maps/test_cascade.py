@@ -3,6 +3,7 @@ and ``all`` methods; the shard runner and the explain writer."""
 
 from __future__ import annotations
 
+import io
 import logging
 
 import numpy as np
@@ -28,6 +29,7 @@ from cxr_attention.maps.records import MAP_COLUMNS, SampleKey
 from cxr_attention.maps.registry import METHODS
 from cxr_attention.maps.shard import explain_maps, run_maps_shard, write_maps
 from cxr_attention.maps.targets import locate_targets
+from cxr_attention.progress import progress_to_console
 
 QUESTION = "Is there a pleural effusion?"
 ANSWER = " No pleural effusion is seen."
@@ -270,17 +272,21 @@ def test_run_maps_shard(tiny, tiny_model_dir, tmp_path, monkeypatch):
         out_npz=tmp_path / "maps.npz",
         failures_csv=tmp_path / "maps.failures.csv",
     )
-    run_maps_shard(
-        answers_csv=tmp_path / "answers.csv",
-        captures_dir=captures,
-        questions_csv=tmp_path / "questions.csv",
-        model_id=tiny_model_dir,
-        images_csv=tmp_path / "images.csv",
-        # The workflow's config: strip_border is a boolean there; reference_compat is left to
-        # its own rule and must not change these maps.
-        params={"device": "cpu", "strip_border": False, "reference_compat": True, "seed": 0},
-        **outputs,
-    )
+    console = io.StringIO()
+    with progress_to_console("maps/000", stream=console):
+        run_maps_shard(
+            answers_csv=tmp_path / "answers.csv",
+            captures_dir=captures,
+            questions_csv=tmp_path / "questions.csv",
+            model_id=tiny_model_dir,
+            images_csv=tmp_path / "images.csv",
+            # The workflow's config: strip_border is a boolean there; reference_compat is left to
+            # its own rule and must not change these maps.
+            params={"device": "cpu", "strip_border": False, "reference_compat": True, "seed": 0},
+            **outputs,
+        )
+    # Progress reaches the console, failed samples counted too.
+    assert console.getvalue().splitlines()[-1].startswith("[maps/000] INFO maps: 3/3 samples")
     table = pd.read_csv(outputs["out_csv"], dtype=str, keep_default_na=False)
     assert list(table.columns) == MAP_COLUMNS
     corrected = _maps(capture, processor, [])[("", "attention")][0]

@@ -64,6 +64,7 @@ from cxr_attention.io import (
     write_failures,
 )
 from cxr_attention.preprocessed import read_grey
+from cxr_attention.progress import Progress
 from cxr_attention.questions.labels import expand_samples
 
 __all__ = ["PARAMS", "answer_one", "is_out_of_memory", "run_inference_shard"]
@@ -245,7 +246,14 @@ def run_inference_shard(
     batch_size = max(1, int(settings["batch_size"]))
     images_per_batch = max(1, int(settings["images_per_batch"]))
     by_image = [group.to_dict("records") for _, group in samples.groupby("dicom_id", sort=False)]
-    with SampleWriter(lambda: bar.update(1), max_pending=2 * batch_size) as writer:
+    # The bar goes to the job's log; every tenth of the way also to the console.
+    console = Progress(f"inference shard {shard}", total=len(todo), unit="questions")
+
+    def advance(count: int = 1) -> None:
+        bar.update(count)
+        console.step(count)
+
+    with SampleWriter(advance, max_pending=2 * batch_size) as writer:
         # Fixed groups of images, so that a resumed job batches every question as a whole one did.
         for start in range(0, len(by_image), images_per_batch):
             group = by_image[start : start + images_per_batch]
@@ -258,19 +266,19 @@ def run_inference_shard(
                 path = image_paths.get(dicom_id)
                 if path is None:
                     log.warning("%s: not in the preprocess table (failed there); skipped", dicom_id)
-                    bar.update(unfinished)
+                    advance(unfinished)
                     continue
                 try:
                     images[dicom_id] = (_load_image(Path(path)), path)
                 except InputError as error:
                     failures.append(Failure.from_exception(STAGE, dicom_id, path, error))
-                    bar.update(unfinished)
+                    advance(unfinished)
                     continue
                 rows += image_samples
             pending = _unfinished_batches(rows, done, batch_size)
             if pending:
                 failures += _answer_images(
-                    loaded, images, pending, done, partial, out_dir, settings, bar, writer
+                    loaded, images, pending, done, partial, out_dir, settings, advance, writer
                 )
     bar.close()
     _finish(samples, partial, out_dir, out_csv)
@@ -308,7 +316,7 @@ def _answer_images(
     partial: Path,
     out_dir: Path,
     settings,
-    bar,
+    advance,
     writer: SampleWriter,
 ) -> list[Failure]:
     """Answer the pending samples of a group of images (``images``: dicom_id -> (image, path));
@@ -387,7 +395,7 @@ def _answer_images(
                     f"{failed['sample_id']}: {reason}",
                 )
             )
-            bar.update(1)
+            advance()
     return failures
 
 

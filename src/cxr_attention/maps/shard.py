@@ -24,6 +24,7 @@ from cxr_attention.maps.methods.base import VisionSource
 from cxr_attention.maps.params import MapParams
 from cxr_attention.maps.records import MAP_COLUMNS, MapRecord, SampleKey
 from cxr_attention.maps.targets import locate_targets
+from cxr_attention.progress import Progress
 
 __all__ = ["explain_maps", "run_maps_shard", "write_maps"]
 
@@ -178,6 +179,7 @@ def run_maps_shard(
     encodings = VisionEncodings()  # and the vision tower's output for them, once per image
     results: list[tuple[MapRecord, np.ndarray]] = []
     failures: list[Failure] = []
+    progress = Progress("maps", total=len(answers), unit="samples")
     for row in answers.itertuples(index=False):
         capture_path = locate_capture(row.capture, captures_dir)
         try:
@@ -185,6 +187,7 @@ def run_maps_shard(
         except InputError as error:
             logger.warning("maps: %s", error)
             failures.append(Failure.from_exception("maps", row.dicom_id, str(capture_path), error))
+            progress.step()
             continue
         image_path = image_of.get(row.dicom_id) or getattr(row, "image", "") or ""
         vision = VisionSource(
@@ -204,6 +207,7 @@ def run_maps_shard(
                 capture, targets, key, settings, vision=vision, aspect_ratio=capture.aspect_ratio
             )
         )
+        progress.step()
     write_maps(results, out_csv, out_npz)
     write_failures(failures, failures_csv)
 
