@@ -27,6 +27,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 .unmet { color: #cf222e; font-weight: 600; }
 .na { color: #57606a; }
 pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 12px; }
+p.warning { background: #fff8c5; border: 1px solid #d4a72c; padding: 0.5em 0.8em; }
 """
 
 
