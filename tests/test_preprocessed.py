@@ -9,6 +9,7 @@ import pytest
 
 from cxr_attention.geometry import image_to_grid
 from cxr_attention.io import InputError
+from cxr_attention.metrics.per_map import mask_grids
 from cxr_attention.preprocessed import PreprocessTable, read_grey
 
 
@@ -39,7 +40,7 @@ def test_reads_the_image_masks_and_their_grids(tmp_path):
     np.testing.assert_array_equal(one.image(), image)
     np.testing.assert_array_equal(one.body_mask(), body)
     np.testing.assert_array_equal(one.lung_labels(), lungs)
-    grids = one.mask_grids((4, 5))
+    grids = mask_grids(one.body_mask(), one.lung_labels(), (4, 5))
     np.testing.assert_allclose(grids.body, image_to_grid(body > 0, (4, 5)))
     np.testing.assert_allclose(grids.left_lung, image_to_grid(lungs == 2, (4, 5)))
 

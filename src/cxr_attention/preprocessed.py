@@ -1,4 +1,4 @@
-"""One accessor for a preprocessed image: the image, its masks, their token grids, model pixels.
+"""One accessor for a preprocessed image: the image, its masks and the model's pixels.
 
 The preprocess stage writes per image a grey PNG, a body mask (0/255) and lung labels (0 / 1
 patient right / 2 patient left), listed in ``preprocess/shard-<k>.csv`` (docs/architecture.md).
@@ -19,7 +19,17 @@ import pandas as pd
 
 from cxr_attention.io import InputError, read_table
 
-__all__ = ["PreprocessTable", "PreprocessedImage", "read_grey"]
+__all__ = [
+    "LEFT_LUNG_LABEL",
+    "RIGHT_LUNG_LABEL",
+    "PreprocessTable",
+    "PreprocessedImage",
+    "read_grey",
+]
+
+# The lung mask file's labels (0 is background).
+RIGHT_LUNG_LABEL = 1  # patient's right lung (the image's left on a frontal view)
+LEFT_LUNG_LABEL = 2  # patient's left lung
 
 
 def read_grey(path: str | os.PathLike, what: str = "image") -> np.ndarray:
@@ -101,8 +111,6 @@ class PreprocessedImage:
 
         Raises ``InputError`` (``bad_mask``) for any other value.
         """
-        from cxr_attention.metrics.per_map import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
-
         labels = self._read("lung_mask", "mask")
         if not np.all(np.isin(labels, (0, RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL))):
             raise InputError(
@@ -111,21 +119,6 @@ class PreprocessedImage:
                 error_type="bad_mask",
             )
         return labels
-
-    def mask_grids(
-        self, grid_shape: tuple[int, int] = (16, 16), *, body: bool = True, lungs: bool = True
-    ):
-        """The fraction of each token cell inside each mask (:class:`~cxr_attention.metrics.
-        per_map.MaskGrids`); a mask not asked for is None."""
-        from cxr_attention.metrics.per_map import mask_grids
-
-        body_mask = self.body_mask() if body else None
-        lung_labels = self.lung_labels() if lungs else None
-        try:
-            return mask_grids(body_mask, lung_labels, grid_shape)
-        except ValueError as error:
-            column = "body_mask" if body else "lung_mask"
-            raise InputError(self.path(column), str(error), error_type="bad_mask") from error
 
     def model_pixels(self, processor: Any) -> Any:
         """The pixels the model sees: the image, as RGB, through ``processor.image_processor``."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from cxr_attention.geometry import image_to_grid
 from cxr_attention.metrics.catalogue import ENTROPY
+from cxr_attention.preprocessed import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 
 __all__ = [
     "LEFT_LUNG_LABEL",
@@ -41,9 +42,6 @@ __all__ = [
     "mask_grids",
     "metrics_from_grids",
 ]
-
-RIGHT_LUNG_LABEL = 1  # patient's right lung (the image's left on a frontal view)
-LEFT_LUNG_LABEL = 2  # patient's left lung
 
 
 # --------------------------------------------------------------------------- validation helpers

@@ -14,7 +14,12 @@ import pandas as pd
 
 from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 from cxr_attention.metrics.catalogue import METRIC_COLUMNS
-from cxr_attention.metrics.per_map import MaskGrids, _as_distribution, metrics_from_grids
+from cxr_attention.metrics.per_map import (
+    MaskGrids,
+    _as_distribution,
+    mask_grids,
+    metrics_from_grids,
+)
 from cxr_attention.preprocessed import PreprocessedImage, PreprocessTable
 
 __all__ = ["run_metrics_shard"]
@@ -100,12 +105,12 @@ def _image_grids(
     """
     body = lungs = None
     try:
-        body = image.mask_grids(grid_shape, lungs=False)
+        body = _mask_grids(image, grid_shape, "body_mask")
     except InputError as error:
         failures.append(Failure.from_exception("metrics", image.dicom_id, error.path, error))
     if not image.mask_flags:
         try:
-            lungs = image.mask_grids(grid_shape, body=False)
+            lungs = _mask_grids(image, grid_shape, "lung_mask")
         except InputError as error:
             failures.append(Failure.from_exception("metrics", image.dicom_id, error.path, error))
     return MaskGrids(
@@ -115,3 +120,14 @@ def _image_grids(
         upper_lung=lungs.upper_lung if lungs else None,
         lower_lung=lungs.lower_lung if lungs else None,
     )
+
+
+def _mask_grids(image: PreprocessedImage, grid_shape: tuple[int, int], column: str) -> MaskGrids:
+    """The fraction of each token cell inside one of the image's masks (``body_mask`` or
+    ``lung_mask``); a mask that does not fit the grid is an ``InputError`` naming its file."""
+    body = image.body_mask() if column == "body_mask" else None
+    lungs = image.lung_labels() if column == "lung_mask" else None
+    try:
+        return mask_grids(body, lungs, grid_shape)
+    except ValueError as error:
+        raise InputError(image.path(column), str(error), error_type="bad_mask") from error
