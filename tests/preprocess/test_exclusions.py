@@ -24,7 +24,12 @@ from cxr_attention.preprocess.selection import select_images, write_manifest
 from cxr_attention.progress import CONSOLE_LOGGER, Progress, progress_to_console
 
 SELECTION = {"splits": ["test"], "views": ["PA", "AP"], "sample_size": None, "shards": 1}
-QUESTIONS = {"source": "bank", "findings": ["Cardiomegaly"], "uncertain": "exclude"}
+QUESTIONS = {
+    "source": "bank",
+    "findings": ["Cardiomegaly"],
+    "uncertain": "exclude",
+    "blank": "exclude",
+}
 
 # (dicom_id, view, split, Cardiomegaly label); one image per study.
 IMAGES = [

@@ -13,7 +13,8 @@ import torch
 
 from cxr_attention.models.gemma3 import gemma3_config, reinit_projector
 from cxr_attention.models.tiny import (
-    TINY_SLIDING_WINDOW,
+    TINY_TEXT_LAYERS,
+    TINY_TEXT_OPTIONS,
     build_tiny_processor,
     build_tiny_tokenizer,
     tiny_token_ids,
@@ -37,16 +38,9 @@ def known_answer_config(vocab_size: int, token_ids: dict[str, int]):
     return gemma3_config(
         vocab_size=vocab_size,
         token_ids=token_ids,
-        num_text_layers=6,
-        text_options={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "head_dim": 16,
-            "query_pre_attn_scalar": 16,
-            "sliding_window": TINY_SLIDING_WINDOW,
-            "max_position_embeddings": 4096,
-            "initializer_range": 0.02,
-        },
+        num_text_layers=TINY_TEXT_LAYERS,
+        # Gemma's own initializer range: the trained model needs no sharpened random attention.
+        text_options={**TINY_TEXT_OPTIONS, "initializer_range": 0.02},
         vision_options={
             "hidden_size": 64,
             "intermediate_size": 128,

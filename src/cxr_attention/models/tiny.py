@@ -36,6 +36,8 @@ from cxr_attention.models.gemma3 import MM_TOKENS_PER_IMAGE, gemma3_config, rein
 __all__ = [
     "CHAT_TEMPLATE",
     "TINY_SLIDING_WINDOW",
+    "TINY_TEXT_LAYERS",
+    "TINY_TEXT_OPTIONS",
     "build_tiny_model",
     "build_tiny_processor",
     "build_tiny_tokenizer",
@@ -231,6 +233,23 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
+TINY_TEXT_LAYERS = 6
+#: The tiny language model's sizes (``Gemma3TextConfig`` arguments besides the shared traits).
+TINY_TEXT_OPTIONS = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "head_dim": 16,
+    # Gemma 3 scales attention logits by query_pre_attn_scalar ** -0.5 with the scalar equal to
+    # head_dim (256 in MedGemma), which keeps the tiny model's attention far from uniform.
+    "query_pre_attn_scalar": 16,
+    "sliding_window": TINY_SLIDING_WINDOW,
+    "max_position_embeddings": 4096,
+    # Ten times Gemma's 0.02: with 64-wide layers this keeps hidden states, and so attention rows,
+    # clearly input-dependent instead of near-uniform (a sharper test of column order).
+    "initializer_range": 0.2,
+}
+
+
 def tiny_config(vocab_size: int, token_ids: dict[str, int]):
     """The tiny model's ``Gemma3Config``.
 
@@ -249,22 +268,8 @@ def tiny_config(vocab_size: int, token_ids: dict[str, int]):
     return gemma3_config(
         vocab_size=vocab_size,
         token_ids=token_ids,
-        num_text_layers=6,
-        text_options={
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "head_dim": 16,
-            # Gemma 3 scales attention logits by query_pre_attn_scalar ** -0.5 with the scalar
-            # equal to head_dim (256 in MedGemma), which keeps the tiny model's attention far from
-            # uniform.
-            "query_pre_attn_scalar": 16,
-            "sliding_window": TINY_SLIDING_WINDOW,
-            "max_position_embeddings": 4096,
-            # Ten times Gemma's 0.02: with 64-wide layers this keeps hidden states, and so
-            # attention rows, clearly input-dependent instead of near-uniform (a sharper test of
-            # column order).
-            "initializer_range": 0.2,
-        },
+        num_text_layers=TINY_TEXT_LAYERS,
+        text_options=TINY_TEXT_OPTIONS,
         vision_options={
             "hidden_size": 32,
             "intermediate_size": 64,

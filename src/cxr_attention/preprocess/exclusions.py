@@ -55,8 +55,9 @@ def unscorable_images(manifest: pd.DataFrame, questions: Mapping[str, Any]) -> p
         The manifest (CheXpert label columns as floats, NaN blank).
     questions : mapping
         The config's ``questions`` section: ``source``, ``findings`` (None: all 14),
-        ``uncertain`` and ``blank`` (defaults as in config.schema.json). Only the question bank
-        takes expected answers from the labels; with a VQA table nothing is returned.
+        ``uncertain`` and ``blank``, every key given (defaults live only in config.schema.json).
+        Only the question bank takes expected answers from the labels; with a VQA table nothing
+        is returned.
 
     Returns
     -------
@@ -66,11 +67,11 @@ def unscorable_images(manifest: pd.DataFrame, questions: Mapping[str, Any]) -> p
     from cxr_attention.preprocess.mimic import CHEXPERT_FINDINGS
     from cxr_attention.questions.labels import expected_answer
 
-    if questions.get("source", "bank") != "bank" or manifest.empty:
+    if questions["source"] != "bank" or manifest.empty:
         return pd.DataFrame(columns=EXCLUSION_COLUMNS)
-    findings: Sequence[str] = questions.get("findings") or CHEXPERT_FINDINGS
-    uncertain = questions.get("uncertain", "exclude")
-    blank = questions.get("blank", "exclude")
+    findings: Sequence[str] = questions["findings"] or CHEXPERT_FINDINGS
+    uncertain = questions["uncertain"]
+    blank = questions["blank"]
     scorable = pd.Series(False, index=manifest.index)
     for finding in findings:
         if finding in manifest.columns:
