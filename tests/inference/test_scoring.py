@@ -13,6 +13,8 @@ from cxr_attention.inference.scoring import (
     YesNoTokens,
     p_yes_from_logits,
     score_p_yes,
+    yes_no_margin_from_logits,
+    yes_no_mass_from_logits,
     yes_no_tokens,
 )
 
@@ -55,6 +57,23 @@ def test_p_yes_from_logits_is_the_normalised_sum():
     got = p_yes_from_logits(logits, tokens)
     assert got.dtype == torch.float32
     assert abs(float(got[0]) - float(expected)) < 1e-6
+
+
+def test_margin_is_the_logit_difference_and_mass_the_yes_no_share():
+    tokens = YesNoTokens(yes_ids=(1,), no_ids=(4,), yes_strings=("a",), no_strings=("c",))
+    logits = torch.tensor([[0.0, 1.0, -2.0, 0.5, 3.0, 9.0], [2.0, -1.0, 0.0, 0.0, 0.5, 0.0]])
+    margin = yes_no_margin_from_logits(logits, tokens)
+    assert torch.allclose(margin, logits[:, 1] - logits[:, 4])
+    probs = torch.softmax(logits.double(), -1)
+    mass = yes_no_mass_from_logits(logits, tokens)
+    assert torch.allclose(mass.double(), probs[:, 1] + probs[:, 4], atol=1e-7)
+    several = YesNoTokens(yes_ids=(1, 3), no_ids=(4,), yes_strings=("a", "b"), no_strings=("c",))
+    p_yes = (probs[:, 1] + probs[:, 3]) / (probs[:, 1] + probs[:, 3] + probs[:, 4])
+    got = torch.sigmoid(yes_no_margin_from_logits(logits, several).double())
+    assert torch.allclose(got, p_yes, atol=1e-6)
+    logits.requires_grad_(True)
+    yes_no_margin_from_logits(logits, tokens).sum().backward()
+    assert logits.grad[0, 1] == 1 and logits.grad[0, 4] == -1 and logits.grad[0, 0] == 0
 
 
 def test_scoring_equals_manual_softmax_of_the_last_prompt_logits(loaded, image):

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["YesNoTokens", "p_yes_from_logits", "score_p_yes", "yes_no_tokens"]
+__all__ = [
+    "YesNoTokens",
+    "p_yes_from_logits",
+    "score_p_yes",
+    "yes_no_margin_from_logits",
+    "yes_no_mass_from_logits",
+    "yes_no_tokens",
+]
 
 YES_VARIANTS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
 NO_VARIANTS = ("no", "No", "NO", " no", " No", " NO")
@@ -77,11 +84,46 @@ def p_yes_from_logits(logits: torch.Tensor, tokens: YesNoTokens) -> torch.Tensor
     -------
     Tensor of shape (batch,), float32
     """
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    log_yes = torch.logsumexp(log_probs[:, list(tokens.yes_ids)], dim=-1)
-    log_no = torch.logsumexp(log_probs[:, list(tokens.no_ids)], dim=-1)
     # yes / (yes + no) == sigmoid(log yes - log no); stable when both are tiny.
-    return torch.sigmoid(log_yes - log_no)
+    return torch.sigmoid(yes_no_margin_from_logits(logits.float(), tokens))
+
+
+def yes_no_margin_from_logits(logits: torch.Tensor, tokens: YesNoTokens) -> torch.Tensor:
+    """The decision margin: log P(yes variants) - log P(no variants), differentiable.
+
+    With one variant each this is exactly logit(yes) - logit(no) (the softmax normaliser cancels);
+    with several it is the same difference of log-sum-exps, so ``sigmoid(margin)`` is P(yes).
+    Every gradient-based map and the faithfulness curves score this one quantity at the decision
+    step (the position whose next token is the first answer token). It keeps the logits' dtype.
+
+    Parameters
+    ----------
+    logits : Tensor of shape (batch, vocab)
+        Unnormalised next-token scores at the decision step.
+    tokens : YesNoTokens
+
+    Returns
+    -------
+    Tensor of shape (batch,)
+    """
+    log_yes = torch.logsumexp(logits[:, list(tokens.yes_ids)], dim=-1)
+    log_no = torch.logsumexp(logits[:, list(tokens.no_ids)], dim=-1)
+    return log_yes - log_no
+
+
+def yes_no_mass_from_logits(logits: torch.Tensor, tokens: YesNoTokens) -> torch.Tensor:
+    """P(any yes variant) + P(any no variant) at the decision step, in float32.
+
+    A small mass means the model was about to say something else (a sentence, a hedge), so its
+    P(yes) is a ratio of two tiny numbers; the study flags such samples.
+
+    Returns
+    -------
+    Tensor of shape (batch,), float32
+    """
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    ids = list(tokens.yes_ids) + list(tokens.no_ids)
+    return torch.logsumexp(log_probs[:, ids], dim=-1).exp()
 
 
 @torch.no_grad()
