@@ -139,6 +139,11 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="PIXELS",
         help="cap on the long side when preprocessing",
     )
+    explain.add_argument(
+        "--boxes",
+        metavar="FILE",
+        help="MS-CXR-format boxes CSV: adds box_* grounding columns for rows of this image",
+    )
     explain.set_defaults(handler=_explain)
 
     summary = _add_parser(
@@ -201,6 +206,7 @@ def _explain(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         image_first=args.image_first,
         max_side=args.max_side,
+        boxes=args.boxes,
     )
     if result.failure is not None:
         print(f"failed: {result.failure}; listed in {Path(args.out) / 'failures.csv'}")

@@ -115,8 +115,12 @@ def explain(
     max_new_tokens: int,
     image_first: bool,
     max_side: int,
+    boxes: str | os.PathLike | None = None,
 ) -> ExplainResult:
     """Answer ``question`` about ``image_path`` and write the study's outputs for it to ``out_dir``.
+
+    ``boxes``, an MS-CXR-format CSV, adds the ``box_*`` grounding columns to ``metrics.csv``
+    (:mod:`cxr_attention.grounding.single`).
 
     Returns
     -------
@@ -194,6 +198,12 @@ def explain(
     if images["mask_flags"]:
         # An implausible lung mask gives the lung metrics no meaning (docs/masks.md).
         metrics[list(LUNG_METRIC_COLUMNS)] = np.nan
+    if boxes is not None:
+        from cxr_attention.grounding.single import image_box_metrics
+
+        source_size = (images["source_width"], images["source_height"])
+        grounding = image_box_metrics(maps, boxes, Path(image_path).stem, source_size=source_size)
+        metrics = metrics.merge(grounding, on="map_id", how="left")
     write_csv(metrics, out_dir / "metrics.csv")
     _overlay(image, body, lungs, maps, question, answer, out_dir / "overlay.png")
     return ExplainResult(

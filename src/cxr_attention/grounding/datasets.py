@@ -209,6 +209,8 @@ def _numbers(frame: pd.DataFrame, columns, path) -> pd.DataFrame:
 def read_ms_cxr(path: str | os.PathLike) -> list[Annotation]:
     """MS-CXR's local-alignment CSV: one annotation per (image, category, phrase), all its boxes.
 
+    A category outside MS-CXR's eight (a planted file's) is kept as its own finding name.
+
     ``path`` (``files/p10/p10233088/s5.../<dicom_id>.jpg``) gives the patient (``p10233088`` ->
     ``10233088``).
     """
@@ -218,8 +220,6 @@ def read_ms_cxr(path: str | os.PathLike) -> list[Annotation]:
     annotations = []
     groups = frame.groupby(["dicom_id", "category_name", "label_text"], sort=False)
     for index, ((dicom_id, category, phrase), rows) in enumerate(groups):
-        if category not in MS_CXR_FINDINGS:
-            continue
         match = re.search(r"/p(\d+)/s\d+/", str(rows["path"].iloc[0]))
         annotations.append(
             Annotation(
@@ -227,7 +227,7 @@ def read_ms_cxr(path: str | os.PathLike) -> list[Annotation]:
                 annotation_id=f"ms_cxr.{index}",
                 image_id=str(dicom_id),
                 patient_id=match.group(1) if match else str(dicom_id),
-                finding=MS_CXR_FINDINGS[category],
+                finding=MS_CXR_FINDINGS.get(category, str(category)),
                 label=str(category),
                 phrase=str(phrase),
                 image_width=int(rows["image_width"].iloc[0]),
