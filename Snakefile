@@ -36,6 +36,11 @@ if config["paper"]["activate"]:
     include: "rules/paper.smk"
 
 
+if config["grounding"]["activate"]:
+
+    include: "rules/grounding.smk"
+
+
 rule all:
     default_target: True
     input:

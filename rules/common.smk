@@ -102,6 +102,8 @@ def get_final_output():
     ]
     if config["paper"]["activate"]:
         outputs.append(f"results/{RUN}/paper_comparison.csv")
+    if config["grounding"]["activate"]:
+        outputs.append(f"results/{RUN}/grounding/summary.csv")
     return outputs
 
 
@@ -138,4 +140,6 @@ def get_report_inputs(wildcards):
     ]
     if config["paper"]["activate"]:
         inputs.append(f"results/{RUN}/report/paper_comparison.html")
+    if config["grounding"]["activate"]:
+        inputs.append(f"results/{RUN}/report/grounding.html")
     return inputs
