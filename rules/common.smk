@@ -66,6 +66,8 @@ def mimic_table(name):
 
 
 def get_mimic_tables(wildcards):
+    if config["data"]["layout"] == "table":
+        return {"table": config["data"]["table"]}
     return {name: mimic_table(name) for name in MIMIC_TABLES}
 
 

@@ -64,6 +64,7 @@ class DataSettings:
     layout: str
     root: str
     labels: str
+    table: str | None
 
 
 @dataclasses.dataclass(frozen=True)

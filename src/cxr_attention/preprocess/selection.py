@@ -39,6 +39,7 @@ from cxr_attention.preprocess.exclusions import (
     unscorable_images,
     write_exclusions,
 )
+from cxr_attention.preprocess.image_table import TABLE_LAYOUT, read_image_table, table_image_paths
 from cxr_attention.preprocess.mimic import (
     CHEXPERT_FINDINGS,
     DEFAULT_VIEWS,
@@ -179,8 +180,9 @@ def select_images(
     root : path-like
         The download's top folder; ``image_path`` is ``root/files/...`` (relative when ``root``
         is).
-    layout : {"jpg", "dicom"}
-        Image file type in the tree.
+    layout : {"jpg", "dicom", "table"}
+        Image file type in the tree, or ``table``: the paths of an image table
+        (:mod:`.image_table`; ``tables`` from :func:`.image_table.read_image_table`).
     splits : sequence of str or None
         Splits to keep (``train``, ``validate``, ``test``); None keeps every split.
     views : sequence of str or None
@@ -229,7 +231,8 @@ def select_images(
     if splits is not None and (unknown := sorted(set(splits) - set(SPLITS))):
         raise ConfigError(f"selection.splits: unknown split(s) {unknown}; expected {SPLITS}")
     requests = _as_requests(balance)
-    _layout_suffix(layout)
+    if layout != TABLE_LAYOUT:
+        _layout_suffix(layout)
 
     metadata = tables.metadata[["dicom_id", "subject_id", "study_id", "ViewPosition"]]
     try:
@@ -297,7 +300,10 @@ def select_images(
     )
 
     manifest = pool.reset_index(drop=True).rename(columns={"ViewPosition": "view_position"})
-    manifest["image_path"] = _image_paths(root, layout, manifest)
+    if layout == TABLE_LAYOUT:
+        manifest["image_path"] = table_image_paths(root, manifest, tables)
+    else:
+        manifest["image_path"] = _image_paths(root, layout, manifest)
     manifest["shard"] = np.arange(len(manifest), dtype=np.int64) * n_shards // max(len(manifest), 1)
     manifest[CHEXPERT_FINDINGS] = manifest[CHEXPERT_FINDINGS].astype("float64")
     logger.info(
@@ -399,7 +405,12 @@ def write_manifest(
     """
     if "root" not in data:
         raise ConfigError("config data.root is not set")
-    tables = read_mimic_tables(data["root"], labels=data.get("labels", "chexpert"))
+    if data.get("layout") == TABLE_LAYOUT:
+        if not data.get("table"):
+            raise ConfigError("data.layout is table but data.table (the image table) is not set")
+        tables = read_image_table(data["table"])
+    else:
+        tables = read_mimic_tables(data["root"], labels=data.get("labels", "chexpert"))
     manifest, exclusions = select_images(
         tables,
         root=data["root"],
