@@ -9,9 +9,7 @@ with job_logging(snakemake.log[0]):
         maps_csv=snakemake.input.maps,
         maps_npz=list(snakemake.input.arrays),
         preprocess_csvs=list(snakemake.input.preprocess),
-        annotation_files={
-            name: snakemake.input.get(name) for name in snakemake.params.datasets
-        },
+        annotation_files={name: snakemake.input.get(name) for name in snakemake.params.datasets},
         scores_csv=snakemake.output.scores,
         summary_csv=snakemake.output.summary,
         failures_csv=snakemake.output.failures,
