@@ -28,6 +28,7 @@ __all__ = [
     "copy_repository",
     "loaded_workflow",
     "planned_jobs",
+    "planned_rules",
     "shrink_demo",
     "snakemake",
     "snakemake_environment",
@@ -181,6 +182,29 @@ def planned_jobs(workdir: Path, *arguments: str) -> Counter[str]:
             return jobs
         jobs[rule] = count
     raise AssertionError(f"job table without a total row:\n{output}")
+
+
+def planned_rules(tmp_path: Path, overlay: dict) -> set[str]:
+    """Rules a dry run of the checkout plans with ``overlay`` over config/demo.yaml."""
+    overlay_file = tmp_path / "overlay.yaml"
+    overlay_file.write_text(yaml.safe_dump(overlay))
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "snakemake"),
+            "-n",
+            "--nolock",
+            "--configfile",
+            "config/demo.yaml",
+            str(overlay_file),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return set(re.findall(r"^(?:local)?rule (\w+):", result.stdout, flags=re.M))
 
 
 def loaded_workflow(workdir: Path = REPO, configfiles: Sequence[Path] = ()) -> Any:

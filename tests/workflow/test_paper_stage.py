@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from workflow.demo import planned_rules
+
 PAPER_RULES = {"paper_comparison", "reference_compat", "paper_page"}
 
 
 def _planned_rules(tmp_path: Path, paper: dict) -> set[str]:
-    overlay = tmp_path / "paper.yaml"
-    overlay.write_text(yaml.safe_dump({"run": "paper-stage-test", "paper": paper}))
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "snakemake"),
-            "-n",
-            "--nolock",
-            "--configfile",
-            "config/demo.yaml",
-            str(overlay),
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return set(re.findall(r"^(?:local)?rule (\w+):", result.stdout, flags=re.M))
+    return planned_rules(tmp_path, {"run": "paper-stage-test", "paper": paper})
 
 
 @pytest.mark.parametrize("reference_compat", [True, False])
