@@ -16,10 +16,30 @@ from scipy import stats
 
 from cxr_attention.metrics.catalogue import MAP_METRICS
 from cxr_attention.metrics.pairwise import js_band, js_divergence
-from cxr_attention.metrics.selection import select_maps
+from cxr_attention.metrics.selection import METHOD_KEYS, select_maps, statistics_maps
 from cxr_attention.metrics.tables import MapStore, group_combinations, join_answers
 
 __all__ = ["correct_vs_incorrect_table", "js_pairs_table", "paired_tests_table"]
+
+
+def _baseline_question(answers: pd.DataFrame, reference_strategy: str) -> pd.Series:
+    """Per answer row, the reference question it is compared with (``""``: none).
+
+    A variant names its baseline in ``baseline_question_id``; a question of another strategy
+    that names none (``plain``) is compared with the first reference question of its image and
+    finding. Reference questions themselves get ``""``.
+    """
+    reference = answers[answers["strategy"] == reference_strategy]
+    first = (
+        reference.sort_values("question_id", kind="mergesort")
+        .drop_duplicates(["dicom_id", "finding"])
+        .set_index(["dicom_id", "finding"])["question_id"]
+    )
+    named = answers["baseline_question_id"].fillna("").astype(str)
+    keys = list(zip(answers["dicom_id"], answers["finding"], strict=True))
+    fallback = pd.Series([first.get(key, "") for key in keys], index=answers.index, dtype=object)
+    baseline = named.where(named != "", fallback)
+    return baseline.where(answers["strategy"] != reference_strategy, "")
 
 
 def js_pairs_table(
@@ -30,54 +50,63 @@ def js_pairs_table(
     reference_strategy: str = "baseline",
     source: str | None = None,
 ) -> pd.DataFrame:
-    """Jensen-Shannon divergence (base 2) between each strategy's map and the reference's.
+    """Jensen-Shannon divergence (base 2) between each question's map and its baseline's.
 
-    For every image, finding, term and source, the map of each question of another strategy is
-    compared with the map of the reference strategy's question (``baseline``, variant 0 first).
+    Each question of another strategy is compared with *its own* baseline question on the same
+    image (:func:`_baseline_question`: the ``baseline_question_id`` it names, else the image's
+    first reference question of its finding), never with another baseline question's. The two
+    maps of a pair have the same term, source, method and rows (``maps.csv`` column ``rows``):
+    methods are never mixed. Counterfactual maps are left out
+    (:func:`cxr_attention.metrics.selection.statistics_maps`).
 
-    Returns columns ``dicom_id, subject_id, finding, term, source, strategy_a, strategy_b,
-    variant_kind_b, question_id_a, question_id_b, map_id_a, map_id_b, method_a, method_b,
-    js_divergence, band``.
+    Returns columns ``dicom_id, subject_id, finding, term, source, method, rows, strategy_a,
+    strategy_b, variant_kind_b, question_id_a, question_id_b, map_id_a, map_id_b, method_a,
+    method_b, js_divergence, band`` (``method_a`` = ``method_b`` = ``method``).
     """
     keep = ["sample_id", "subject_id", "finding", "strategy", "question_id", "variant_kind"]
-    keyed = join_answers(select_maps(maps, source=source), answers, keep)
+    keys = ["sample_id", "term", "source", *METHOD_KEYS]
+    chosen = statistics_maps(maps if source is None else maps[maps["source"] == source])
+    chosen = chosen.sort_values([*keys, "map_id"], kind="mergesort").drop_duplicates(keys)
+    keyed = join_answers(chosen, answers, keep)
     keyed = keyed[np.array([map_id in arrays for map_id in keyed["map_id"]], dtype=bool)]
+    baseline_of = _baseline_question(answers, reference_strategy)
+    keyed = keyed.merge(
+        answers.assign(_baseline=baseline_of)[["sample_id", "_baseline"]], on="sample_id"
+    )
+    pair_keys = ["dicom_id", "term", "source", *METHOD_KEYS]
+    references = {
+        (*(row[k] for k in pair_keys), row["question_id"]): row
+        for row in keyed[keyed["strategy"] == reference_strategy].to_dict("records")
+    }
     rows = []
-    for (dicom_id, finding, term, map_source), group in keyed.groupby(
-        ["dicom_id", "finding", "term", "source"], sort=True
-    ):
-        reference = group[group["strategy"] == reference_strategy].sort_values("question_id")
-        if reference.empty:
+    others = keyed[(keyed["strategy"] != reference_strategy) & (keyed["_baseline"] != "")]
+    for other in others.sort_values([*pair_keys, "question_id"]).to_dict("records"):
+        key = (*(other[k] for k in pair_keys), other["_baseline"])
+        if key not in references:
             continue
-        ref = reference.iloc[0]
-        ref_map = arrays[ref["map_id"]]
-        others = group[group["map_id"] != ref["map_id"]]
-        others = others[others["strategy"] != reference_strategy].sort_values("question_id")
-        for other in others.itertuples(index=False):
-            value = js_divergence(ref_map, arrays[other.map_id], base=2)
-            rows.append(
-                {
-                    "dicom_id": dicom_id,
-                    "subject_id": ref["subject_id"],
-                    "finding": finding,
-                    "term": term,
-                    "source": map_source,
-                    "strategy_a": reference_strategy,
-                    "strategy_b": other.strategy,
-                    "variant_kind_b": other.variant_kind,
-                    "question_id_a": ref["question_id"],
-                    "question_id_b": other.question_id,
-                    "map_id_a": ref["map_id"],
-                    "map_id_b": other.map_id,
-                    "method_a": ref["method"],
-                    "method_b": other.method,
-                    "js_divergence": value,
-                    "band": js_band(value),
-                }
-            )
-    columns = ["dicom_id", "subject_id", "finding", "term", "source", "strategy_a", "strategy_b"]
-    columns += ["variant_kind_b", "question_id_a", "question_id_b", "map_id_a", "map_id_b"]
-    columns += ["method_a", "method_b", "js_divergence", "band"]
+        ref = references[key]
+        value = js_divergence(arrays[ref["map_id"]], arrays[other["map_id"]], base=2)
+        rows.append(
+            {
+                **{k: other[k] for k in ("dicom_id", "term", "source", *METHOD_KEYS)},
+                "subject_id": ref["subject_id"],
+                "finding": ref["finding"],
+                "strategy_a": reference_strategy,
+                "strategy_b": other["strategy"],
+                "variant_kind_b": other["variant_kind"],
+                "question_id_a": key[-1],
+                "question_id_b": other["question_id"],
+                "map_id_a": ref["map_id"],
+                "map_id_b": other["map_id"],
+                "method_a": ref["method"],
+                "method_b": other["method"],
+                "js_divergence": value,
+                "band": js_band(value),
+            }
+        )
+    columns = ["dicom_id", "subject_id", "finding", "term", "source", *METHOD_KEYS]
+    columns += ["strategy_a", "strategy_b", "variant_kind_b", "question_id_a", "question_id_b"]
+    columns += ["map_id_a", "map_id_b", "method_a", "method_b", "js_divergence", "band"]
     return pd.DataFrame(rows, columns=columns)
 
 
