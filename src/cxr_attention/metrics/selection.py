@@ -71,14 +71,16 @@ def statistics_maps(maps: pd.DataFrame) -> pd.DataFrame:
     return with_method_keys(kept)
 
 
-def headline_maps(maps: pd.DataFrame, *, source: str = PREFERRED_SOURCE) -> pd.DataFrame:
+def headline_maps(
+    maps: pd.DataFrame, *, source: str = PREFERRED_SOURCE, one_per: str = "term"
+) -> pd.DataFrame:
     """The headline maps: of ``source``, made by :data:`HEADLINE_METHOD`, rows
     :data:`HEADLINE_ROWS` (where the table records rows), not counterfactual; one per sample and
-    term (:func:`select_maps`)."""
+    term, or per sample (``one_per``, as in :func:`select_maps`)."""
     kept = statistics_maps(maps)
     kept = kept[(kept["source"] == source) & (kept["method"] == HEADLINE_METHOD)]
     kept = kept[kept["rows"].isin(["", HEADLINE_ROWS])]
-    return select_maps(kept)
+    return select_maps(kept, one_per=one_per)
 
 _ONE_PER = ("term", "sample", "sample_every_method")
 

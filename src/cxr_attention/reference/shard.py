@@ -21,7 +21,7 @@ from cxr_attention.captures import load_capture
 from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 from cxr_attention.maps.grid import MapUnavailable
 from cxr_attention.metrics.per_map import map_metrics
-from cxr_attention.metrics.selection import select_maps
+from cxr_attention.metrics.selection import headline_maps
 from cxr_attention.metrics.tables import MAPS_REQUIRED
 from cxr_attention.preprocessed import PreprocessTable
 from cxr_attention.reference.attention import (
@@ -161,7 +161,7 @@ def run_reference_compat_shard(
     read_table(preprocess_csv, required=("dicom_id", "image", "body_mask"))  # checks columns
     images = PreprocessTable(preprocess_csv, root)
     maps = read_table(maps_csv, required=MAPS_REQUIRED, text=True)
-    answer_maps = select_maps(maps, source="answer", one_per="sample").set_index("sample_id")
+    answer_maps = headline_maps(maps, source="answer", one_per="sample").set_index("sample_id")
     failures: list[Failure] = []
     masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     rows = []

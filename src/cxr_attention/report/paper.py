@@ -39,7 +39,10 @@ _INTRO = (
     "Our run's value of each headline quantity of the reference paper, with a 95% bootstrap "
     "interval (resampling images or question groups) and the number of observations, beside the "
     "paper's value; the last column says in one sentence whether they agree. Fractions are shown "
-    "as fractions (0.74 = 74%)."
+    "as fractions (0.74 = 74%). Like with like: the paper's Jensen-Shannon, Pearson and cosine "
+    "values come from 14 baseline-variant pairs that all flip the answer, so our rows of the same "
+    "name are over our answer flips; the rows ending in _all_pairs give every pair, flips or not. "
+    "Our maps are the answer maps made by attention at the decision step."
 )
 
 
