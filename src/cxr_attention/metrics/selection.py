@@ -82,6 +82,7 @@ def headline_maps(
     kept = kept[kept["rows"].isin(["", HEADLINE_ROWS])]
     return select_maps(kept, one_per=one_per)
 
+
 _ONE_PER = ("term", "sample", "sample_every_method")
 
 
@@ -135,6 +136,4 @@ def select_maps(
         keys = ["sample_id", "source", "term"]
         first = ranked.merge(first[keys], on=keys, how="inner")
         first = first.drop_duplicates(["sample_id", "method"])
-    return first.drop(columns=["_source_rank", "_method_rank", "_rows_rank"]).reset_index(
-        drop=True
-    )
+    return first.drop(columns=["_source_rank", "_method_rank", "_rows_rank"]).reset_index(drop=True)
