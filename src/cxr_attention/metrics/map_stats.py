@@ -148,13 +148,12 @@ def correct_vs_incorrect_table(
     joined = joined[joined["correctness"].notna()]
     rows = []
     for (method, row_choice), part in _method_parts(joined):
-        for metric in metrics:
-            if metric not in part:
-                continue
-            for values, subset in group_combinations(part, ["source", "strategy"]):
-                means = patient_means(subset, metric, by=["correctness"])
-                correct = means.loc[means["correctness"] == 1, metric].to_numpy(np.float64)
-                wrong = means.loc[means["correctness"] == 0, metric].to_numpy(np.float64)
+        present = [m for m in metrics if m in part]
+        for values, subset in group_combinations(part, ["source", "strategy"]):
+            means = patient_means(subset, present, by=["correctness"])
+            for metric in present:
+                correct = means.loc[means["correctness"] == 1, metric].dropna().to_numpy(float)
+                wrong = means.loc[means["correctness"] == 0, metric].dropna().to_numpy(float)
                 u_statistic = p_value = math.nan
                 if correct.size and wrong.size:
                     result = stats.mannwhitneyu(correct, wrong, alternative="two-sided")

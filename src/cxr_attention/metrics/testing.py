@@ -23,12 +23,16 @@ CORRECTION = "holm"
 
 
 def patient_means(
-    frame: pd.DataFrame, value: str, *, by: Sequence[str] = (), patient: str = "subject_id"
+    frame: pd.DataFrame,
+    values: Sequence[str],
+    *,
+    by: Sequence[str] = (),
+    patient: str = "subject_id",
 ) -> pd.DataFrame:
-    """The mean of ``value`` per patient (and per ``by``), NaN values left out."""
+    """The mean of each column of ``values`` per patient (and per ``by``), NaN values left out
+    (a patient without a finite value of a column has NaN there)."""
     keys = [patient, *by]
-    finite = frame[[*keys, value]].dropna(subset=[value])
-    return finite.groupby(keys, sort=True, as_index=False)[value].mean()
+    return frame.groupby(keys, sort=True, as_index=False)[list(values)].mean()
 
 
 def adjust_families(
@@ -43,11 +47,13 @@ def adjust_families(
     Within each family the finite p-values are corrected together with ``method``; a NaN p-value
     (no test possible) stays NaN and does not count as a test.
     """
-    names = table[list(family)].astype(str).agg("/".join, axis=1) if len(table) else pd.Series()
+    names = pd.Series("", index=table.index, dtype=object)
+    for position, column in enumerate(family):
+        names = names + ("/" if position else "") + table[column].astype(str)
     adjusted = pd.Series(np.nan, index=table.index, dtype=np.float64)
     for _, index in names.groupby(names, sort=True).groups.items():
         p_values = table.loc[index, p_column].astype(float)
         finite = p_values[np.isfinite(p_values)]
         if len(finite):
             adjusted[finite.index] = multipletests(finite.to_numpy(), method=method)[1]
-    return table.assign(family=names.astype(str) if len(table) else "", p_adjusted=adjusted)
+    return table.assign(family=names, p_adjusted=adjusted)
