@@ -370,6 +370,7 @@ def _reference_compat() -> pd.DataFrame:
         "ref_focus":             [0.010, 0.012, nan,  0.014],
         "focus_max":             [0.02,  0.03,  0.9,  0.04],
         "focus":                 [0.2,   0.3,   0.95, 0.4],
+        "ref_inside_body_runner":[0.14,  0.18,  nan,  0.3],
         "ref_inside_body":       [0.1,   0.2,   nan,  0.9],
         "ref_inside_body_batch": [_BATCH, _BATCH, nan, _BATCH],
         "inside_body":           [0.8,   0.9,   0.1,  nan],
@@ -407,6 +408,7 @@ def test_reference_compat_summary_pairs_samples_and_takes_hand_means():
     assert summary.at["focus", "focus_max"] == pytest.approx(0.03)
     assert summary.at["focus", "focus"] == pytest.approx(0.3)
     assert summary.at["inside-body", "ref_inside_body"] == pytest.approx(0.15)
+    assert summary.at["inside-body", "ref_inside_body_runner"] == pytest.approx(0.16)
     assert summary.at["inside-body", "ref_inside_body_batch"] == pytest.approx(_BATCH)
     assert summary.at["inside-body", "inside_body"] == pytest.approx(0.85)
     assert np.isnan(summary.at["inside-body", "ref_entropy"])  # not this row's column
@@ -432,7 +434,13 @@ def test_paper_page_shows_the_reference_numbers_beside_the_corrected_ones(tmp_pa
         ["map mass in grid cell 0", "0.72", "0.004", "3"],
         ["entropy (nats)", "4.5", "5.2", "3"],
         ["focus", "0.012", "0.03 (largest cell); 0.3 (top 5% of cells)", "3"],
-        ["inside-body", "0.15 (inverted Otsu mask); 1 (batch ratio, renormalised)", "0.85", "2"],
+        [
+            "inside-body",
+            "0.16 (runner's largest-contour mask); 0.15 (inverted Otsu mask); "
+            "1 (batch ratio, renormalised)",
+            "0.85",
+            "2",
+        ],
     ]
     sentences = [row[4] for row in rows]
     assert "grid cell 0: that cell holds 72% of its map" in sentences[0]
@@ -440,7 +448,8 @@ def test_paper_page_shows_the_reference_numbers_beside_the_corrected_ones(tmp_pa
     assert "4.5 nats" in sentences[1] and "is 5.2 nats" in sentences[1]
     assert "never counts: 0.012" in sentences[2] and "13 largest cells 0.3" in sentences[2]
     assert "reads 1 for any map (here 100%)" in sentences[3]
-    assert "its map has 15% inside" in sentences[3]
+    assert "largest-contour mask that leaves the sink cell 0" in sentences[3]
+    assert "16% here" in sentences[3] and "would give 15%" in sentences[3]
     assert "Our maps put 85% of their mass inside the body." in sentences[3]
     # The first section is untouched, and the shards' order changes nothing.
     assert page.startswith(render_paper_comparison(_comparison()).split("</body>")[0])
