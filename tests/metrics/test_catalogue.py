@@ -28,7 +28,7 @@ def test_columns_are_what_map_metrics_computes():
 
     values = map_metrics(np.full((4, 4), 1 / 16), body_mask=None, lung_labels=None)
     assert ["map_id", *values] == METRIC_COLUMNS
-    assert [m.column for m in CATALOGUE] == list(values)
+    assert [m.column for m in CATALOGUE] == list(values)[: len(CATALOGUE)]
 
 
 @pytest.mark.parametrize(
@@ -61,16 +61,19 @@ def test_bands(entry, value, band):
     assert entry.band_of(value) == band
 
 
-def test_quality_verdicts_and_their_summary_keys():
+def test_quality_verdicts_are_against_chance_and_their_summary_keys():
     by_key = {t.key: t for t in QUALITY_TARGETS}
     assert list(by_key) == [
-        "inside_body_ge_0.7",
-        "border_fraction_le_0.05",
-        "entropy_not_diffuse_le_4.5",
-        "entropy_focused_lt_3.0",
+        "inside_body_lift_gt_1",
+        "border_fraction_lift_lt_1",
+        "entropy_below_uniform",
     ]
-    assert by_key["entropy_not_diffuse_le_4.5"].met(4.5)
-    assert not by_key["entropy_focused_lt_3.0"].met(3.0)
+    # A uniform map has lift 1 and normalised entropy 1: it meets none of them.
+    assert not any(target.met(1.0) for target in QUALITY_TARGETS)
+    assert by_key["inside_body_lift_gt_1"].met(1.05)
+    assert by_key["border_fraction_lift_lt_1"].met(0.5)
+    assert by_key["inside_body_lift_gt_1"].value_column == "inside_body_lift"
+    assert by_key["inside_body_lift_gt_1"].statistic == "ci_low"
     with pytest.raises(KeyError, match="no per-map metric"):
         metric("sharpness")
 

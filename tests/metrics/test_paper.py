@@ -206,14 +206,22 @@ def test_paper_comparison_known_by_hand():
     js_distance_half = math.sqrt(0.75 * math.log(4 / 3))
     assert ours["js_correct_to_incorrect"] == pytest.approx(js_distance_disjoint)
     assert ours["js_incorrect_to_correct"] == pytest.approx(js_distance_half)
-    assert ours["js_mean"] == pytest.approx((js_distance_disjoint + 2 * js_distance_half) / 12)
+    # The paper's 0.118 / 0.932 / 0.956 are of answer flips only: ours are of the 3 flips (d1's
+    # "no", d2's two "no"s), every pair's mean a separate row.
+    flips_js = js_distance_disjoint + 2 * js_distance_half
+    assert ours["js_mean"] == pytest.approx(flips_js / 3) and n["js_mean"] == 3
+    assert ours["js_mean_all_pairs"] == pytest.approx(flips_js / 12)
+    assert n["js_mean_all_pairs"] == 12
     expected_base2 = (DISJOINT["js_base2"] + 2 * HALF_CHANGE["js_base2"]) / 12
     assert ours["js_base2_mean"] == pytest.approx(expected_base2)
     # Pairs whose answer changed: d1's "no", d2's two "no"s (baseline yes) -> 3 pairs.
     assert n["js_base2_changed_answers_mean"] == 3
-    pearson = [1.0] * 9 + [DISJOINT["pearson"]] + [HALF_CHANGE["pearson"]] * 2
-    assert ours["pearson_mean"] == pytest.approx(np.mean(pearson))
-    assert ours["pearson_sd"] == pytest.approx(np.std(pearson, ddof=1))
+    flips_pearson = [DISJOINT["pearson"]] + [HALF_CHANGE["pearson"]] * 2
+    assert ours["pearson_mean"] == pytest.approx(np.mean(flips_pearson))
+    assert ours["pearson_sd"] == pytest.approx(np.std(flips_pearson, ddof=1))
+    assert ours["pearson_mean_all_pairs"] == pytest.approx(np.mean([1.0] * 9 + flips_pearson))
+    flips_cosine = [DISJOINT["cosine"]] + [HALF_CHANGE["cosine"]] * 2
+    assert ours["cosine_mean"] == pytest.approx(np.mean(flips_cosine))
     assert ours["inside_body_share"] == pytest.approx((0.9 + 0.9 + 0.6) / 3)
     counts = table[table["quantity"].str.endswith("_count")]
     assert counts["ci_low"].isna().all()
@@ -253,6 +261,10 @@ def test_reference_yaml_is_valid_and_holds_the_issue_values():
     assert values["inside_body_share"] == 0.9999
     assert values["accuracy_cardiomegaly"] == 0.25 and values["accuracy_edema"] == 0.571
     assert all("note" in r for r in reference.values())
+    # Like with like: every map-change row with a paper value is of answer flips.
+    for row in reference.values():
+        if row["statistic"].startswith("map_change") and row["paper_value"] is not None:
+            assert row["direction"] in ("changed", "correct_to_incorrect", "incorrect_to_correct")
 
 
 def test_load_reference_rejects_unknown_statistics(tmp_path):

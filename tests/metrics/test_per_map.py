@@ -12,7 +12,7 @@ from scipy import ndimage
 from scipy.stats import entropy as scipy_entropy
 
 from cxr_attention.geometry import image_to_grid
-from cxr_attention.metrics.catalogue import METRIC_COLUMNS
+from cxr_attention.metrics.catalogue import LUNG_METRIC_COLUMNS, METRIC_COLUMNS
 from cxr_attention.metrics.per_map import (
     apical_basal,
     border_fraction,
@@ -440,7 +440,7 @@ def test_a_flagged_lung_mask_is_kept_out_of_the_lung_metrics_only(tmp_path):
     )
     out = pd.read_csv(tmp_path / "out.csv").set_index("map_id")
     expected = map_metrics(grid, body_mask=body, lung_labels=labels)
-    lung_columns = ["left_right", "apical_basal"]
+    lung_columns = list(LUNG_METRIC_COLUMNS)
     for column, value in expected.items():
         assert out.loc["m1", column] == pytest.approx(value, rel=1e-8)
         if column in lung_columns:

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import roc_auc_score
+from statsmodels.stats.multitest import multipletests
 
 from cxr_attention.metrics.answer_stats import accuracy_table, auroc_table, consistency_table
 from cxr_attention.metrics.bootstrap import (
@@ -19,7 +20,7 @@ from cxr_attention.metrics.bootstrap import (
     cluster_bootstrap,
     weighted_auroc,
 )
-from cxr_attention.metrics.catalogue import MAP_METRICS
+from cxr_attention.metrics.catalogue import MAP_METRICS, TESTED_METRICS
 from cxr_attention.metrics.map_stats import (
     correct_vs_incorrect_table,
     js_pairs_table,
@@ -265,42 +266,54 @@ def test_js_pairs_table_against_scipy(synthetic_study):
         assert row.question_id_a.endswith("baseline.0")
 
 
-def test_correct_vs_incorrect_matches_scipy(synthetic_study):
+def test_correct_vs_incorrect_tests_patient_means_with_holm(synthetic_study):
     answers = _scored(synthetic_study["answers"])
     maps = synthetic_study["maps"].merge(synthetic_study["metrics"], on="map_id")
     table = correct_vs_incorrect_table(maps, answers)
-    assert set(table["metric"]) == set(MAP_METRICS)
-    joined = maps.merge(answers[["sample_id", "correctness", "strategy"]], on="sample_id")
+    present = [m for m in TESTED_METRICS if m in maps.columns]
+    assert set(table["metric"]) == set(present)
+    assert set(table["method"]) == {"attention"}
+    joined = maps.merge(answers[["sample_id", "correctness", "strategy", "subject_id"]])
+    # The oracle: one value per patient and side (the mean of its maps), then scipy.
+    by_patient = joined.groupby(["subject_id", "correctness"])[present].mean().reset_index()
     for metric in ("entropy", "inside_body"):
         row = table[
             (table["metric"] == metric) & (table["source"] == "all") & (table["strategy"] == "all")
         ].iloc[0]
-        correct = joined.loc[joined["correctness"] == 1, metric]
-        wrong = joined.loc[joined["correctness"] == 0, metric]
+        correct = by_patient.loc[by_patient["correctness"] == 1, metric]
+        wrong = by_patient.loc[by_patient["correctness"] == 0, metric]
         result = stats.mannwhitneyu(correct, wrong, alternative="two-sided")
         assert row["u_statistic"] == pytest.approx(result.statistic)
         assert row["p_value"] == pytest.approx(result.pvalue)
         assert row["n_correct"] == len(correct) and row["n_incorrect"] == len(wrong)
+        assert row["n_correct"] <= joined["subject_id"].nunique()  # patients, not maps
         assert row["median_correct"] == pytest.approx(np.median(correct))
+    # Holm over the family of one method, rows, source and strategy: statsmodels' values.
+    family = table[(table["source"] == "all") & (table["strategy"] == "all")]
+    expected = multipletests(family["p_value"].to_numpy(), method="holm")[1]
+    assert family["p_adjusted"].to_numpy() == pytest.approx(expected)
+    assert family["family"].nunique() == 1
 
 
-def test_paired_tests_match_scipy_wilcoxon(synthetic_study):
+def test_paired_tests_are_per_patient_with_holm(synthetic_study):
     answers = _scored(synthetic_study["answers"])
     maps = synthetic_study["maps"].merge(synthetic_study["metrics"], on="map_id")
     table = paired_tests_table(maps, answers, source="answer")
-    joined = maps.merge(answers[["sample_id", "strategy"]], on="sample_id")
-    per_image = joined.pivot_table(index="dicom_id", columns="strategy", values="focus")
+    joined = maps.merge(answers[["sample_id", "strategy", "subject_id"]], on="sample_id")
+    per_patient = joined.pivot_table(index="subject_id", columns="strategy", values="focus")
     row = table[
         (table["quantity"] == "focus")
         & (table["strategy_a"] == "baseline")
         & (table["strategy_b"] == "hard_positive")
     ].iloc[0]
-    expected = stats.wilcoxon(per_image["baseline"], per_image["hard_positive"])
+    expected = stats.wilcoxon(per_patient["baseline"], per_patient["hard_positive"])
+    assert row["n_pairs"] == 6  # 12 images of 6 patients
     assert row["statistic"] == pytest.approx(expected.statistic)
     assert row["p_value"] == pytest.approx(expected.pvalue)
-    assert row["n_pairs"] == 12
-    accuracy_rows = table[table["quantity"] == "accuracy"]
-    assert len(accuracy_rows) == 3  # baseline-hard_positive, baseline-plain, hard_positive-plain
+    family = table[table["family"] == row["family"]]
+    finite = family[family["p_value"].notna()]
+    adjusted = multipletests(finite["p_value"].to_numpy(), method="holm")[1]
+    assert finite["p_adjusted"].to_numpy() == pytest.approx(adjusted)
 
 
 def test_paired_test_with_identical_values_is_nan():
@@ -347,6 +360,12 @@ def test_run_study_statistics_writes_every_table_deterministically(
         "js_divergence.csv",
         "correct_vs_incorrect.csv",
         "paired_tests.csv",
+        "map_quality_by_method.csv",
+        "js_by_method.csv",
+        "js_null.csv",
+        "entropy_null.csv",
+        "fallbacks.csv",
+        "label_policy.csv",
     ]
     for name in names:
         first = (tmp_path / "run1" / name).read_bytes()
@@ -362,9 +381,14 @@ def test_run_study_statistics_writes_every_table_deterministically(
     maps = read_maps(paths["maps_csv"], paths["metrics_csv"])
     quality = summary["map_quality"]
     assert quality["inside_body_mean"] == pytest.approx(maps["inside_body"].mean())
-    targets = summary["targets_met"]
-    assert targets["inside_body_ge_0.7"] == (maps["inside_body"].mean() >= 0.7)
-    assert targets["border_fraction_le_0.05"] == (maps["border_fraction"].mean() <= 0.05)
+    assert quality["inside_body_share_meeting_target"] == pytest.approx(
+        (maps["inside_body"] >= 0.7).mean()
+    )
+    # The synthetic metrics have no area shares: the verdicts against chance cannot be met.
+    assert summary["targets_met"]["inside_body_lift_gt_1"] is False
+    assert set(summary["by_method"]) == {"answer/attention/-"}
+    assert summary["fallbacks"]["all/attention"]["share"] == 1
+    assert len(summary["label_policy"]) == 6
     js = pd.read_csv(tmp_path / "run1" / "js_divergence.csv")
     assert summary["js_divergence"]["mean"] == pytest.approx(js["js_divergence"].mean())
     assert "NaN" not in (tmp_path / "run1" / "summary.json").read_text()

@@ -19,7 +19,7 @@ from cxr_attention.report.paper import (
     render_paper_comparison,
     write_paper_comparison_page,
 )
-from cxr_attention.report.quality import method_quality, quality_targets
+from cxr_attention.report.quality import quality_targets
 from cxr_attention.report.summary import (
     fingerprint,
     render_run_summary,
@@ -107,22 +107,45 @@ def _tables():
         "map_quality": {
             "source": "answer",
             "inside_body_mean": 0.75,
-            "inside_body_ci_low": 0.6,
-            "inside_body_ci_high": 0.9,
-            "inside_body_share_meeting_target": 0.5,
-            "border_fraction_mean": 0.09,
-            "border_fraction_share_meeting_target": 0.5,
-            "entropy_mean": 3.6,
-            "entropy_share_focused": 0.25,
-            "entropy_share_diffuse": 0.5,
+            "inside_body_lift_mean": 1.2,
+            "inside_body_lift_ci_low": 1.1,
+            "inside_body_lift_ci_high": 1.3,
+            "inside_body_lift_share_above_1": 0.75,
+            "border_fraction_lift_mean": 1.4,
+            "border_fraction_lift_share_below_1": 0.25,
+            "entropy_normalised_mean": 0.9,
         },
         "targets_met": {
-            "inside_body_ge_0.7": True,
-            "border_fraction_le_0.05": False,
-            "entropy_focused_lt_3.0": False,
-            "entropy_not_diffuse_le_4.5": True,
+            "inside_body_lift_gt_1": True,
+            "border_fraction_lift_lt_1": False,
+            "entropy_below_uniform": True,
         },
-        "accuracy": {"overall": 0.5, "overall_ci_low": 0.2, "overall_ci_high": 0.8},
+        "accuracy": {
+            "overall": 0.5,
+            "overall_ci_low": 0.2,
+            "overall_ci_high": 0.8,
+            "overall_n": 4,
+            "overall_unclear_rate": 0.25,
+            "overall_accuracy_answered": 2 / 3,
+        },
+        "answers": {"n_compared": 3, "p_yes_agrees_share": 2 / 3, "n_low_yes_no_mass": 1},
+        "by_method": {
+            "answer/attention/decision": {
+                "quality": {
+                    "n_maps": 3,
+                    "inside_body_mean": 0.75,
+                    "inside_body_area_mean": 0.625,
+                    "inside_body_lift_mean": 1.2,
+                },
+                "js": {"mean": 0.05, "n_pairs": 2},
+            },
+            "answer/gradcam/decision": {"quality": {"n_maps": 1, "inside_body_mean": 0.5}},
+        },
+        "fallbacks": {"all/gradcam": {"n_maps": 1, "share": 0.2, "n_fallback": 1}},
+        "label_policy": {
+            "uncertain=exclude,blank=exclude": {"run_policy": True, "n": 3, "accuracy": 0.5},
+            "uncertain=positive,blank=negative": {"run_policy": False, "n": 4, "accuracy": 0.25},
+        },
     }
     return manifest, questions, answers, maps, failures, study
 
@@ -174,29 +197,39 @@ def test_summary_counts_and_failures_by_stage():
 def test_quality_targets_take_the_verdicts_of_the_study_summary():
     *_, study = _tables()
     rows = {row["target"]: row for row in quality_targets(study)}
-    assert rows["inside_body >= 0.7"]["met"] is True
-    assert rows["border_fraction <= 0.05"]["met"] is False
-    assert rows["entropy < 3 nats (focused)"]["share"] == 0.25
-    assert rows["entropy <= 4.5 nats (not diffuse)"]["share"] == 0.5  # 1 - share diffuse
-    assert rows["inside_body >= 0.7"]["ci_low"] == 0.6
+    inside = rows["inside_body above a uniform map's (lift > 1)"]
+    assert inside["met"] is True and inside["mean"] == 1.2 and inside["ci_low"] == 1.1
+    assert inside["share"] == 0.75
+    assert rows["border_fraction below a uniform map's (lift < 1)"]["met"] is False
     missing = quality_targets({})
     assert all(row["met"] is None and np.isnan(row["mean"]) for row in missing)
 
 
-def test_method_quality_matches_a_groupby_oracle():
-    *_, maps, _, _ = _tables()
-    table = method_quality(maps).set_index("method")
-    assert list(table.index) == ["attention", "gradcam", "uniform"]  # the cascade's order
-    attention = maps[maps["method"] == "attention"].dropna()
-    assert table.loc["attention", "maps"] == 3
-    assert table.loc["attention", "inside_body_mean"] == pytest.approx(
-        attention["inside_body"].mean()
+def test_summary_page_shows_split_methods_unclear_and_label_policies():
+    manifest, questions, answers, maps, failures, study = _tables()
+    manifest["split"] = ["test", "test", "train"]
+    summary = summarise_run(
+        config={"run": "demo", "selection": {"splits": ["test", "train"]}},
+        study_summary=study,
+        manifest=manifest,
+        questions=questions,
+        answers=answers,
+        maps=maps,
+        failures=failures,
+        **_run_context(),
     )
-    assert table.loc["attention", "inside_body_meeting"] == 0.5
-    assert table.loc["attention", "entropy_focused"] == 0.5
-    assert table.loc["attention", "entropy_diffuse"] == 0.5
-    assert table.loc["gradcam", "border_fraction_meeting"] == 1.0  # 0.05 <= 0.05
-    assert method_quality(maps.drop(columns="entropy")).empty
+    page = render_run_summary(summary)
+    rows = _parse(page).rows
+    assert "Split studied: test (2 images), train (1 images)" in page
+    assert "outside the test split" in page
+    method_rows = {row[0]: row for row in rows if row and row[0].startswith("answer/")}
+    assert method_rows["answer/attention/decision"][1:5] == ["3", "0.75", "0.625", "1.2"]
+    assert "answer/gradcam/decision" in method_rows  # never pooled with attention
+    assert ["all strategies", "0.5", "0.2 to 0.8", "25.0%", "0.6667", "4"] in rows
+    assert "in 66.7% of 3 yes/no answers" in page and "1 answers have a low yes+no" in page
+    assert ["exclude", "exclude", "yes", "3", "0.5", "", ""] in rows
+    assert ["positive", "negative", "", "4", "0.25", "", ""] in rows
+    assert ["all/gradcam", "1", "20.0%", "1", ""] in rows
 
 
 def test_summary_page_is_well_formed_and_marks_verdicts():
@@ -216,8 +249,8 @@ def test_summary_page_is_well_formed_and_marks_verdicts():
     structure = _parse(page)
     assert "demo&lt;1&gt;" in page and "demo<1>" not in page  # escaped
     verdicts = {row[0]: row[-1] for row in structure.rows if row and row[0].startswith(("in", "b"))}
-    assert verdicts["inside_body >= 0.7"] == "met"
-    assert verdicts["border_fraction <= 0.05"] == "not met"
+    assert verdicts["inside_body above a uniform map's (lift > 1)"] == "met"
+    assert verdicts["border_fraction below a uniform map's (lift < 1)"] == "not met"
     assert '<td class="unmet">not met</td>' in page
     assert ["preprocess", "unreadable", "2"] in structure.rows
     assert ["manifest.csv", "abc", "md5 of the file"] in structure.rows
@@ -370,6 +403,7 @@ def _reference_compat() -> pd.DataFrame:
         "ref_focus":             [0.010, 0.012, nan,  0.014],
         "focus_max":             [0.02,  0.03,  0.9,  0.04],
         "focus":                 [0.2,   0.3,   0.95, 0.4],
+        "ref_inside_body_runner":[0.14,  0.18,  nan,  0.3],
         "ref_inside_body":       [0.1,   0.2,   nan,  0.9],
         "ref_inside_body_batch": [_BATCH, _BATCH, nan, _BATCH],
         "inside_body":           [0.8,   0.9,   0.1,  nan],
@@ -407,6 +441,7 @@ def test_reference_compat_summary_pairs_samples_and_takes_hand_means():
     assert summary.at["focus", "focus_max"] == pytest.approx(0.03)
     assert summary.at["focus", "focus"] == pytest.approx(0.3)
     assert summary.at["inside-body", "ref_inside_body"] == pytest.approx(0.15)
+    assert summary.at["inside-body", "ref_inside_body_runner"] == pytest.approx(0.16)
     assert summary.at["inside-body", "ref_inside_body_batch"] == pytest.approx(_BATCH)
     assert summary.at["inside-body", "inside_body"] == pytest.approx(0.85)
     assert np.isnan(summary.at["inside-body", "ref_entropy"])  # not this row's column
@@ -432,7 +467,13 @@ def test_paper_page_shows_the_reference_numbers_beside_the_corrected_ones(tmp_pa
         ["map mass in grid cell 0", "0.72", "0.004", "3"],
         ["entropy (nats)", "4.5", "5.2", "3"],
         ["focus", "0.012", "0.03 (largest cell); 0.3 (top 5% of cells)", "3"],
-        ["inside-body", "0.15 (inverted Otsu mask); 1 (batch ratio, renormalised)", "0.85", "2"],
+        [
+            "inside-body",
+            "0.16 (runner's largest-contour mask); 0.15 (inverted Otsu mask); "
+            "1 (batch ratio, renormalised)",
+            "0.85",
+            "2",
+        ],
     ]
     sentences = [row[4] for row in rows]
     assert "grid cell 0: that cell holds 72% of its map" in sentences[0]
@@ -440,7 +481,8 @@ def test_paper_page_shows_the_reference_numbers_beside_the_corrected_ones(tmp_pa
     assert "4.5 nats" in sentences[1] and "is 5.2 nats" in sentences[1]
     assert "never counts: 0.012" in sentences[2] and "13 largest cells 0.3" in sentences[2]
     assert "reads 1 for any map (here 100%)" in sentences[3]
-    assert "its map has 15% inside" in sentences[3]
+    assert "largest-contour mask that leaves the sink cell 0" in sentences[3]
+    assert "16% here" in sentences[3] and "would give 15%" in sentences[3]
     assert "Our maps put 85% of their mass inside the body." in sentences[3]
     # The first section is untouched, and the shards' order changes nothing.
     assert page.startswith(render_paper_comparison(_comparison()).split("</body>")[0])

@@ -14,7 +14,12 @@ from cxr_attention.metrics.bootstrap import bootstrap_mean, cluster_bootstrap, w
 from cxr_attention.metrics.study import bootstrap_kwargs, study_params
 from cxr_attention.metrics.tables import group_combinations
 
-__all__ = ["accuracy_table", "auroc_table", "consistency_table"]
+__all__ = ["NOT_VARIANTS", "accuracy_table", "auroc_table", "consistency_table", "is_unclear"]
+
+
+def is_unclear(answers: pd.DataFrame) -> pd.Series:
+    """True where the parsed answer is neither yes nor no."""
+    return ~answers["answer"].astype(str).str.lower().isin(["yes", "no"])
 
 
 def accuracy_table(
@@ -22,11 +27,17 @@ def accuracy_table(
 ) -> pd.DataFrame:
     """Accuracy with a patient-bootstrap CI per group of ``by`` (each also as ``"all"``).
 
-    Returns columns ``*by, accuracy, ci_low, ci_high, n, n_correct, n_subjects``; answers with no
-    expected answer are left out.
+    An ``unclear`` answer counts as incorrect in ``accuracy``; beside it are the unclear rate
+    (with its own patient-bootstrap CI) and ``accuracy_answered``, the accuracy over the yes/no
+    answers only, so that a model that hedges is not mistaken for one that errs.
+
+    Returns columns ``*by, accuracy, ci_low, ci_high, n, n_correct, n_subjects, n_unclear,
+    unclear_rate, unclear_ci_low, unclear_ci_high, accuracy_answered, n_answered``; answers with
+    no expected answer are left out.
     """
     params = study_params(params)
     scored = answers[answers["correctness"].notna()]
+    scored = scored.assign(_unclear=is_unclear(scored).astype(float))
     rows = []
     keys = list(by)
     for combo in group_combinations(scored, keys):
@@ -34,6 +45,10 @@ def accuracy_table(
         estimate = bootstrap_mean(
             subset["correctness"], subset["subject_id"], **bootstrap_kwargs(params)
         )
+        unclear = bootstrap_mean(
+            subset["_unclear"], subset["subject_id"], **bootstrap_kwargs(params)
+        )
+        answered = subset.loc[subset["_unclear"] == 0, "correctness"]
         rows.append(
             {
                 **values,
@@ -43,9 +58,17 @@ def accuracy_table(
                 "n": estimate.n,
                 "n_correct": int(subset["correctness"].sum()),
                 "n_subjects": estimate.n_clusters,
+                "n_unclear": int(subset["_unclear"].sum()),
+                "unclear_rate": unclear.value,
+                "unclear_ci_low": unclear.ci_low,
+                "unclear_ci_high": unclear.ci_high,
+                "accuracy_answered": float(answered.mean()) if len(answered) else np.nan,
+                "n_answered": len(answered),
             }
         )
     columns = [*keys, "accuracy", "ci_low", "ci_high", "n", "n_correct", "n_subjects"]
+    columns += ["n_unclear", "unclear_rate", "unclear_ci_low", "unclear_ci_high"]
+    columns += ["accuracy_answered", "n_answered"]
     return pd.DataFrame(rows, columns=columns).sort_values(keys, kind="mergesort")
 
 
@@ -93,22 +116,33 @@ def _group_key(answers: pd.DataFrame) -> pd.Series:
     return baseline.where(baseline != "", answers["question_id"])
 
 
-def consistency_table(answers: pd.DataFrame) -> pd.DataFrame:
+#: Strategies that are not meaning-preserving variants of a baseline question, though their rows
+#: may name one: a plain-language question asks the same thing in other words *and* register.
+NOT_VARIANTS = ("plain",)
+
+
+def consistency_table(
+    answers: pd.DataFrame, *, not_variants: Sequence[str] = NOT_VARIANTS
+) -> pd.DataFrame:
     """Answer consistency of question groups, two kinds.
 
     - ``variants``: one baseline question on one image with all its variants (the rows whose
-      ``baseline_question_id`` is that question, and the question itself);
+      ``baseline_question_id`` is that question, and the question itself), strategies
+      ``not_variants`` (``plain``) left out;
     - ``strategies``: every question of every strategy about one finding on one image.
 
-    A group is ``consistent`` when all its answers are the same. ``agreement`` is the share of
-    answers equal to the most common one. Groups of a single question are left out.
+    A group is ``consistent`` when all its answers are the same yes or no: an ``unclear`` answer
+    makes it inconsistent (a model that never commits is not consistent). ``agreement`` is the
+    share of answers equal to the most common one. Groups of a single question are left out.
     """
     frame = answers.copy()
     frame["group"] = _group_key(frame)
     rows = []
     kinds = {"variants": ["dicom_id", "group"], "strategies": ["dicom_id", "finding"]}
+    variant_rows = ~frame["strategy"].isin(list(not_variants))
     for kind, keys in kinds.items():
-        for key, subset in frame.groupby(keys, sort=True):
+        source = frame[variant_rows] if kind == "variants" else frame
+        for key, subset in source.groupby(keys, sort=True):
             if len(subset) < 2:
                 continue
             answer = subset["answer"].astype(str).str.lower()
@@ -125,7 +159,7 @@ def consistency_table(answers: pd.DataFrame) -> pd.DataFrame:
                     "n_no": int((answer == "no").sum()),
                     "n_unclear": int((~answer.isin(["yes", "no"])).sum()),
                     "agreement": float(counts.iloc[0] / len(subset)),
-                    "consistent": bool(counts.size == 1),
+                    "consistent": bool(counts.size == 1 and answer.isin(["yes", "no"]).all()),
                 }
             )
     columns = ["kind", "dicom_id", "subject_id", "finding", "group", "n_questions"]

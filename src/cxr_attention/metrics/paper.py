@@ -37,7 +37,7 @@ from cxr_attention.metrics.pairwise import (
     js_natural_to_base2,
     pearson_correlation,
 )
-from cxr_attention.metrics.selection import select_maps
+from cxr_attention.metrics.selection import headline_maps
 from cxr_attention.metrics.study import bootstrap_kwargs, study_params
 from cxr_attention.metrics.tables import MapStore, default_maps_npz, read_answers, read_maps
 
@@ -95,8 +95,9 @@ def _slug(text: str) -> str:
 
 
 def _answer_maps(maps: pd.DataFrame, source: str) -> pd.DataFrame:
-    """One map per sample: of ``source``, best method first, then the first term."""
-    return select_maps(maps, source=source, one_per="sample").set_index("sample_id")
+    """One map per sample: the headline map of ``source`` (``attention``, decision step), the
+    first term (:func:`cxr_attention.metrics.selection.headline_maps`)."""
+    return headline_maps(maps, source=source, one_per="sample").set_index("sample_id")
 
 
 def pairs_table(

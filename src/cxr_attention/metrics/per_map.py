@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxr_attention.geometry import image_to_grid
-from cxr_attention.metrics.catalogue import ENTROPY
+from cxr_attention.metrics.catalogue import ENTROPY, MASS_SHARE_METRICS
 from cxr_attention.preprocessed import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL
 
 __all__ = [
@@ -344,10 +344,26 @@ def metrics_from_grids(
     ring: int = 1,
     top_fraction: float = 0.05,
 ) -> dict[str, float]:
-    """Every per-map metric from a map and its image's :class:`MaskGrids`.
+    """Every per-map metric from a map and its image's :class:`MaskGrids`, with chance baselines.
 
-    Metrics that need an absent mask are NaN; the others are computed.
+    Metrics that need an absent mask are NaN; the others are computed. Each mass-share metric
+    (:data:`cxr_attention.metrics.catalogue.MASS_SHARE_METRICS`) also gets its area share
+    (``<metric>_area``: the same metric of a uniform map on the same grids) and its lift
+    (``<metric>_lift`` = share / area share; NaN when the area share is 0 or NaN).
     """
+    values = _as_distribution(attention_map)
+    shares = _mass_metrics(values, grids, ring=ring, top_fraction=top_fraction)
+    chance = _mass_metrics(np.ones_like(values), grids, ring=ring, top_fraction=top_fraction)
+    for entry in MASS_SHARE_METRICS:
+        area = chance[entry.column]
+        shares[entry.area_column] = area
+        shares[entry.lift_column] = _share(shares[entry.column], area)
+    return shares
+
+
+def _mass_metrics(
+    attention_map: np.ndarray, grids: MaskGrids, *, ring: int, top_fraction: float
+) -> dict[str, float]:
     values = _as_distribution(attention_map)
     lungs_known = grids.right_lung is not None and grids.left_lung is not None
     halves_known = grids.upper_lung is not None and grids.lower_lung is not None
@@ -394,7 +410,8 @@ def map_metrics(
     -------
     dict
         ``inside_body, border_fraction, entropy, entropy_normalised, focus, focus_max,
-        left_right, apical_basal`` (NaN where a mask is None).
+        left_right, apical_basal`` (NaN where a mask is None), then per mass-share metric
+        ``<metric>_area, <metric>_lift`` (:func:`metrics_from_grids`).
     """
     values = _as_distribution(attention_map)
     grids = mask_grids(body_mask, lung_labels, values.shape)

@@ -21,6 +21,9 @@ The inverted Otsu "body" mask
     with Otsu, then *inverts* the result ("Foreground bright on CXR -> invert"), so the mask keeps
     the dark pixels: outside air and aerated lung, not the body. :func:`reference_body_mask`
     reproduces it on the image as the model saw it (:func:`reference_model_view`, 896 x 896).
+    The runner's per-map inside-body (0.13-0.19) came from another mask, not inverted, the
+    largest contour (:func:`runner_body_mask`); :mod:`~cxr_attention.reference.mask_replay`
+    replays both on a reference-shaped grid and shows that this one reproduces the paper's range.
 
 Its metrics
     :func:`reference_map_metrics` gives the runner's ``AttentionMetrics.compute_metrics`` values
@@ -33,7 +36,8 @@ Its metrics
 What is not reproduced: the reference re-ran a forward pass over the generated sequence without
 ``token_type_ids`` (image tokens then attend causally instead of bidirectionally) and read its
 attention from that pass; here the attention comes from the generation itself.
-Modules: :mod:`~cxr_attention.reference.masks` (the model view and the inverted Otsu mask),
+Modules: :mod:`~cxr_attention.reference.masks` (the model view, the inverted Otsu mask and the
+runner's mask), :mod:`~cxr_attention.reference.mask_replay` (both masks on a reference-shaped grid),
 :mod:`~cxr_attention.reference.attention` (the 1:257 slice, rows and layer weights),
 :mod:`~cxr_attention.reference.metrics` (its metric definitions) and
 :mod:`~cxr_attention.reference.shard` (the ``reference_compat`` rule's table: the reference's

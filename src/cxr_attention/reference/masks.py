@@ -1,4 +1,14 @@
-"""The reference's body mask: the image as the model saw it, blurred, Otsu-thresholded, inverted."""
+"""The reference's two body masks: the batch app's inverted Otsu mask and the runner's mask.
+
+The batch app (``tight_body_mask``, ``medgemma_launch_mimic_fixed.py``) inverted its Otsu mask,
+so it kept the dark pixels. The runner that produced the paper's per-map numbers ("inside-body
+~0.16") imported ``unified_attention_system.BodyMaskGenerator``, a module missing from the
+reference repository; ``medgemma_attention_extraction.py`` (:598-631 at ``ad629aa``) holds a class
+of that name and interface, not inverted, keeping the largest contour:
+:func:`runner_body_mask`. Replaying both on a reference-shaped grid
+(:mod:`cxr_attention.reference.mask_replay`) shows that the runner-style mask reproduces the
+paper's 0.13-0.19 and the inverted one does not (docs/reference_study.md).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ __all__ = [
     "model_view_side",
     "reference_body_mask",
     "reference_model_view",
+    "runner_body_mask",
 ]
 
 #: Side of the square image MedGemma's processor feeds the vision tower; the reference built its
@@ -109,3 +120,40 @@ def reference_body_mask(image: np.ndarray) -> np.ndarray:
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
     mask = cv2.erode(mask, np.ones((9, 9), np.uint8))
     return mask > 0
+
+
+def runner_body_mask(image: np.ndarray) -> np.ndarray:
+    """The runner's body mask: ``BodyMaskGenerator.create_body_mask`` (not inverted).
+
+    Recipe (``medgemma_attention_extraction.py`` :598-631 at ``ad629aa``): grey image (OpenCV's
+    RGB-to-grey for a colour array), Otsu threshold (bright = 255, no blur), closing then opening
+    with a 5 x 5 ellipse, the largest external contour filled, eroded once with the same ellipse.
+    The filled contour holds the body *and* the lungs inside it; outside air is left out. The
+    runner applied it to the image file as loaded (``Image.open(path).convert("RGB")``), at full
+    resolution; without any contour the mask is the whole image.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W) or (H, W, 3), uint8
+
+    Returns
+    -------
+    ndarray of shape (H, W), bool
+    """
+    import cv2
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError(f"expected an 8-bit grey or RGB image, got {array.dtype} {array.shape}")
+    grey = cv2.cvtColor(array, cv2.COLOR_RGB2GRAY) if array.ndim == 3 else array
+    _, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, kernel)
+    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.ones(grey.shape, dtype=bool)
+    largest = max(contours, key=cv2.contourArea)
+    mask = np.zeros_like(binary)
+    cv2.drawContours(mask, [largest], -1, 255, -1)
+    return cv2.erode(mask, kernel, iterations=1) > 0

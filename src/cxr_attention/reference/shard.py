@@ -21,7 +21,7 @@ from cxr_attention.captures import load_capture
 from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 from cxr_attention.maps.grid import MapUnavailable
 from cxr_attention.metrics.per_map import map_metrics
-from cxr_attention.metrics.selection import select_maps
+from cxr_attention.metrics.selection import headline_maps
 from cxr_attention.metrics.tables import MAPS_REQUIRED
 from cxr_attention.preprocessed import PreprocessTable
 from cxr_attention.reference.attention import (
@@ -33,6 +33,7 @@ from cxr_attention.reference.masks import (
     model_view_side,
     reference_body_mask,
     reference_model_view,
+    runner_body_mask,
 )
 from cxr_attention.reference.metrics import reference_map_metrics
 
@@ -59,6 +60,7 @@ REFERENCE_COMPAT_COLUMNS = [
     "ref_entropy",
     "ref_focus",
     "ref_inside_body",
+    "ref_inside_body_runner",
     "ref_inside_body_batch",
     "ref_border_fraction",
     "ref_first_cell_mass",
@@ -161,7 +163,7 @@ def run_reference_compat_shard(
     read_table(preprocess_csv, required=("dicom_id", "image", "body_mask"))  # checks columns
     images = PreprocessTable(preprocess_csv, root)
     maps = read_table(maps_csv, required=MAPS_REQUIRED, text=True)
-    answer_maps = select_maps(maps, source="answer", one_per="sample").set_index("sample_id")
+    answer_maps = headline_maps(maps, source="answer", one_per="sample").set_index("sample_id")
     failures: list[Failure] = []
     masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     rows = []
@@ -179,7 +181,7 @@ def run_reference_compat_shard(
                 capture = load_capture(capture_path)
                 if record.dicom_id not in masks:
                     masks[record.dicom_id] = _image_masks(record.dicom_id, images, side)
-                reference_mask, project_mask = masks[record.dicom_id]
+                reference_mask, runner_mask, project_mask = masks[record.dicom_id]
                 # The two sides fail independently: a one-token answer has no reference map but a
                 # corrected one, and the other way round for a map with no image mass.
                 try:
@@ -199,6 +201,9 @@ def run_reference_compat_shard(
                 try:
                     grid = reference_attention_grid(capture, n_layers=n_layers)
                     row.update(reference_map_metrics(grid, reference_mask))
+                    # The runner's own (non-inverted, largest-contour) mask: the paper's number.
+                    on_runner = reference_map_metrics(grid, runner_mask)["ref_inside_body"]
+                    row["ref_inside_body_runner"] = on_runner
                 except MapUnavailable as error:
                     failures.append(
                         _map_failure(record.dicom_id, capture_path, "reference", error.reason)
@@ -224,12 +229,17 @@ def _failures_path(out_csv: str | os.PathLike) -> Path:
 
 def _image_masks(
     dicom_id: str, images: PreprocessTable, side: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's mask (on the model view) and the project's body mask of one image."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The batch app's inverted mask (on the model view), the runner's mask (on the image) and
+    the project's body mask of one image."""
     if dicom_id not in images:
         raise InputError(
             f"<image of {dicom_id}>", "not in the preprocess table", error_type="missing_image"
         )
     image = images[dicom_id]
     model_view = reference_model_view(image.image(), side=side)
-    return reference_body_mask(model_view), image.body_mask() > 0
+    return (
+        reference_body_mask(model_view),
+        runner_body_mask(image.image()),
+        image.body_mask() > 0,
+    )

@@ -20,13 +20,9 @@ import pandas as pd
 import yaml
 
 from cxr_attention.io import atomic_path, read_table
-from cxr_attention.metrics.catalogue import (
-    BORDER_FRACTION,
-    ENTROPY,
-    INSIDE_BODY,
-)
 from cxr_attention.report._html import as_float, format_number, html_page, html_table
-from cxr_attention.report.quality import method_quality, quality_targets
+from cxr_attention.report.quality import quality_targets
+from cxr_attention.report.statistics import statistics_sections
 
 __all__ = [
     "fingerprint",
@@ -107,7 +103,7 @@ def summarise_run(
     -------
     dict
         Keys ``run, model, config, changed_settings, provenance, warnings, data_version,
-        counts, exclusions, answers, methods, failures, targets, method_quality, headline``.
+        counts, exclusions, answers, methods, failures, targets, statistics_html, headline``.
     """
     flagged = _flagged_masks(preprocess)
     scored = _scored_answers(answers)
@@ -158,7 +154,7 @@ def summarise_run(
         "methods": _value_counts(maps, "method"),
         "failures": failure_counts,
         "targets": quality_targets(study_summary),
-        "method_quality": method_quality(maps),
+        "statistics_html": statistics_sections(study_summary, config, manifest),
         "headline": headline,
         "quality_source": (study_summary.get("map_quality", {}) or {}).get("source", ""),
     }
@@ -172,8 +168,10 @@ def render_run_summary(summary: Mapping[str, Any]) -> str:
     parts.append("<h2>Quality targets</h2>\n")
     source = summary.get("quality_source") or "all"
     parts.append(
-        f"<p>Mean over the maps of source <code>{source}</code> with its 95% bootstrap "
-        "interval (patients resampled); a target is met when the mean meets it.</p>\n"
+        f"<p>Mean over the answer maps of source <code>{source}</code> made by attention at the "
+        "decision step, with its 95% bootstrap interval (patients resampled). Each target asks "
+        "for more than a uniform map scores (a lift above or below 1, an entropy below a uniform "
+        "map's), and is met when the whole interval does.</p>\n"
     )
     target_rows, target_classes = [], []
     for row in summary["targets"]:
@@ -198,39 +196,7 @@ def render_run_summary(summary: Mapping[str, Any]) -> str:
             cell_classes=target_classes,
         )
     )
-    method_table = summary["method_quality"]
-    if len(method_table):
-        parts.append("<h3>Per map method</h3>\n")
-        parts.append(
-            html_table(
-                [
-                    "method",
-                    "maps",
-                    "inside_body mean",
-                    f"share >= {INSIDE_BODY.target:g}",
-                    "border mean",
-                    f"share <= {BORDER_FRACTION.target:g}",
-                    "entropy mean",
-                    f"share < {ENTROPY.band[0]:g}",
-                    f"share > {ENTROPY.band[1]:g}",
-                ],
-                [
-                    [
-                        r.method,
-                        int(r.maps),
-                        r.inside_body_mean,
-                        _percent(r.inside_body_meeting),
-                        r.border_fraction_mean,
-                        _percent(r.border_fraction_meeting),
-                        r.entropy_mean,
-                        _percent(r.entropy_focused),
-                        _percent(r.entropy_diffuse),
-                    ]
-                    for r in method_table.itertuples(index=False)
-                ],
-                numeric=[False] + [True] * 8,
-            )
-        )
+    parts.append(summary["statistics_html"])
 
     parts.append("<h2>Headline numbers</h2>\n")
     parts.append(
