@@ -2,7 +2,7 @@
 
 One radiograph and one study prompt; a capture is made by the inference code (so the capture-only
 methods have their arrays), then each method maps the answer and ``--terms`` terms, forced through
-:func:`~cxr_attention.maps.shard.explain_maps` as ``--method <name>`` (what ``cxr-attention explain``
+:func:`~cxr_attention.maps.shard.explain_maps` as ``--method <name>`` (what ``explain``
 runs). The first call of a method is a warm-up; the best of ``--repeats`` is reported, per map.
 Settings are the schema's defaults (``maps``), so the numbers are what a run costs.
 

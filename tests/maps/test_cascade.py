@@ -197,7 +197,13 @@ def test_forced_method_and_all_methods(tiny, caplog):
     assert forced[("effusion", "gradcam")][0].layers == "vision:0"
     with caplog.at_level(logging.WARNING, logger="cxr_attention.maps.cascade"):
         # the perturbation methods at small sizes: their own tests check them
-        small = MapParams(method="all", ig_steps=2, rise_masks=4, perturbation_max_rows=4)
+        small = MapParams(
+            method="all",
+            ig_steps=2,
+            rise_masks=4,
+            perturbation_max_rows=4,
+            localization_heads=((5, 0), (4, 1)),
+        )
         every = _maps(capture, processor, ["effusion"], small, model=model)
     assert "uniform map" not in caplog.text  # asked for, not a last resort: no warning
     # The answer has no prompt term to gate on; the term has one (it is in the question).

@@ -1,23 +1,32 @@
 """The decoder-side map methods against independent oracles: a hand-computed rollout, Chefer's
 rule written again here on a tiny transformer and on the eager model's attentions, decoder
 Grad-CAM from the eager model's hidden states, integrated gradients against captum (with
-completeness), and RISE on a model whose weights read one region only."""
+completeness), RISE on a model whose weights read one region only, relative attention from
+the eager attentions of the processor's own generic prompt, and sinks from the eager hidden
+states."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from maps_helpers import load_tiny, model_inputs_from_capture, prompt_inputs
+from maps_helpers import forced_capture, load_tiny, model_inputs_from_capture, prompt_inputs
 from torch import nn
 
 from cxr_attention.captures import Capture
 from cxr_attention.inference.scoring import yes_no_margin_from_logits, yes_no_tokens
 from cxr_attention.maps.grid import normalise_map
+from cxr_attention.maps.methods.attention import Attention
+from cxr_attention.maps.methods.attention_nosink import AttentionNoSink
 from cxr_attention.maps.methods.base import MapInputs, MapResult, VisionSource
 from cxr_attention.maps.methods.decoder_forward import image_features, run_model, scored_target
 from cxr_attention.maps.methods.decoder_gradcam import DecoderGradCAM
 from cxr_attention.maps.methods.integrated_gradients import integrated_gradients
+from cxr_attention.maps.methods.relative_attention import (
+    GENERIC_PROMPT,
+    RelativeAttention,
+    generic_prompt_ids,
+)
 from cxr_attention.maps.methods.relevancy import Relevancy, relevancy_matrix
 from cxr_attention.maps.methods.rise import Rise, rise_masks, rise_saliency
 from cxr_attention.maps.methods.rollout import Rollout, attention_rollout
@@ -278,3 +287,59 @@ def test_rise_saliency_and_masks_by_hand():
     assert drawn.shape == (50, 16, 16) and drawn.min() >= 0 and drawn.max() <= 1
     np.testing.assert_array_equal(drawn, rise_masks(50, (16, 16), cells=4, keep=0.5, seed=0))
     assert 0.3 < drawn.mean() < 0.7
+
+
+# --- relative attention ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image_first", [True, False])
+def test_generic_prompt_is_the_templates_prompt_for_the_generic_question(tiny, image_first):
+    model, _, processor, _ = tiny
+    asked = prompt_inputs(processor, "Is there a pleural effusion?", image_first=image_first)
+    generic = prompt_inputs(processor, GENERIC_PROMPT, image_first=image_first)
+    ours = generic_prompt_ids(
+        processor.tokenizer, asked["input_ids"][0].numpy(), model.config.image_token_id
+    )
+    np.testing.assert_array_equal(ours, generic["input_ids"][0].numpy())
+
+
+def test_relative_attention_is_the_ratio_of_the_eager_attentions(tiny):
+    model, eager, processor, inputs = tiny
+    sample = _inputs(model, processor, inputs, MapParams(relative_attention_layers=(1, -1)))
+    result = RelativeAttention().attribute(sample, [ANSWER])[0]
+    assert result.layers == "1|5"
+    generic = prompt_inputs(processor, GENERIC_PROMPT)
+    ratios = []
+    with torch.no_grad():
+        for batch in (inputs, generic):
+            out = eager(**batch, output_attentions=True, use_cache=False)
+            image = batch["input_ids"][0] == model.config.image_token_id
+            rows = [out.attentions[i][0, :, -1][:, image].mean(dim=0) for i in (1, 5)]
+            ratios.append(torch.stack(rows).mean(dim=0).numpy().astype(np.float64))
+    question, baseline = ratios
+    oracle = question / np.maximum(baseline, 1e-3 * baseline.mean())
+    np.testing.assert_allclose(result.grid, normalise_map(oracle.reshape(16, 16)), rtol=1e-3)
+
+
+# --- sinks -----------------------------------------------------------------------------------
+
+
+def test_attention_nosink_drops_the_high_norm_tokens_of_the_eager_hidden_states(tiny):
+    model, eager, processor, inputs = tiny
+    arrays = forced_capture(eager, inputs, [300, 301, 302], layers=(3, 5))
+    vision = VisionSource(lambda: (model, inputs["pixel_values"]), tokenizer=processor.tokenizer)
+    sample = MapInputs(Capture.from_arrays(arrays), MapParams(), SampleKey("s"), vision=vision)
+    target = MapTarget("", "answer", generated_positions=(0, 1, 2))
+    plain = Attention().attribute_one(sample, target)
+    (result,) = AttentionNoSink().attribute(sample, [target])
+    with torch.no_grad():
+        hidden = eager(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    image = inputs["input_ids"][0] == model.config.image_token_id
+    sinks = np.zeros(256, bool)
+    for layer in (3, 5):  # hidden_states[layer] enters decoder layer `layer`
+        norms = hidden[layer][0, image].norm(dim=-1).numpy()
+        sinks |= norms > np.percentile(norms, 99)
+    assert 0 < sinks.sum() <= 2 * 3  # the top 1% of 256 tokens at each of two layers
+    expected = np.where(sinks.reshape(16, 16), 0.0, plain.grid)
+    np.testing.assert_allclose(result.grid, expected / expected.sum(), rtol=1e-4, atol=1e-8)
+    assert result.image_mass == pytest.approx(plain.image_mass * expected.sum(), rel=1e-4)

@@ -46,6 +46,8 @@ class MapParams:
     rollout_layers, relevancy_layers : str or tuple of int
         Decoder layers ``rollout`` and ``relevancy`` propagate through: ``"all"``,
         ``"last_global"`` (the last full-attention layer) or indices (negative from the last).
+    relative_attention_layers : str or tuple of int
+        Decoder layers whose attention ``relative_attention`` averages (same forms).
     decoder_gradcam_layer : str or tuple of int
         Decoder layer(s) whose hidden states ``decoder_gradcam`` reads (same forms).
     ig_steps : int
@@ -56,6 +58,9 @@ class MapParams:
         Side of the coarse random grid each RISE mask is upsampled from.
     rise_keep : float
         Probability that a coarse cell is kept (not masked).
+    localization_heads : tuple of (int, int) or None
+        The ``(layer, head)`` pairs ``head_selected`` averages (chosen on a calibration split by
+        :func:`~cxr_attention.maps.methods.head_selected.select_heads`); None: none chosen.
     perturbation_max_rows : int
         Rows per forward pass of ``integrated_gradients`` and ``rise`` (bounds the memory).
     seed : int
@@ -83,12 +88,14 @@ class MapParams:
     activation_layer: int = -1
     rollout_layers: str | tuple[int, ...] = "all"
     relevancy_layers: str | tuple[int, ...] = "all"
+    relative_attention_layers: str | tuple[int, ...] = "all"
     decoder_gradcam_layer: str | tuple[int, ...] = "last_global"
     ig_steps: int = 32
     rise_masks: int = 256
     rise_cells: int = 4
     rise_keep: float = 0.5
     perturbation_max_rows: int = 16
+    localization_heads: tuple[tuple[int, int], ...] | None = None
     seed: int = 0
     reference_compat: bool = False
 
@@ -119,6 +126,8 @@ class MapParams:
             # a method's layer setting: "all", "last_global", one index or a list of them
             if index_list or (key.endswith(("_layers", "_layer")) and isinstance(value, list)):
                 value = tuple(int(v) for v in value)
+            elif key == "localization_heads" and value is not None:
+                value = tuple((int(layer), int(head)) for layer, head in value)
             elif key == "cascade":
                 value = tuple(str(v) for v in value)
             elif key in (

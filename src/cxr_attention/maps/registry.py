@@ -10,11 +10,14 @@ from __future__ import annotations
 from cxr_attention.maps.methods.activation_norm import ActivationNorm
 from cxr_attention.maps.methods.attention import Attention
 from cxr_attention.maps.methods.attention_gated import AttentionGated
+from cxr_attention.maps.methods.attention_nosink import AttentionNoSink
 from cxr_attention.maps.methods.base import MapMethod
 from cxr_attention.maps.methods.decoder_gradcam import DecoderGradCAM
 from cxr_attention.maps.methods.gradcam import GradCAM
+from cxr_attention.maps.methods.head_selected import HeadSelected
 from cxr_attention.maps.methods.integrated_gradients import IntegratedGradients
 from cxr_attention.maps.methods.random import Random
+from cxr_attention.maps.methods.relative_attention import RelativeAttention
 from cxr_attention.maps.methods.relevancy import Relevancy
 from cxr_attention.maps.methods.rise import Rise
 from cxr_attention.maps.methods.rollout import Rollout
@@ -46,6 +49,9 @@ REGISTRY: dict[str, MapMethod] = {
         DecoderGradCAM(),
         IntegratedGradients(),
         Rise(),
+        RelativeAttention(),
+        AttentionNoSink(),
+        HeadSelected(),
     )
 }
 

@@ -135,7 +135,9 @@ def image_features(inputs: MapInputs):
     return inputs.shared["image_features"]
 
 
-def run_model(model, ids: np.ndarray, features, *, logits_to_keep: int, rows: int | None = None):
+def run_model(
+    model, ids: np.ndarray, features, *, logits_to_keep: int, rows: int | None = None, **kwargs
+):
     """The model's outputs for ``rows`` copies of ``ids`` with the image tokens' ``features``.
 
     Parameters
@@ -147,6 +149,8 @@ def run_model(model, ids: np.ndarray, features, *, logits_to_keep: int, rows: in
     logits_to_keep : int
     rows : int, optional
         Default: ``features``' first dimension.
+    **kwargs
+        Passed to the model (``output_hidden_states=True``, say).
     """
     import torch
     from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -162,6 +166,7 @@ def run_model(model, ids: np.ndarray, features, *, logits_to_keep: int, rows: in
         mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)},
         use_cache=False,
         logits_to_keep=logits_to_keep,
+        **kwargs,
     )
 
 
@@ -231,13 +236,18 @@ def recorded_attention(inputs: MapInputs, scored: ScoredTarget, layers, *, gradi
     model, _ = inputs.model_and_pixels()
     indices = decoder_layer_indices(model, layers)
     features = image_features(inputs)
+    previous = model.config._attn_implementation
     enable_hooks(model)
     recorder = AttentionWeights(model, indices, gradients=gradients)
-    with frozen_parameters(model), torch.set_grad_enabled(gradients), recording(recorder):
-        if gradients:  # the attention's graph starts at the image tokens (parameters frozen)
-            features = features.clone().requires_grad_(True)
-        outputs = run_model(model, scored.ids, features, logits_to_keep=scored.logits_to_keep)
-        score = scored.score(outputs.logits) if gradients else None
+    try:
+        with frozen_parameters(model), torch.set_grad_enabled(gradients), recording(recorder):
+            if gradients:  # the attention's graph starts at the image tokens (parameters frozen)
+                features = features.clone().requires_grad_(True)
+            outputs = run_model(model, scored.ids, features, logits_to_keep=scored.logits_to_keep)
+            score = scored.score(outputs.logits) if gradients else None
+    finally:  # the caller's model keeps its attention implementation (eager, say)
+        if previous != model.config._attn_implementation:
+            model.set_attn_implementation(previous)
     return recorder, score, indices
 
 
