@@ -47,7 +47,9 @@ def _answer_ids(processor, text=ANSWER):
 def _maps(capture, processor, terms, params=None, *, model=None):
     vision = None
     if model is not None:
-        vision = VisionSource(lambda: (model, capture["pixel_values"]))
+        vision = VisionSource(
+            lambda: (model, capture["pixel_values"]), tokenizer=processor.tokenizer
+        )
     targets = locate_targets(
         processor.tokenizer, capture["input_ids"], capture["generated_ids"], terms
     )
@@ -65,7 +67,7 @@ def _maps(capture, processor, terms, params=None, *, model=None):
 
 def _fresh(vision):
     """The same loader without the first run's cached model, pixels or error."""
-    return None if vision is None else VisionSource(vision.load)
+    return None if vision is None else VisionSource(vision.load, tokenizer=vision.tokenizer)
 
 
 def _check_map(grid):
@@ -194,7 +196,15 @@ def test_forced_method_and_all_methods(tiny, caplog):
     assert {m for _, m in forced} == {"gradcam"}
     assert forced[("effusion", "gradcam")][0].layers == "vision:0"
     with caplog.at_level(logging.WARNING, logger="cxr_attention.maps.cascade"):
-        every = _maps(capture, processor, ["effusion"], MapParams(method="all"), model=model)
+        # the perturbation methods at small sizes: their own tests check them
+        small = MapParams(
+            method="all",
+            ig_steps=2,
+            rise_masks=4,
+            perturbation_max_rows=4,
+            localization_heads=((5, 0), (4, 1)),
+        )
+        every = _maps(capture, processor, ["effusion"], small, model=model)
     assert "uniform map" not in caplog.text  # asked for, not a last resort: no warning
     # The answer has no prompt term to gate on; the term has one (it is in the question).
     assert {m for t, m in every if t == ""} == set(METHODS) - {"attention_gated"}

@@ -108,7 +108,8 @@ def test_method_all_yields_every_registered_method():
     capture = _capture()
     capture["text_attention"][..., 0] = 0.5  # attention to the term's prompt position
     term = MapTarget("fluid", "generated", generated_positions=(1,), prompt_positions=(0,))
-    maps = compute_sample_maps(capture, [term], SampleKey("s"), MapParams(method="all"))
+    every = MapParams(method="all", localization_heads=((0, 1),))
+    maps = compute_sample_maps(capture, [term], SampleKey("s"), every)
     methods = [record.method for record, _ in maps]
     vision = [m for m in registry.METHODS if registry.REGISTRY[m].needs == "vision"]
     assert methods == [m for m in registry.METHODS if m not in vision]

@@ -43,6 +43,26 @@ class MapParams:
         needs about 18 GB of GPU memory, one about 9 GB (bench/RESULTS.md).
     activation_layer : int
         Vision encoder layer of ``activation_norm`` (``-1``: last).
+    rollout_layers, relevancy_layers : str or tuple of int
+        Decoder layers ``rollout`` and ``relevancy`` propagate through: ``"all"``,
+        ``"last_global"`` (the last full-attention layer) or indices (negative from the last).
+    relative_attention_layers : str or tuple of int
+        Decoder layers whose attention ``relative_attention`` averages (same forms).
+    decoder_gradcam_layer : str or tuple of int
+        Decoder layer(s) whose hidden states ``decoder_gradcam`` reads (same forms).
+    ig_steps : int
+        Integration steps of ``integrated_gradients`` (midpoint rule).
+    rise_masks : int
+        Random masks of ``rise``.
+    rise_cells : int
+        Side of the coarse random grid each RISE mask is upsampled from.
+    rise_keep : float
+        Probability that a coarse cell is kept (not masked).
+    localization_heads : tuple of (int, int) or None
+        The ``(layer, head)`` pairs ``head_selected`` averages (chosen on a calibration split by
+        :func:`~cxr_attention.maps.methods.head_selected.select_heads`); None: none chosen.
+    perturbation_max_rows : int
+        Rows per forward pass of ``integrated_gradients`` and ``rise`` (bounds the memory).
     seed : int
         The run's seed (``config["seed"]``), for methods that draw at random.
     reference_compat : bool
@@ -66,6 +86,16 @@ class MapParams:
     gradcam_layer: int = -1
     gradcam_max_rows: int = 8
     activation_layer: int = -1
+    rollout_layers: str | tuple[int, ...] = "all"
+    relevancy_layers: str | tuple[int, ...] = "all"
+    relative_attention_layers: str | tuple[int, ...] = "all"
+    decoder_gradcam_layer: str | tuple[int, ...] = "last_global"
+    ig_steps: int = 32
+    rise_masks: int = 256
+    rise_cells: int = 4
+    rise_keep: float = 0.5
+    perturbation_max_rows: int = 16
+    localization_heads: tuple[tuple[int, int], ...] | None = None
     seed: int = 0
     reference_compat: bool = False
 
@@ -92,8 +122,12 @@ class MapParams:
                 raise ValueError(
                     f"unknown maps setting {key!r}; known: {', '.join(sorted(ACCEPTED_KEYS))}"
                 )
-            if key in ("layers", "heads") and value is not None:
+            index_list = key in ("layers", "heads") and value is not None
+            # a method's layer setting: "all", "last_global", one index or a list of them
+            if index_list or (key.endswith(("_layers", "_layer")) and isinstance(value, list)):
                 value = tuple(int(v) for v in value)
+            elif key == "localization_heads" and value is not None:
+                value = tuple((int(layer), int(head)) for layer, head in value)
             elif key == "cascade":
                 value = tuple(str(v) for v in value)
             elif key in (
@@ -101,10 +135,14 @@ class MapParams:
                 "gradcam_layer",
                 "gradcam_max_rows",
                 "activation_layer",
+                "ig_steps",
+                "rise_masks",
+                "rise_cells",
+                "perturbation_max_rows",
                 "seed",
             ):
                 value = int(value)  # the config's boolean strip_border means one ring
-            elif key == "min_image_mass":
+            elif key in ("min_image_mass", "rise_keep"):
                 value = float(value)
             if key in _FIELDS:
                 values[key] = value

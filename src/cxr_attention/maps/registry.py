@@ -10,9 +10,17 @@ from __future__ import annotations
 from cxr_attention.maps.methods.activation_norm import ActivationNorm
 from cxr_attention.maps.methods.attention import Attention
 from cxr_attention.maps.methods.attention_gated import AttentionGated
+from cxr_attention.maps.methods.attention_nosink import AttentionNoSink
 from cxr_attention.maps.methods.base import MapMethod
+from cxr_attention.maps.methods.decoder_gradcam import DecoderGradCAM
 from cxr_attention.maps.methods.gradcam import GradCAM
+from cxr_attention.maps.methods.head_selected import HeadSelected
+from cxr_attention.maps.methods.integrated_gradients import IntegratedGradients
 from cxr_attention.maps.methods.random import Random
+from cxr_attention.maps.methods.relative_attention import RelativeAttention
+from cxr_attention.maps.methods.relevancy import Relevancy
+from cxr_attention.maps.methods.rise import Rise
+from cxr_attention.maps.methods.rollout import Rollout
 from cxr_attention.maps.methods.uniform import Uniform
 
 __all__ = [
@@ -36,6 +44,14 @@ REGISTRY: dict[str, MapMethod] = {
         ActivationNorm(),
         Uniform(),
         Random(),
+        Rollout(),
+        Relevancy(),
+        DecoderGradCAM(),
+        IntegratedGradients(),
+        Rise(),
+        RelativeAttention(),
+        AttentionNoSink(),
+        HeadSelected(),
     )
 }
 

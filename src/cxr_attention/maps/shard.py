@@ -87,7 +87,7 @@ def explain_maps(
             raise MapUnavailable("no pixel values available")
         return loaded_model.model, pixel_values
 
-    vision = VisionSource(load_vision)
+    vision = VisionSource(load_vision, tokenizer=tokenizer)
     key = key or SampleKey("explain")
     targets = locate_targets(tokenizer, capture.input_ids, capture.generated_ids, list(terms))
     return compute_sample_maps(
@@ -193,6 +193,7 @@ def run_maps_shard(
         vision = VisionSource(
             _vision_loader(model_holder, processor, capture, image_path, pixels_of),
             encodings=encodings,
+            tokenizer=processor.tokenizer,
         )
         key = SampleKey(row.sample_id, row.dicom_id, row.question_id)
         targets = locate_targets(

@@ -81,6 +81,8 @@ class VisionSource:
     load: Callable[[], tuple[object, object]]
     # Shared by the sources of one job: an image's vision encoding, reused across its samples.
     encodings: VisionEncodings | None = None
+    # The model's tokenizer: the decision margin's yes/no tokens (None: no margin-scored maps).
+    tokenizer: object | None = None
     _loaded: tuple | None = field(default=None, init=False)
     _error: MapUnavailable | None = field(default=None, init=False)
 

@@ -1,0 +1,68 @@
+"""``attention_nosink``: the ``attention`` map without the image's attention-sink tokens.
+
+High-norm tokens soak up attention whatever is asked (attention-sink and register studies:
+Darcet et al. 2024, "Vision transformers need registers"; Sun et al. 2024, "Massive
+activations"). An image token is a sink here when the norm of its hidden state entering one of
+the map's decoder layers is above the 99th percentile of that image's tokens at that layer; the
+hidden states come from one forward of the prompt per sample (image tokens do not see the text
+after them). The map is ``attention``'s with the sinks zeroed, renormalised; ``image_mass`` is
+the image mass left without them. Terms only in the prompt have no ``attention`` map, so none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxr_attention.maps.grid import MapUnavailable
+from cxr_attention.maps.methods.attention import Attention, AttentionSelection
+from cxr_attention.maps.methods.base import MapInputs, MapResult, PerTargetMethod
+from cxr_attention.maps.targets import MapTarget
+
+__all__ = ["SINK_PERCENTILE", "AttentionNoSink", "sink_tokens"]
+
+SINK_PERCENTILE = 99.0
+
+
+def sink_tokens(inputs: MapInputs, layers) -> np.ndarray:
+    """Boolean ``(image tokens,)``: above the 99th percentile of hidden-state norm at any of the
+    decoder ``layers`` (absolute indices); one forward of the prompt per sample."""
+    if "hidden_norms" not in inputs.shared:
+        import torch
+
+        from cxr_attention.maps.methods.decoder_forward import image_features, run_model
+
+        model, _ = inputs.model_and_pixels()
+        ids = np.asarray(inputs.capture.input_ids, dtype=np.int64).reshape(-1)
+        positions = np.asarray(inputs.capture.image_token_positions, dtype=np.int64)
+        with torch.no_grad():
+            out = run_model(
+                model, ids, image_features(inputs), logits_to_keep=1, output_hidden_states=True
+            )
+        inputs.shared["hidden_norms"] = np.stack(
+            [h[0, positions].float().norm(dim=-1).cpu().numpy() for h in out.hidden_states]
+        )
+    norms = inputs.shared["hidden_norms"][list(layers)]
+    return (norms > np.percentile(norms, SINK_PERCENTILE, axis=1, keepdims=True)).any(axis=0)
+
+
+class AttentionNoSink(PerTargetMethod):
+    name = "attention_nosink"
+    label = "attention without sinks"
+    colour = "#88CCEE"
+    description = (
+        "the answer's (or the term's) attention to the image with the high-norm sink tokens removed"
+    )
+    needs = "vision"
+    term_conditioned = True
+
+    def attribute_one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
+        attention = Attention().attribute_one(inputs, target)
+        selection = AttentionSelection(inputs, target)
+        layers = np.asarray(inputs.capture.layers)[selection.layer_index]
+        sinks = sink_tokens(inputs, layers).reshape(np.shape(attention.grid))
+        kept = np.where(sinks, 0.0, np.asarray(attention.grid, dtype=np.float64))
+        if not kept.sum() > 0:
+            raise MapUnavailable("no attention left outside the sink tokens")
+        mass = attention.image_mass * kept.sum() / float(np.sum(attention.grid))
+        notes = dict(attention.notes)
+        return MapResult(kept, mass, attention.layers, attention.heads, notes)
