@@ -122,9 +122,14 @@ def reliance_summary(
             shift.abs(), clusters, n_boot=n_boot, confidence=confidence, seed=seed
         )
         out.append(
-            [condition, kept.n, kept.n_clusters, kept.value, kept.ci_low, kept.ci_high]
-            + [signed.value, signed.ci_low, signed.ci_high]
-            + [absolute.value, absolute.ci_low, absolute.ci_high]
+            [
+                condition,
+                kept.n,
+                kept.n_clusters,
+                *(kept.value, kept.ci_low, kept.ci_high),
+                *(signed.value, signed.ci_low, signed.ci_high),
+                *(absolute.value, absolute.ci_low, absolute.ci_high),
+            ]
         )
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 

@@ -136,8 +136,8 @@ def question_swap_summary(
 
 def _row(method, pair, estimates) -> list:
     rho, ssim = estimates
-    return [method, pair, rho.n, rho.n_clusters, rho.value, rho.ci_low, rho.ci_high] + [
-        ssim.value,
-        ssim.ci_low,
-        ssim.ci_high,
+    return [
+        *(method, pair, rho.n, rho.n_clusters),
+        *(rho.value, rho.ci_low, rho.ci_high),
+        *(ssim.value, ssim.ci_low, ssim.ci_high),
     ]

@@ -58,8 +58,10 @@ def paired_differences(
             seed=seed,
         )
         rows.append(
-            [method, perturbation, curve, estimate.n, estimate.n_clusters]
-            + [group["auc"].mean(), group["random_auc_mean"].mean()]
-            + [estimate.value, estimate.ci_low, estimate.ci_high]
+            [
+                *(method, perturbation, curve, estimate.n, estimate.n_clusters),
+                *(group["auc"].mean(), group["random_auc_mean"].mean()),
+                *(estimate.value, estimate.ci_low, estimate.ci_high),
+            ]
         )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
