@@ -36,6 +36,16 @@ if config["paper"]["activate"]:
     include: "rules/paper.smk"
 
 
+if config["faithfulness"]["activate"]:
+
+    include: "rules/faithfulness.smk"
+
+
+if config["reliance"]["activate"]:
+
+    include: "rules/reliance.smk"
+
+
 rule all:
     default_target: True
     input:

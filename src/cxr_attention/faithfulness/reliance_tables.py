@@ -15,6 +15,7 @@ __all__ = [
     "consistency_reliance_table",
     "reliance_summary",
     "swap_partners",
+    "write_reliance_summaries",
 ]
 
 #: The per-sample table the reliance rule writes (one row per sample and condition).
@@ -182,3 +183,19 @@ def consistency_reliance_table(
                 ]
             )
     return pd.DataFrame(out, columns=FOUR_WAY_COLUMNS)
+
+
+def write_reliance_summaries(
+    reliance_csvs, out_summary, out_four_way, *, n_boot: int, confidence: float, seed: int
+) -> None:
+    """The reliance rule's study tables from every shard's per-sample table."""
+    from cxr_attention.io import read_table, write_csv
+
+    frames = [read_table(path) for path in reliance_csvs]
+    rows = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RELIANCE_COLUMNS)
+    )
+    rows["answer"] = rows["answer"].fillna("")
+    kwargs = {"n_boot": n_boot, "confidence": confidence, "seed": seed}
+    write_csv(reliance_summary(rows, **kwargs), out_summary)
+    write_csv(consistency_reliance_table(rows, **kwargs), out_four_way)
