@@ -41,6 +41,16 @@ if config["grounding"]["activate"]:
     include: "rules/grounding.smk"
 
 
+if config["faithfulness"]["activate"]:
+
+    include: "rules/faithfulness.smk"
+
+
+if config["reliance"]["activate"]:
+
+    include: "rules/reliance.smk"
+
+
 rule all:
     default_target: True
     input:

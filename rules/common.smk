@@ -106,7 +106,18 @@ def get_final_output():
         outputs.append(f"results/{RUN}/paper_comparison.csv")
     if config["grounding"]["activate"]:
         outputs.append(f"results/{RUN}/grounding/summary.csv")
+    outputs += get_faithfulness_pages(None)
     return outputs
+
+
+def get_faithfulness_pages(wildcards):
+    """The faithfulness and reliance pages, when their sections are active."""
+    pages = []
+    if config["faithfulness"]["activate"]:
+        pages.append(f"results/{RUN}/report/tables/faithfulness.html")
+    if config["reliance"]["activate"]:
+        pages.append(f"results/{RUN}/report/tables/reliance.html")
+    return pages
 
 
 def get_reference_compat_tables(wildcards):
@@ -144,4 +155,4 @@ def get_report_inputs(wildcards):
         inputs.append(f"results/{RUN}/report/paper_comparison.html")
     if config["grounding"]["activate"]:
         inputs.append(f"results/{RUN}/report/grounding.html")
-    return inputs
+    return inputs + get_faithfulness_pages(wildcards)

@@ -144,6 +144,19 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="MS-CXR-format boxes CSV: adds box_* grounding columns for rows of this image",
     )
+    explain.add_argument(
+        "--faithfulness",
+        action="store_true",
+        help="also write faithfulness.csv: deletion and insertion areas against random orders",
+    )
+    explain.add_argument(
+        "--reliance",
+        action="store_true",
+        help="also write reliance.csv: the answer with a grey, swapped, lung-occluded or no image",
+    )
+    explain.add_argument(
+        "--swap-image", metavar="PATH", help="with --reliance: the image of the swapped condition"
+    )
     explain.set_defaults(handler=_explain)
 
     summary = _add_parser(
@@ -195,6 +208,14 @@ def _explain(args: argparse.Namespace) -> int:
 
     if not Path(args.image).is_file():
         raise UsageError(f"{args.image}: no such file")
+    swap_image = None
+    if args.swap_image is not None:
+        from cxr_attention.faithfulness.explain_outputs import read_swap_image
+
+        try:
+            swap_image = read_swap_image(args.swap_image, args.max_side)
+        except ValueError as error:
+            raise UsageError(str(error)) from error
     result = explain(
         args.image,
         question=args.question,
@@ -207,6 +228,9 @@ def _explain(args: argparse.Namespace) -> int:
         image_first=args.image_first,
         max_side=args.max_side,
         boxes=args.boxes,
+        faithfulness=args.faithfulness,
+        reliance=args.reliance,
+        swap_image=swap_image,
     )
     if result.failure is not None:
         print(f"failed: {result.failure}; listed in {Path(args.out) / 'failures.csv'}")

@@ -6,7 +6,9 @@ through the same cascade, and the metrics and the overlay are the workflow's.
 
 Files written to ``DIR``: ``answer.json``, ``attention.npz``, ``maps.csv``, ``maps.npz``,
 ``metrics.csv``, ``overlay.png``, the preprocessed image with its masks (``<stem>.png``,
-``<stem>.json``, ``<stem>_body.png``, ``<stem>_lungs.png``) and ``failures.csv``.
+``<stem>.json``, ``<stem>_body.png``, ``<stem>_lungs.png``) and ``failures.csv``; with
+``faithfulness`` also ``faithfulness.csv``, with ``reliance`` ``reliance.csv``
+(`cxr_attention.faithfulness.explain_outputs`).
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ def explain(
     image_first: bool,
     max_side: int,
     boxes: str | os.PathLike | None = None,
+    faithfulness: bool = False,
+    reliance: bool = False,
+    swap_image: np.ndarray | None = None,
 ) -> ExplainResult:
     """Answer ``question`` about ``image_path`` and write the study's outputs for it to ``out_dir``.
 
@@ -206,6 +211,23 @@ def explain(
         metrics = metrics.merge(grounding, on="map_id", how="left")
     write_csv(metrics, out_dir / "metrics.csv")
     _overlay(image, body, lungs, maps, question, answer, out_dir / "overlay.png")
+    if faithfulness or reliance:
+        from cxr_attention.faithfulness import explain_outputs
+
+        if faithfulness:
+            explain_outputs.write_explain_faithfulness(
+                loaded, image, question, maps, out_dir / "faithfulness.csv", image_first=image_first
+            )
+        if reliance:
+            explain_outputs.write_explain_reliance(
+                loaded,
+                image,
+                None if images["mask_flags"] else lungs,
+                question,
+                out_dir / "reliance.csv",
+                image_first=image_first,
+                swap_image=swap_image,
+            )
     return ExplainResult(
         answer=answer,
         p_yes=float(capture.p_yes),

@@ -1,0 +1,219 @@
+"""The workflow's faithfulness and reliance jobs: one inference shard each.
+
+``run_faithfulness_shard``: for a seeded subsample of the shard's answered samples, every
+configured method's answer map (computed here with the maps stage's own code, whatever
+``maps.method`` chose), its deletion / insertion / LeRF curves under each perturbation against
+random orders, and for the first ``randomisation_samples`` the cascading randomisation check.
+``run_reliance_shard``: each sampled question again under every reliance condition.
+A sample whose files are missing or bad is a failures row; the shard goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
+
+__all__ = ["run_faithfulness_shard", "run_reliance_shard", "subsample"]
+
+logger = logging.getLogger(__name__)
+
+_KEYS = ["sample_id", "dicom_id", "subject_id", "question_id"]
+
+
+def subsample(answers: pd.DataFrame, max_samples: int | None, seed: int) -> pd.DataFrame:
+    """At most ``max_samples`` rows, drawn with ``default_rng(seed)``, in ``sample_id`` order."""
+    answers = answers.sort_values("sample_id").reset_index(drop=True)
+    if max_samples is None or len(answers) <= max_samples:
+        return answers
+    picked = np.random.default_rng(seed).choice(len(answers), size=max_samples, replace=False)
+    return answers.iloc[np.sort(picked)].reset_index(drop=True)
+
+
+def _sample_inputs(loaded, capture, pixels):
+    """The processor's inputs of a stored capture: its exact prompt, the image's pixels."""
+    import torch
+
+    input_ids = torch.as_tensor(np.asarray(capture.input_ids), dtype=torch.long)[None]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "token_type_ids": (input_ids == loaded.image_token_id).long(),
+        "pixel_values": pixels,
+    }
+
+
+def run_faithfulness_shard(
+    *,
+    answers_csv,
+    captures_dir,
+    images_csv,
+    model_id: str,
+    out_areas,
+    out_points,
+    out_randomisation,
+    failures_csv,
+    settings: Mapping,
+    maps_params: Mapping,
+    inference: Mapping,
+    seed: int,
+    min_free_gpu_gb: float = 15.0,
+) -> None:
+    """Faithfulness tables of one shard (see the module docstring)."""
+    from cxr_attention.captures import load_capture, locate_capture
+    from cxr_attention.faithfulness.deletion import AREA_COLUMNS, POINT_COLUMNS, sample_curves
+    from cxr_attention.faithfulness.randomisation import (
+        RANDOMISATION_COLUMNS,
+        cascading_randomisation,
+    )
+    from cxr_attention.faithfulness.scoring import DecisionScorer
+    from cxr_attention.faithfulness.settings import faithfulness_settings
+    from cxr_attention.inference.model import load_model
+    from cxr_attention.maps.records import SampleKey
+    from cxr_attention.maps.shard import explain_maps
+    from cxr_attention.preprocessed import PreprocessTable
+
+    options = faithfulness_settings(settings)
+    curve_settings = options.curve_settings(seed)
+    answers = read_table(answers_csv, required=[*_KEYS, "question", "capture"], text=True)
+    answers = subsample(answers, options.max_samples, seed)
+    images = PreprocessTable(images_csv)
+    loaded = load_model(model_id, min_free_gpu_gb=min_free_gpu_gb) if len(answers) else None
+    areas, points, randomisation, failures = [], [], [], []
+    for index, row in enumerate(answers.itertuples(index=False)):
+        try:
+            capture = load_capture(locate_capture(row.capture, captures_dir))
+            image = images[row.dicom_id]
+            pixels = image.model_pixels(loaded.processor)
+            maps = explain_maps(
+                capture,
+                terms=[],
+                loaded_model=loaded,
+                inputs={"pixel_values": pixels},
+                method="all",
+                params=maps_params,
+                key=SampleKey(row.sample_id, row.dicom_id, row.question_id),
+            )
+        except InputError as error:
+            logger.warning("faithfulness: %s", error)
+            failures.append(
+                Failure.from_exception("faithfulness", row.dicom_id, row.capture, error)
+            )
+            continue
+        answer_maps = [
+            (record.map_id, record.method, grid)
+            for record, grid in maps
+            if record.source == "answer" and record.method in options.methods
+        ]
+        if not answer_maps:
+            continue
+        scorer = DecisionScorer(
+            loaded.model,
+            loaded.tokenizer,
+            _sample_inputs(loaded, capture, pixels),
+            batch_size=options.batch_size,
+        )
+        sample_areas, sample_points = sample_curves(scorer, answer_maps, curve_settings)
+        keys = {key: getattr(row, key) for key in _KEYS}
+        areas.append(sample_areas.assign(**keys))
+        points.append(sample_points.assign(sample_id=row.sample_id))
+        if index < options.randomisation_samples:
+            rows = cascading_randomisation(
+                loaded,
+                image.image(),
+                str(row.question),
+                {method: grid for _, method, grid in answer_maps},
+                layers=int(inference["layers"]),
+                max_new_tokens=int(inference["max_new_tokens"]),
+                image_first=bool(inference["image_first"]),
+                maps_params=maps_params,
+                steps=options.cascade_steps,
+                seed=seed,
+            )
+            randomisation.append(pd.DataFrame(rows, columns=RANDOMISATION_COLUMNS).assign(**keys))
+    write_csv(_concat(areas, [*AREA_COLUMNS, *_KEYS]), out_areas)
+    write_csv(_concat(points, [*POINT_COLUMNS, "sample_id"]), out_points)
+    write_csv(_concat(randomisation, [*RANDOMISATION_COLUMNS, *_KEYS]), out_randomisation)
+    write_failures(failures, failures_csv)
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def run_reliance_shard(
+    *,
+    answers_csv,
+    manifest_csv,
+    images_csvs,
+    model_id: str,
+    out_csv,
+    failures_csv,
+    settings: Mapping,
+    image_first: bool,
+    seed: int,
+    min_free_gpu_gb: float = 15.0,
+) -> None:
+    """Each sampled question of the shard under every reliance condition (one row each).
+
+    The swapped image may belong to any shard: ``images_csvs`` lists every shard's preprocess
+    table. The question is asked as the inference stage asked it (its ``prompt`` column holds the
+    rendered chat prompt; the ``question`` column the text that went into it).
+    """
+    from cxr_attention.faithfulness.reliance import reliance_scores
+    from cxr_attention.faithfulness.reliance_tables import RELIANCE_COLUMNS, swap_partners
+    from cxr_attention.faithfulness.settings import reliance_settings
+    from cxr_attention.inference.model import load_model
+    from cxr_attention.preprocessed import PreprocessTable
+
+    options = reliance_settings(settings)
+    answers = read_table(
+        answers_csv,
+        required=[*_KEYS, "question", "finding", "baseline_question_id", "label"],
+        text=True,
+    )
+    answers = subsample(answers, options.max_samples, seed)
+    manifest = read_table(manifest_csv, required=["dicom_id", "subject_id", "view_position"])
+    answers["swap_dicom_id"] = swap_partners(answers, manifest, seed=seed)
+    tables = [PreprocessTable(path) for path in images_csvs]
+
+    def preprocessed(dicom_id: str):
+        for table in tables:
+            if dicom_id in table:
+                return table[dicom_id]
+        raise InputError(f"<{dicom_id}>", "not in any preprocess table", error_type="missing_image")
+
+    loaded = load_model(model_id, min_free_gpu_gb=min_free_gpu_gb) if len(answers) else None
+    rows, failures = [], []
+    for row in answers.itertuples(index=False):
+        try:
+            image = preprocessed(row.dicom_id)
+            lungs = None if image.mask_flags else image.lung_labels()
+            swap = preprocessed(row.swap_dicom_id).image() if row.swap_dicom_id else None
+            scores = reliance_scores(
+                loaded.model,
+                loaded.processor,
+                image.image(),
+                row.question,
+                image_first=image_first,
+                lungs=lungs,
+                swap_image=swap,
+                batch_size=options.batch_size,
+            )
+        except InputError as error:
+            logger.warning("reliance: %s", error)
+            failures.append(
+                Failure.from_exception("reliance", row.dicom_id, str(error.path), error)
+            )
+            continue
+        for score in scores:
+            rows.append({**row._asdict(), **score})
+    table = pd.DataFrame(rows, columns=[*RELIANCE_COLUMNS, "label"])
+    write_csv(table, out_csv)
+    write_failures(failures, failures_csv)

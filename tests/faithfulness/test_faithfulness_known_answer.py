@@ -1,0 +1,122 @@
+"""Known answers: a model whose decision reads one region (set weights, `region_model`), and the
+random demo model, whose maps cannot be faithful beyond chance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from region_model import RegionModel, lesion_image
+
+from cxr_attention.faithfulness.deletion import CurveSettings, sample_curves
+from cxr_attention.faithfulness.reliance import reliance_scores
+from cxr_attention.faithfulness.scoring import DecisionScorer
+from cxr_attention.geometry import grid_to_image
+from cxr_attention.inference.prompting import build_inputs
+from cxr_attention.models.tiny import build_tiny_processor
+
+QUESTION = "Is there a pleural effusion?"
+SETTINGS = CurveSettings(
+    perturbations=("mean", "blur", "road", "token_mean"),
+    steps=(0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+    n_random=5,
+    blur_sigma_cells=1.0,
+    road_noise=0.01,
+    road_side=112,
+    seed=0,
+)
+
+
+@pytest.fixture(scope="module")
+def region_setup():
+    processor = build_tiny_processor()
+    region = np.zeros((16, 16), bool)
+    region[9:13, 3:7] = True  # 16 cells, lower left
+    image = lesion_image(grid_to_image(region.astype(float), (400, 360)) > 0.5)
+    model = RegionModel(processor.tokenizer, region).eval()
+    return processor, region, image, model
+
+
+def test_region_first_deletion_drops_the_margin_faster_than_random_orders(region_setup):
+    processor, region, image, model = region_setup
+    inputs = build_inputs(processor, image, QUESTION, image_first=False)
+    scorer = DecisionScorer(model, processor.tokenizer, inputs, batch_size=16)
+    assert scorer.original() > 0  # the bright region answers "yes"
+    oracle_map = region.astype(float) + 0.01 * np.random.default_rng(0).random((16, 16))
+    areas, points = sample_curves(scorer, [("oracle", "oracle", oracle_map)], SETTINGS)
+    for perturbation, rows in areas.groupby("perturbation"):
+        by_curve = rows.set_index("curve")
+        random = points[
+            (points["method"] == "random_order") & (points["perturbation"] == perturbation)
+        ]
+        random_deletion = random[random["curve"] == "deletion"]
+        worst_random = random_deletion.groupby("map_id")["margin"].sum().min()
+        oracle_deletion = points[
+            (points["map_id"] == "oracle")
+            & (points["perturbation"] == perturbation)
+            & (points["curve"] == "deletion")
+        ]["margin"].sum()
+        assert oracle_deletion < worst_random, perturbation
+        deletion, insertion = by_curve.loc["deletion"], by_curve.loc["insertion"]
+        assert deletion["auc"] < deletion["random_auc_mean"] - 3 * deletion["random_auc_sd"]
+        assert insertion["auc"] > insertion["random_auc_mean"] + 3 * insertion["random_auc_sd"]
+        assert deletion["road_combined"] > deletion["random_road_combined_mean"]
+
+
+def test_blank_image_is_answered_as_the_model_is_built_to(region_setup):
+    processor, region, image, model = region_setup
+    lungs = (grid_to_image(region.astype(float), image.shape) > 0.5).astype(np.uint8)
+    rows = {
+        row["condition"]: row
+        for row in reliance_scores(
+            model, processor, image, QUESTION, image_first=False, lungs=lungs, swap_image=None
+        )
+    }
+    assert rows["original"]["answer"] == "yes"
+    assert rows["blank"]["answer"] == "no"  # mid-grey region: below the threshold by design
+    assert rows["occluded"]["answer"] == "no"  # the region covered by the "lungs"
+    assert rows["text_only"]["answer"] == "no"
+    assert rows["swapped"]["answer"] == "" and np.isnan(rows["swapped"]["p_yes"])
+    # p_yes is the margin's sigmoid.
+    assert rows["original"]["p_yes"] == pytest.approx(1 / (1 + np.exp(-rows["original"]["margin"])))
+
+
+# Hook for the trained known-answer model (the planted-findings issue): once its weights are
+# committed, point CXR_ATTENTION_KNOWN_ANSWER_MODEL at the folder and this runs Grad-CAM's order.
+TRAINED_KNOWN_ANSWER_MODEL = os.environ.get("CXR_ATTENTION_KNOWN_ANSWER_MODEL", "")
+
+
+@pytest.mark.skipif(
+    not Path(TRAINED_KNOWN_ANSWER_MODEL, "config.json").is_file(),
+    reason="the trained known-answer model is not available (CXR_ATTENTION_KNOWN_ANSWER_MODEL)",
+)
+def test_trained_known_answer_model_gradcam_deletion_beats_random(tmp_path):
+    import cv2
+
+    from cxr_attention.explain import explain
+    from cxr_attention.known_answer.model import QUESTIONS
+    from cxr_attention.known_answer.plant import plant_lesion
+    from cxr_attention.known_answer.train import demo_films, load_films
+
+    film = load_films(demo_films()[1][:1])[0]
+    planted, _ = plant_lesion(film.image, seed=0, lungs=film.lungs)
+    image_path = tmp_path / "planted.png"
+    cv2.imwrite(str(image_path), planted)
+    explain(
+        image_path,
+        question=QUESTIONS["any"],
+        model_id=TRAINED_KNOWN_ANSWER_MODEL,
+        out_dir=tmp_path / "out",
+        layers=1,
+        method="gradcam",
+        max_new_tokens=4,
+        image_first=False,
+        max_side=1024,
+        faithfulness=True,
+    )
+    table = pd.read_csv(tmp_path / "out" / "faithfulness.csv")
+    deletion = table[(table["method"] == "gradcam") & (table["curve"] == "deletion")]
+    assert len(deletion) and (deletion["auc"] < deletion["random_auc_mean"]).all()
