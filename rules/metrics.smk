@@ -56,6 +56,12 @@ rule study_statistics:
         js_divergence="results/{run}/metrics/js_divergence.csv",
         correct_vs_incorrect="results/{run}/metrics/correct_vs_incorrect.csv",
         paired_tests="results/{run}/metrics/paired_tests.csv",
+        quality_by_method="results/{run}/metrics/map_quality_by_method.csv",
+        js_by_method="results/{run}/metrics/js_by_method.csv",
+        js_null="results/{run}/metrics/js_null.csv",
+        entropy_null="results/{run}/metrics/entropy_null.csv",
+        fallbacks="results/{run}/metrics/fallbacks.csv",
+        label_policy="results/{run}/metrics/label_policy.csv",
     log:
         "logs/{run}/study_statistics.log",
     conda:
@@ -63,6 +69,7 @@ rule study_statistics:
     params:
         settings=section("metrics"),
         seed=config["seed"],
+        label_policy=[config["questions"]["uncertain"], config["questions"]["blank"]],
     script:
         "../scripts/study_statistics.py"
 

@@ -11,5 +11,9 @@ with job_logging(snakemake.log[0]):
         maps_csv=snakemake.input.maps,
         maps_npz=snakemake.input.arrays,
         out_dir=Path(snakemake.output.summary).parent,
-        params={**snakemake.params.settings, "seed": snakemake.params.seed},
+        params={
+            **snakemake.params.settings,
+            "seed": snakemake.params.seed,
+            "label_policy": snakemake.params.label_policy,
+        },
     )

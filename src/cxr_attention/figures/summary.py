@@ -35,6 +35,12 @@ from cxr_attention.metrics.catalogue import (
     LEFT_RIGHT,
 )
 from cxr_attention.metrics.pairwise import JS_BANDS
+from cxr_attention.metrics.selection import (
+    HEADLINE_METHOD,
+    HEADLINE_ROWS,
+    PREFERRED_SOURCE,
+    headline_maps,
+)
 
 __all__ = [
     "DISTRIBUTION_METRICS",
@@ -242,7 +248,7 @@ def plot_js_histogram(
         ax.set_xlabel("Jensen-Shannon divergence between the two maps (base 2, 0 = identical)")
         ax.set_ylabel("image-term pairs")
         n_pairs = int(sum(len(s) for s in stacks))
-        ax.set_title(title or f"Map change between prompt strategies ({n_pairs} pairs)", pad=16)
+        ax.set_title(title or f"Attention answer-map change vs baseline ({n_pairs} pairs)", pad=16)
         return save_figure(figure, out_path, dpi=dpi)
 
 
@@ -354,9 +360,13 @@ def write_summary_figures(
     maps = with_question_parts(read_table(maps_csv))
     if maps.empty:
         maps = pd.DataFrame(columns=["strategy", "finding", "method", *DISTRIBUTION_METRICS])
+    # The distributions are of the headline maps (one method, one row choice): never pooled.
+    headline = (
+        headline_maps(maps) if {"map_id", "sample_id", "term", "source"} <= set(maps) else maps
+    )
     ci_label = f"{100 * confidence:g}% CI, bootstrap over patients"
     written = [
-        plot_metric_distributions(maps, by=by, out_path=out_dir / f"metrics_by_{by}.png")
+        plot_metric_distributions(headline, by=by, out_path=out_dir / f"metrics_by_{by}.png")
         for by in ("strategy", "finding")
     ]
     for name, path in (
@@ -370,6 +380,13 @@ def write_summary_figures(
     js = read_table(js_divergence_csv)
     if js.empty:
         js = pd.DataFrame(columns=["js_divergence", "strategy_b"])
+    if {"method", "source"} <= set(js.columns):
+        rows = js["rows"].fillna("").astype(str) if "rows" in js else pd.Series("", js.index)
+        js = js[
+            (js["method"] == HEADLINE_METHOD)
+            & (js["source"] == PREFERRED_SOURCE)
+            & rows.isin(["", HEADLINE_ROWS])
+        ]
     written.append(plot_js_histogram(js, out_path=out_dir / "js_histogram.png"))
     written.append(plot_method_usage(maps, out_path=out_dir / "method_usage.png"))
     return written
