@@ -36,6 +36,11 @@ if config["paper"]["activate"]:
     include: "rules/paper.smk"
 
 
+if config["known_answer"]["activate"]:
+
+    include: "rules/known_answer.smk"
+
+
 rule all:
     default_target: True
     input:

@@ -77,9 +77,9 @@ def get_selection_table(wildcards):
 
 
 def get_question_source(wildcards):
-    if config["questions"]["source"] == "vqa_table":
-        return config["questions"]["vqa_table"]
-    return config["questions"]["bank"]
+    source = config["questions"]["source"]
+    files = [config["questions"]["bank"]] if source != "vqa_table" else []
+    return files + ([config["questions"]["vqa_table"]] if "vqa_table" in source else [])
 
 
 def get_model_folder(wildcards):
