@@ -138,4 +138,13 @@ def get_report_inputs(wildcards):
     ]
     if config["paper"]["activate"]:
         inputs.append(f"results/{RUN}/report/paper_comparison.html")
+    if config["known_answer"]["activate"]:
+        inputs.append(f"results/{RUN}/figures/known_answer")
     return inputs
+
+
+def get_known_answer_section(wildcards):
+    """The known-answer table for the summary page, when lesions were planted."""
+    if config["known_answer"]["activate"]:
+        return [f"results/{RUN}/known_answer/section.html"]
+    return []

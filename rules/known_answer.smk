@@ -31,3 +31,35 @@ rule known_answer_data:
         seed=config["known_answer"]["seed"],
     script:
         "../scripts/known_answer_data.py"
+
+
+rule known_answer_report:
+    input:
+        answers="results/{run}/metrics/answers.csv",
+        maps="results/{run}/metrics/maps.csv",
+        arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
+        preprocess=shard_outputs("results/{run}/preprocess/shard-{shard}.csv"),
+        boxes=f"{KNOWN_ANSWER_DATA}/boxes.csv",
+        plantings=f"{KNOWN_ANSWER_DATA}/plantings.csv",
+        code=code("known_answer_report"),
+    output:
+        answers="results/{run}/known_answer/answers.csv",
+        maps="results/{run}/known_answer/maps.csv",
+        summary="results/{run}/known_answer/summary.csv",
+        section="results/{run}/known_answer/section.html",
+        figures=report(
+            directory("results/{run}/figures/known_answer"),
+            patterns=["{name}.png"],
+            caption="../report/known_answer.rst",
+            category="Known answer",
+            labels={"figure": "{name}"},
+        ),
+    log:
+        "logs/{run}/known_answer_report.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        statistics=section("metrics"),
+        seed=config["seed"],
+    script:
+        "../scripts/known_answer_report.py"
