@@ -168,12 +168,14 @@ def summarise(
     """
     rows = []
     for films, held_out_only in (("held out", True), ("all", False)):
-        answers = answer_rows[answer_rows["held_out"]] if held_out_only else answer_rows
+        answers = (
+            answer_rows[answer_rows["held_out"].astype(bool)] if held_out_only else answer_rows
+        )
         for kind in ("any", "side"):
             for planted in (True, False):
                 chosen = answers[
                     (answers["asks"] == kind if kind == "any" else answers["asks"] != "any")
-                    & (answers["planted"] == planted)
+                    & (answers["planted"].astype(bool) == planted)
                 ]
                 label = f"{kind} question, {'planted' if planted else 'clean'} films"
                 rows.append(
@@ -189,7 +191,7 @@ def summarise(
                         seed,
                     )
                 )
-        maps = map_rows[map_rows["held_out"]] if held_out_only else map_rows
+        maps = map_rows[map_rows["held_out"].astype(bool)] if held_out_only else map_rows
         maps = maps[maps["source"] == "answer"]
         for method in methods:
             of_method = maps[maps["method"] == method]
