@@ -51,6 +51,11 @@ if config["reliance"]["activate"]:
     include: "rules/reliance.smk"
 
 
+if config["known_answer"]["activate"]:
+
+    include: "rules/known_answer.smk"
+
+
 rule all:
     default_target: True
     input:

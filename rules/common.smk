@@ -79,9 +79,9 @@ def get_selection_table(wildcards):
 
 
 def get_question_source(wildcards):
-    if config["questions"]["source"] == "vqa_table":
-        return config["questions"]["vqa_table"]
-    return config["questions"]["bank"]
+    source = config["questions"]["source"]
+    files = [config["questions"]["bank"]] if source != "vqa_table" else []
+    return files + ([config["questions"]["vqa_table"]] if "vqa_table" in source else [])
 
 
 def get_model_folder(wildcards):
@@ -155,4 +155,13 @@ def get_report_inputs(wildcards):
         inputs.append(f"results/{RUN}/report/paper_comparison.html")
     if config["grounding"]["activate"]:
         inputs.append(f"results/{RUN}/report/grounding.html")
+    if config["known_answer"]["activate"]:
+        inputs.append(f"results/{RUN}/figures/known_answer")
     return inputs + get_faithfulness_pages(wildcards)
+
+
+def get_known_answer_section(wildcards):
+    """The known-answer table for the summary page, when lesions were planted."""
+    if config["known_answer"]["activate"]:
+        return [f"results/{RUN}/known_answer/section.html"]
+    return []

@@ -11,6 +11,7 @@ rule run_summary:
         maps="results/{run}/metrics/maps.csv",
         failures="results/{run}/failures.csv",
         summary="results/{run}/metrics/summary.json",
+        known_answer=get_known_answer_section,
         code=code("run_summary"),
     output:
         report(

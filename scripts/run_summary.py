@@ -1,5 +1,7 @@
 """The one-page summary of the run: config, model, data version, counts, failures, targets."""
 
+from pathlib import Path
+
 from cxr_attention.report.summary import write_run_summary
 from cxr_attention.settings import config_differences, run_provenance
 from cxr_attention.workflow import job_logging
@@ -21,4 +23,6 @@ with job_logging(snakemake.log[0]):
         preprocess_csvs=snakemake.input.preprocess,
         changed_settings=changed_settings,
         provenance=provenance,
+        # The known-answer table, when lesions were planted (rules/known_answer.smk).
+        first_section="".join(Path(path).read_text() for path in snakemake.input.known_answer),
     )

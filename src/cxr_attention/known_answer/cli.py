@@ -12,8 +12,10 @@ def add_subcommands(subparsers) -> None:
     plant = subparsers.add_parser(
         "plant",
         help="insert a synthetic nodule into radiographs, inside a lung found by the lung mask",
-        description="Writes DIR/<stem>.png (same size as the input) and DIR/boxes.csv (MS-CXR's "
-        "columns: dicom_id, category_name, label_text, x, y, w, h, image_width, image_height).",
+        description="Writes DIR/<stem>.png (same size as the input), DIR/boxes.csv (MS-CXR's "
+        "columns: dicom_id, category_name, label_text, x, y, w, h, image_width, image_height) "
+        "and DIR/failures.csv (an image that cannot be read or whose lung has no room; the "
+        "command then exits 1 after writing the others).",
     )
     plant.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, JPEG or PNG")
     plant.add_argument("--out", required=True, metavar="DIR")
@@ -35,11 +37,17 @@ def add_subcommands(subparsers) -> None:
 
 
 def _plant(args: argparse.Namespace) -> int:
+    from cxr_attention.cli import EXIT_OK, EXIT_SOME_FAILED
     from cxr_attention.known_answer.plant import plant
 
-    boxes = plant(args.images, args.out, side=args.side, seed=args.seed)
-    print(f"{len(boxes)} planted image(s) and boxes.csv in {args.out}")
-    return 0
+    boxes, failures = plant(args.images, args.out, side=args.side, seed=args.seed)
+    print(
+        f"{len(boxes) + len(failures)} images: {len(boxes)} planted, {len(failures)} failed; "
+        f"in {args.out}: <stem>.png, boxes.csv, failures.csv"
+    )
+    for failure in failures:
+        print(f"failed: {failure.path}: {failure.message}")
+    return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_png
+
 __all__ = [
     "BOX_COLUMNS",
     "LESION_CATEGORY",
@@ -234,11 +236,13 @@ def plant(
     *,
     radius: float = DEFAULT_RADIUS,
     contrast: float = DEFAULT_CONTRAST,
-) -> pd.DataFrame:
-    """Plant one lesion into each image; write ``<stem>.png`` and ``boxes.csv`` to ``out_dir``.
+) -> tuple[pd.DataFrame, list[Failure]]:
+    """Plant one lesion into each image; write ``<stem>.png``, ``boxes.csv`` and ``failures.csv``.
 
     Each image gets the seed ``seed + its index``, so a film's lesion does not depend on the other
-    films but two films never share one by accident.
+    films but two films never share one by accident. An image that cannot be read, or whose lung
+    has no room for the lesion, gets a failures row (file and reason) and the others are written,
+    as the preprocess stage does.
 
     Parameters
     ----------
@@ -254,36 +258,46 @@ def plant(
 
     Returns
     -------
-    pandas.DataFrame
+    boxes : pandas.DataFrame
         The boxes written (MS-CXR columns `BOX_COLUMNS`, ``dicom_id`` the input's stem).
-
-    Raises
-    ------
-    cxr_attention.io.InputError
-        An image cannot be read, or its lung has no room for the lesion (naming the file).
+    failures : list of cxr_attention.io.Failure
+        One per image left out (stage ``plant``), also written to ``failures.csv`` (header only
+        when none failed).
     """
-    from cxr_attention.io import InputError, write_csv, write_png
-    from cxr_attention.preprocess.decode import decode_image
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = [Path(path).stem for path in images]
     if len(set(stems)) != len(stems):
         raise ValueError(f"two input images share a stem: {stems}")
-    rows = []
+    rows, failures = [], []
     for index, path in enumerate(images):
-        image, _ = decode_image(path)
         try:
-            planted, lesion = plant_lesion(
-                image, side=side, seed=seed + index, radius=radius, contrast=contrast
-            )
-        except ValueError as error:
-            raise InputError(path, str(error), error_type="bad_input") from error
+            planted, lesion, shape = _plant_file(path, side, seed + index, radius, contrast)
+        except InputError as error:
+            failures.append(Failure.from_exception("plant", Path(path).stem, str(path), error))
+            continue
         write_png(planted, out_dir / f"{Path(path).stem}.png")
-        rows.append(box_row(Path(path).stem, lesion, image.shape))
+        rows.append(box_row(Path(path).stem, lesion, shape))
     boxes = pd.DataFrame(rows, columns=BOX_COLUMNS)
     write_csv(boxes, out_dir / "boxes.csv")
-    return boxes
+    write_failures(failures, out_dir / "failures.csv")
+    return boxes, failures
+
+
+def _plant_file(
+    path: str | os.PathLike, side: str | None, seed: int, radius: float, contrast: float
+) -> tuple[np.ndarray, PlantedLesion, tuple[int, int]]:
+    """Read one film and plant its lesion; `InputError` names the file and the reason."""
+    from cxr_attention.preprocess.decode import decode_image
+
+    image, _ = decode_image(path)
+    try:
+        planted, lesion = plant_lesion(
+            image, side=side, seed=seed, radius=radius, contrast=contrast
+        )
+    except ValueError as error:
+        raise InputError(path, str(error), error_type="no_room") from error
+    return planted, lesion, image.shape
 
 
 def lesion_record(lesion: PlantedLesion) -> dict:

@@ -18,16 +18,24 @@ def study_question_table(settings: dict[str, Any]) -> pd.DataFrame:
     """The question table a study asks, from its ``questions`` config section.
 
     ``source: bank`` asks the bank's questions about the configured findings and strategies;
-    ``source: vqa_table`` reads the user's VQA table (findings inferred from the bank).
+    ``source: vqa_table`` reads the user's VQA table (findings inferred from the bank);
+    ``source: bank_and_vqa_table`` asks both (the bank's rows first).
     """
     bank = load_question_bank(settings["bank"])
-    if settings["source"] == "vqa_table":
+    tables = []
+    if settings["source"] in ("bank", "bank_and_vqa_table"):
+        tables.append(
+            build_question_table(
+                bank, findings=settings.get("findings"), strategies=settings["strategies"]
+            )
+        )
+    if settings["source"] in ("vqa_table", "bank_and_vqa_table"):
         if not settings.get("vqa_table"):
-            raise ConfigError("questions.vqa_table: source is vqa_table but no table is given")
-        return read_vqa_table(settings["vqa_table"], bank)
-    return build_question_table(
-        bank, findings=settings.get("findings"), strategies=settings["strategies"]
-    )
+            raise ConfigError(
+                f"questions.vqa_table: source is {settings['source']} but no table is given"
+            )
+        tables.append(read_vqa_table(settings["vqa_table"], bank))
+    return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
 
 
 def write_question_table(*, settings: dict[str, Any], out_csv: str | os.PathLike) -> None:

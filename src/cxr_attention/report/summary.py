@@ -165,6 +165,7 @@ def render_run_summary(summary: Mapping[str, Any]) -> str:
     parts = []
     for warning in summary["warnings"]:
         parts.append(f'<p class="warning"><strong>Warning:</strong> {html.escape(warning)}</p>\n')
+    parts.append(summary.get("first_section", ""))  # e.g. the known-answer table
     parts.append("<h2>Quality targets</h2>\n")
     source = summary.get("quality_source") or "all"
     parts.append(
@@ -294,6 +295,7 @@ def write_run_summary(
     changed_settings: Mapping[str, Any],
     provenance: Mapping[str, Any],
     fingerprint_paths: Sequence[str | os.PathLike] = (),
+    first_section: str = "",
 ) -> Path:
     """Read a run's tables and write its summary page (atomically).
 
@@ -314,6 +316,8 @@ def write_run_summary(
         See :func:`summarise_run`.
     fingerprint_paths : sequence of path-like
         Inputs identifying the data version; default the manifest and the questions table.
+    first_section : str
+        An HTML fragment shown before any other number (the known-answer table).
 
     Returns
     -------
@@ -343,6 +347,7 @@ def write_run_summary(
         data_version=[fingerprint(p) for p in paths],
         **tables,
     )
+    summary["first_section"] = first_section
     out_html = Path(out_html)
     with atomic_path(out_html, ".html") as tmp:
         tmp.write_text(render_run_summary(summary), encoding="utf-8")

@@ -1,0 +1,65 @@
+# The known-answer benchmark (docs/known_answer.md): lesions planted into known_answer.source's
+# frontal films, written as a MIMIC-CXR-JPG download that data.root can point at; the report's
+# known-answer table from the metrics.
+KNOWN_ANSWER_DATA = "resources/known-answer-data"
+
+
+rule known_answer_data:
+    input:
+        tables=expand(
+            "{source}/mimic-cxr-2.0.0-{table}.csv.gz",
+            source=config["known_answer"]["source"],
+            table=["metadata", "split", "chexpert", "negbio"],
+        ),
+        code=code("known_answer_data"),
+    output:
+        tables=expand(
+            f"{KNOWN_ANSWER_DATA}/mimic-cxr-jpg/mimic-cxr-2.0.0-{{table}}.csv.gz",
+            table=["metadata", "split", "chexpert", "negbio"],
+        ),
+        files=directory(f"{KNOWN_ANSWER_DATA}/mimic-cxr-jpg/files"),
+        boxes=f"{KNOWN_ANSWER_DATA}/boxes.csv",
+        questions=f"{KNOWN_ANSWER_DATA}/nodule_questions.csv",
+        plantings=f"{KNOWN_ANSWER_DATA}/plantings.csv",
+        failures=f"{KNOWN_ANSWER_DATA}/failures.csv",
+    log:
+        "logs/known_answer_data.log",
+    conda:
+        "../envs/imaging.yaml"
+    params:
+        source=config["known_answer"]["source"],
+        seed=config["known_answer"]["seed"],
+    script:
+        "../scripts/known_answer_data.py"
+
+
+rule known_answer_report:
+    input:
+        answers="results/{run}/metrics/answers.csv",
+        maps="results/{run}/metrics/maps.csv",
+        arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
+        preprocess=shard_outputs("results/{run}/preprocess/shard-{shard}.csv"),
+        boxes=f"{KNOWN_ANSWER_DATA}/boxes.csv",
+        plantings=f"{KNOWN_ANSWER_DATA}/plantings.csv",
+        code=code("known_answer_report"),
+    output:
+        answers="results/{run}/known_answer/answers.csv",
+        maps="results/{run}/known_answer/maps.csv",
+        summary="results/{run}/known_answer/summary.csv",
+        section="results/{run}/known_answer/section.html",
+        figures=report(
+            directory("results/{run}/figures/known_answer"),
+            patterns=["{name}.png"],
+            caption="../report/known_answer.rst",
+            category="Known answer",
+            labels={"figure": "{name}"},
+        ),
+    log:
+        "logs/{run}/known_answer_report.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        statistics=section("metrics"),
+        seed=config["seed"],
+    script:
+        "../scripts/known_answer_report.py"
