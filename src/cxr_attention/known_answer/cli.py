@@ -24,7 +24,8 @@ def add_subcommands(subparsers) -> None:
     train = subparsers.add_parser(
         "train-known-answer-model",
         help="train the tiny Gemma 3 that answers nodule questions from planted films (CPU)",
-        description="Trains on the given films (default: the demo's training films) and saves "
+        description="Trains on the given films (default: the demo's training films and the shared "
+        "real films, less near-copies of the held-out ones) and saves "
         "the model like MedGemma (AutoProcessor / AutoModelForImageTextToText from DIR).",
     )
     train.add_argument("out", metavar="DIR")
@@ -45,11 +46,11 @@ def _plant(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from cxr_attention.known_answer.train import (
         TRAINING_STEPS,
-        demo_films,
         train_known_answer_model,
+        training_films,
     )
 
-    films = args.films if args.films else demo_films()[0]
+    films = args.films if args.films else training_films()
     steps = args.steps if args.steps is not None else TRAINING_STEPS
     print(train_known_answer_model(args.out, films=films, seed=args.seed, steps=steps))
     return 0
