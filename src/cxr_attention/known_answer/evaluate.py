@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cxr_attention.known_answer.model import QUESTIONS
-from cxr_attention.known_answer.plant import DEFAULT_CONTRAST, DEFAULT_RADIUS, plant_lesion
+from cxr_attention.known_answer.model import LESION_CONTRAST, QUESTIONS
+from cxr_attention.known_answer.plant import DEFAULT_RADIUS, plant_lesion
 
 __all__ = ["box_cells", "evaluate_known_answer_model", "margin_gradcam"]
 
@@ -75,7 +75,7 @@ def evaluate_known_answer_model(
     seed: int = 0,
     plants_per_side: int = 1,
     radius: float = DEFAULT_RADIUS,
-    contrast: float = DEFAULT_CONTRAST,
+    contrast: float = LESION_CONTRAST,
     gradcam: bool = True,
 ) -> dict[str, float]:
     """Accuracy of the first answer token and Grad-CAM pointing on clean and planted films.

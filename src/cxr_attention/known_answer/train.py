@@ -30,8 +30,13 @@ import torch
 
 from cxr_attention.known_answer.dense import projected_features, token_targets
 from cxr_attention.known_answer.films import Film, load_films, planted, training_films
-from cxr_attention.known_answer.model import IMAGE_SIZE, QUESTIONS, build_untrained_model
-from cxr_attention.known_answer.plant import DEFAULT_CONTRAST, DEFAULT_RADIUS
+from cxr_attention.known_answer.model import (
+    IMAGE_SIZE,
+    LESION_CONTRAST,
+    QUESTIONS,
+    build_untrained_model,
+)
+from cxr_attention.known_answer.plant import DEFAULT_RADIUS
 from cxr_attention.known_answer.wiring import Channel, freeze_wiring, set_wiring
 
 __all__ = [
@@ -189,7 +194,7 @@ def training_losses(
     films_per_step: int = 2,
     learning_rate: float = 3e-3,
     radius: float = DEFAULT_RADIUS,
-    contrast: float = DEFAULT_CONTRAST,
+    contrast: float = LESION_CONTRAST,
     progress: Callable[[int, float], None] | None = None,
 ):
     """Train a fresh model; return it, its processor and the loss of every step.
@@ -322,6 +327,7 @@ def train_known_answer_model(
             "seed": seed,
             "steps": steps,
             "detector_steps": detector_steps,
+            "contrast": LESION_CONTRAST,
             "films": [film.name for film in loaded],
             "losses": losses,
         },
