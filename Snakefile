@@ -29,6 +29,7 @@ include: "rules/maps.smk"
 include: "rules/metrics.smk"
 include: "rules/figures.smk"
 include: "rules/report.smk"
+include: "rules/known_answer_model.smk"
 
 
 if config["paper"]["activate"]:

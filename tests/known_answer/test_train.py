@@ -8,23 +8,29 @@ import numpy as np
 import pytest
 
 from cxr_attention.known_answer import train
+from cxr_attention.known_answer.films import load_films
 
 FILMS = ["nih_00000001_000.png", "mhh_2168a917.png"]
 
 
 @pytest.fixture(scope="module")
 def films(real_cxr: Path):
-    loaded = train.load_films([real_cxr / "images" / name for name in FILMS])
+    loaded = load_films([real_cxr / "images" / name for name in FILMS])
     assert [film.name for film in loaded] == [Path(name).stem for name in FILMS]
     return loaded
 
 
 def test_first_steps_losses_reproduce_exactly(films):
-    runs = [train.training_losses(films, seed=4, steps=2, films_per_step=1)[2] for _ in range(2)]
+    # Two detector steps, then two answer steps (both phases, and the switch between them).
+    runs = [
+        train.training_losses(films, seed=4, steps=2, detector_steps=2, films_per_step=1)[2]
+        for _ in range(2)
+    ]
+    assert len(runs[0]) == 4
     assert runs[0] == runs[1]
     assert all(np.isfinite(runs[0]))
     # The seed matters: another seed draws other weights and lesions.
-    other = train.training_losses(films, seed=5, steps=1, films_per_step=1)[2]
+    other = train.training_losses(films, seed=5, steps=0, detector_steps=1, films_per_step=1)[2]
     assert other[0] != runs[0][0]
 
 
@@ -37,7 +43,7 @@ def test_trained_model_saves_and_reloads_with_the_auto_classes(tmp_path: Path, r
         films=[real_cxr / "images" / FILMS[0]],
         seed=1,
         steps=1,
-        films_per_step=1,
+        detector_steps=1,
     )
     processor = AutoProcessor.from_pretrained(out)
     model = AutoModelForImageTextToText.from_pretrained(out).eval()

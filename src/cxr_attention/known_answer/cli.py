@@ -26,13 +26,15 @@ def add_subcommands(subparsers) -> None:
     train = subparsers.add_parser(
         "train-known-answer-model",
         help="train the tiny Gemma 3 that answers nodule questions from planted films (CPU)",
-        description="Trains on the given films (default: the demo's training films) and saves "
+        description="Trains on the given films (default: the demo's training films and the shared "
+        "real films, less near-copies of the held-out ones) and saves "
         "the model like MedGemma (AutoProcessor / AutoModelForImageTextToText from DIR).",
     )
     train.add_argument("out", metavar="DIR")
     train.add_argument("--films", nargs="+", metavar="IMAGE", help="training radiographs")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--steps", type=int, default=None, help="training steps")
+    train.add_argument("--steps", type=int, default=None, help="answer-training steps")
+    train.add_argument("--detector-steps", type=int, default=None, help="detector steps")
     train.set_defaults(handler=_train)
 
 
@@ -51,13 +53,23 @@ def _plant(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from cxr_attention.known_answer.films import training_films
     from cxr_attention.known_answer.train import (
+        DETECTOR_STEPS,
         TRAINING_STEPS,
-        demo_films,
         train_known_answer_model,
     )
 
-    films = args.films if args.films else demo_films()[0]
-    steps = args.steps if args.steps is not None else TRAINING_STEPS
-    print(train_known_answer_model(args.out, films=films, seed=args.seed, steps=steps))
+    torch.set_num_threads(1)  # on 2 shared cores, 2 threads ran up to 100x slower (spin-waits)
+    films = args.films if args.films else training_films()
+    out = train_known_answer_model(
+        args.out,
+        films=films,
+        seed=args.seed,
+        steps=args.steps if args.steps is not None else TRAINING_STEPS,
+        detector_steps=args.detector_steps if args.detector_steps is not None else DETECTOR_STEPS,
+    )
+    print(out)
     return 0
