@@ -117,3 +117,35 @@ def test_scores_and_summary_by_hand(study):
     assert everything.loc[("maps", "uniform", "pointing_game")] == 0.0
     assert everything.loc[("maps", "attention", "lift")] == pytest.approx(256 / 6)
     assert everything.loc[("maps", "attention", "correct_side_mass")] == pytest.approx(0.8)
+
+
+def test_the_rule_writes_the_table_its_section_and_a_figure_per_method(study, tmp_path):
+    from cxr_attention.report.known_answer import write_known_answer
+
+    answers, maps, arrays, boxes, plantings = study
+    answers.drop(columns="correctness").assign(
+        finding="Lung Lesion", strategy="baseline", question_id="q"
+    ).to_csv(tmp_path / "answers.csv", index=False)
+    maps.to_csv(tmp_path / "maps.csv", index=False)
+    np.savez(tmp_path / "maps.npz", **arrays)
+    boxes.to_csv(tmp_path / "boxes.csv", index=False)
+    plantings.to_csv(tmp_path / "plantings.csv", index=False)
+    summary = write_known_answer(
+        answers_csv=tmp_path / "answers.csv",
+        maps_csv=tmp_path / "maps.csv",
+        arrays_npz=[tmp_path / "maps.npz"],
+        preprocess_csvs=[],
+        boxes_csv=tmp_path / "boxes.csv",
+        plantings_csv=tmp_path / "plantings.csv",
+        held_out=["c1"],
+        out_dir=tmp_path / "out",
+        figures_dir=tmp_path / "figures",
+        statistics={"bootstrap_samples": 20, "confidence": 0.95},
+        seed=0,
+    )
+    section = (tmp_path / "out" / "section.html").read_text()
+    assert "Known answer" in section and "uniform" in section and "attention" in section
+    assert len(pd.read_csv(tmp_path / "out" / "maps.csv")) == 12
+    assert set(summary["films"]) == {"held out", "all"}
+    written = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert written == ["hits__attention.png", "hits__uniform.png", "pointing_game.png"]
