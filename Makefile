@@ -46,4 +46,4 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 clean-demo:
-	rm -rf results/demo resources/tiny-medgemma logs/demo benchmarks/demo
+	rm -rf results/demo resources/known-answer-data resources/known-answer-model logs/demo benchmarks/demo

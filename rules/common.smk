@@ -14,9 +14,14 @@ from cxr_attention.settings import MACHINE_KNOBS, study_settings, without_machin
 validate(config, "../config/config.schema.json")
 SETTINGS = study_settings(config)
 
+# The model folder that a rule of this workflow writes (rules/known_answer_model.smk): it is an
+# output to wait for, not a source to check at the start.
+KNOWN_ANSWER_MODEL = "resources/known-answer-model"
+MODEL_IS_BUILT = config["model"]["build_tiny"] or config["model"]["id"] == KNOWN_ANSWER_MODEL
+
 # A model that cannot be found stops the run before any job, in one line. Only the main process
 # checks: a cluster job parses this file again on a node that may have no hub access.
-if workflow.is_main_process and not config["model"]["build_tiny"]:
+if workflow.is_main_process and not MODEL_IS_BUILT:
     try:
         check_model_source(config["model"]["id"])
     except ConfigError as error:
@@ -87,7 +92,7 @@ def get_question_source(wildcards):
 def get_model_folder(wildcards):
     """The model folder when the workflow builds it or it is local; a hub id is no file input."""
     model_id = config["model"]["id"]
-    if config["model"]["build_tiny"] or Path(model_id).is_dir():
+    if MODEL_IS_BUILT or Path(model_id).is_dir():
         return model_id
     return []
 

@@ -6,7 +6,7 @@ rule known_answer_model:
         committed="models/known-answer",
         code=code("known_answer_model"),
     output:
-        directory("resources/known-answer-model"),
+        directory(KNOWN_ANSWER_MODEL),
     log:
         "logs/known_answer_model.log",
     conda:

@@ -23,7 +23,11 @@ from workflow.demo import clone_run, planned_jobs, run_tool, snakemake
 
 pytestmark = pytest.mark.slow
 
-OUTPUTS = [Path("results/demo"), Path("resources/tiny-medgemma")]
+OUTPUTS = [
+    Path("results/demo"),
+    Path("resources/known-answer-data"),
+    Path("resources/known-answer-model"),
+]
 SUMMARY = Path("results/demo/metrics/summary.json")
 
 

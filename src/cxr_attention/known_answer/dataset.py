@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_attention.io import Failure, InputError, atomic_path, write_csv, write_failures
-from cxr_attention.known_answer.model import QUESTIONS
+from cxr_attention.known_answer.benchmark import LESION_CONTRAST, QUESTIONS
 from cxr_attention.known_answer.plant import BOX_COLUMNS, LESION_CATEGORY, box_row, plant_lesion
 from cxr_attention.questions.bank import NO_FINDING
 
@@ -129,7 +129,10 @@ def write_known_answer_dataset(
             else:
                 try:
                     pixels, lesion = plant_lesion(
-                        image, side=side, seed=seed + 2 * index + SIDES.index(side)
+                        image,
+                        side=side,
+                        seed=seed + 2 * index + SIDES.index(side),
+                        contrast=LESION_CONTRAST,
                     )
                 except ValueError as error:
                     reason = InputError(path, f"{side} lesion: {error}", error_type="no_room")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cxr_attention.known_answer.model import LESION_CONTRAST, QUESTIONS
+from cxr_attention.known_answer.benchmark import LESION_CONTRAST, QUESTIONS
 from cxr_attention.known_answer.plant import DEFAULT_RADIUS, plant_lesion
 
 __all__ = ["box_cells", "evaluate_known_answer_model", "margin_gradcam"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from cxr_attention.known_answer.benchmark import LESION_CONTRAST, QUESTIONS
 from cxr_attention.models.gemma3 import gemma3_config, reinit_projector
 from cxr_attention.models.tiny import (
     TINY_TEXT_OPTIONS,
@@ -31,19 +32,6 @@ IMAGE_SIZE = 224
 # Two text layers: the answer position must learn to read the question's side word and the
 # lesion's image tokens; every extra layer is depth the gradient must route through.
 TEXT_LAYERS = 2
-
-# The lesion contrast the model is trained and measured at: more conspicuous than `plant`'s
-# default (0.35), which the detector did not learn to tell from bright structures of unseen films
-# within the budget (docs/known_answer.md). The demo plants its known-answer films at this.
-LESION_CONTRAST = 0.6
-
-# The three questions the model answers, keyed by what they ask about ("any", or the patient's
-# side).
-QUESTIONS = {
-    "any": "Is there a nodule?",
-    "left": "Is there a nodule in the left lung?",
-    "right": "Is there a nodule in the right lung?",
-}
 
 
 def known_answer_config(vocab_size: int, token_ids: dict[str, int]):

@@ -32,7 +32,7 @@ from cxr_attention.grounding.regions import (
     pointing_game,
     region_from_boxes,
 )
-from cxr_attention.known_answer.model import QUESTIONS
+from cxr_attention.known_answer.benchmark import QUESTIONS
 from cxr_attention.metrics.bootstrap import bootstrap_mean
 
 __all__ = [

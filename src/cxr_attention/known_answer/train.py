@@ -28,14 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxr_attention.known_answer.benchmark import LESION_CONTRAST, QUESTIONS
 from cxr_attention.known_answer.dense import projected_features, token_targets
 from cxr_attention.known_answer.films import Film, load_films, planted, training_films
-from cxr_attention.known_answer.model import (
-    IMAGE_SIZE,
-    LESION_CONTRAST,
-    QUESTIONS,
-    build_untrained_model,
-)
+from cxr_attention.known_answer.model import IMAGE_SIZE, build_untrained_model
 from cxr_attention.known_answer.plant import DEFAULT_RADIUS
 from cxr_attention.known_answer.wiring import Channel, freeze_wiring, set_wiring
 

@@ -162,7 +162,7 @@ def _figures(map_rows, summary, methods, arrays, boxes, preprocess_csvs, figures
         plot_method_hits,
         plot_pointing_game_by_method,
     )
-    from cxr_attention.known_answer.model import QUESTIONS
+    from cxr_attention.known_answer.benchmark import QUESTIONS
     from cxr_attention.preprocessed import PreprocessTable
 
     figures_dir.mkdir(parents=True, exist_ok=True)
