@@ -1,19 +1,22 @@
 # Stage 2: build the questions, then let the model answer them while capturing its attention.
 
 
-rule build_tiny_model:
-    input:
-        code=code("build_tiny_model"),
-    output:
-        directory(config["model"]["id"]),
-    log:
-        "logs/build_tiny_model.log",
-    conda:
-        "../envs/model.yaml"
-    params:
-        seed=config["seed"],
-    script:
-        "../scripts/build_tiny_model.py"
+# The tiny random model, when the config asks the workflow to build it (model.build_tiny).
+if config["model"]["build_tiny"]:
+
+    rule build_tiny_model:
+        input:
+            code=code("build_tiny_model"),
+        output:
+            directory(config["model"]["id"]),
+        log:
+            "logs/build_tiny_model.log",
+        conda:
+            "../envs/model.yaml"
+        params:
+            seed=config["seed"],
+        script:
+            "../scripts/build_tiny_model.py"
 
 
 rule questions:
