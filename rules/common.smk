@@ -17,7 +17,9 @@ SETTINGS = study_settings(config)
 # The model folder that a rule of this workflow writes (rules/known_answer_model.smk): it is an
 # output to wait for, not a source to check at the start.
 KNOWN_ANSWER_MODEL = "resources/known-answer-model"
-MODEL_IS_BUILT = config["model"]["build_tiny"] or config["model"]["id"] == KNOWN_ANSWER_MODEL
+MODEL_IS_BUILT = (
+    config["model"]["build_tiny"] or config["model"]["id"] == KNOWN_ANSWER_MODEL
+)
 
 # A model that cannot be found stops the run before any job, in one line. Only the main process
 # checks: a cluster job parses this file again on a node that may have no hub access.
