@@ -30,6 +30,14 @@ __all__ = [
 REFERENCE_MODEL_VIEW_SIDE = 896
 
 
+def _grey_or_rgb(image: np.ndarray) -> np.ndarray:
+    """``image`` as an array, checked to be 8-bit grey (H, W) or RGB (H, W, 3)."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError(f"expected an 8-bit grey or RGB image, got {array.dtype} {array.shape}")
+    return array
+
+
 def model_view_side(model_id: str | os.PathLike | None) -> int:
     """The square image side of a model's processor: from a local model folder, else 896.
 
@@ -77,9 +85,7 @@ def reference_model_view(image: np.ndarray, *, side: int = REFERENCE_MODEL_VIEW_
     """
     from PIL import Image
 
-    array = np.asarray(image)
-    if array.dtype != np.uint8 or array.ndim not in (2, 3):
-        raise ValueError(f"expected an 8-bit grey or RGB image, got {array.dtype} {array.shape}")
+    array = _grey_or_rgb(image)
     rgb = Image.fromarray(array).convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
     # Normalising with mean = std = 0.5 and undoing it is the identity up to float32 rounding,
     # which the truncating byte conversion can turn into one grey level: keep the round trip.
@@ -142,9 +148,7 @@ def runner_body_mask(image: np.ndarray) -> np.ndarray:
     """
     import cv2
 
-    array = np.asarray(image)
-    if array.dtype != np.uint8 or array.ndim not in (2, 3):
-        raise ValueError(f"expected an 8-bit grey or RGB image, got {array.dtype} {array.shape}")
+    array = _grey_or_rgb(image)
     grey = cv2.cvtColor(array, cv2.COLOR_RGB2GRAY) if array.ndim == 3 else array
     _, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
