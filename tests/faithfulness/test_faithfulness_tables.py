@@ -142,5 +142,6 @@ def test_paired_differences_with_road_combined():
 
 
 def test_cascade_counts_reach_every_layer():
-    assert cascade_counts(34, 4) == [1, 3, 11, 34]
+    # geomspace(1, 34, 4) = 1, 3.24, 10.49, 34
+    assert cascade_counts(34, 4) == [1, 3, 10, 34]
     assert cascade_counts(2, 4) == [1, 2]

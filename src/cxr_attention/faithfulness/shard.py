@@ -79,6 +79,7 @@ def run_faithfulness_shard(
 
     options = faithfulness_settings(settings)
     curve_settings = options.curve_settings(seed)
+    maps_params = {**maps_params, "seed": seed}  # as the maps stage runs (the random method)
     answers = read_table(answers_csv, required=[*_KEYS, "question", "capture"], text=True)
     answers = subsample(answers, options.max_samples, seed)
     images = PreprocessTable(images_csv)
