@@ -1,6 +1,7 @@
 """``cxr-attention explain --faithfulness --reliance`` as a user runs it, on the random demo model:
 the tables' contracts, and the known answer that a random model's maps are no better than random
-cell orders."""
+cell orders (in-process with cheaper settings in test_faithfulness_random_model.py). Slow: every
+method's curves under the schema's default settings (minutes on a quiet CPU)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ DEMO_IMAGES = sorted((REPO / "data/demo/mimic-cxr-jpg/files").rglob("*.jpg"))
 def cxr_attention(*args) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "cxr_attention.cli", *map(str, args)]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
