@@ -148,7 +148,7 @@ def test_cascade_counts_reach_every_layer():
 
 
 def test_subsample_is_seeded_and_capped():
-    from cxr_attention.faithfulness.shard import subsample
+    from cxr_attention.faithfulness.samples import subsample
 
     answers = pd.DataFrame({"sample_id": [f"s{i:02d}" for i in range(20)][::-1]})
     first = subsample(answers, 5, seed=0)
