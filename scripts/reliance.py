@@ -1,6 +1,6 @@
 """Each sampled question of one shard asked again with a grey, swapped, occluded or no image."""
 
-from cxr_attention.faithfulness.shard import run_reliance_shard
+from cxr_attention.faithfulness.reliance_shard import run_reliance_shard
 from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):

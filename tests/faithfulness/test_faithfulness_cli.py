@@ -1,6 +1,7 @@
 """``cxr-attention explain --faithfulness --reliance`` as a user runs it, on the random demo model:
-the tables' contracts, and the known answer that a random model's maps are no better than random
-cell orders."""
+the tables' contracts (the random model's maps against random orders: in-process, with cheaper
+settings, in test_faithfulness_random_model.py). Slow: every method's curves under the schema's
+default settings (9 minutes on this loaded CPU)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ DEMO_IMAGES = sorted((REPO / "data/demo/mimic-cxr-jpg/files").rglob("*.jpg"))
 def cxr_attention(*args) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "cxr_attention.cli", *map(str, args)]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +48,6 @@ def test_faithfulness_csv_contract(explained):
     assert set(table["curve"]) == {"deletion", "insertion"}
     assert set(table["perturbation"]) == {"blur", "road", "token_mean"}  # the schema's default
     assert (table["n_steps"] == 8).all() and (table["random_auc_sd"] > 0).all()
-
-
-def test_random_model_maps_are_indistinguishable_from_random_orders(explained):
-    # The demo model's weights are random: no map can know which cells its answer depends on
-    # better than chance, so every method's deletion area lies within the spread of the random
-    # orders' (3 sd, five orders).
-    table = pd.read_csv(explained / "faithfulness.csv")
-    deletion = table[table["curve"] == "deletion"]
-    z = (deletion["auc"] - deletion["random_auc_mean"]) / deletion["random_auc_sd"]
-    assert len(set(deletion["method"])) >= 4
-    assert (z.abs() < 3).all(), deletion.assign(z=z).to_string()
 
 
 def test_reliance_csv_contract(explained):

@@ -142,5 +142,31 @@ def test_paired_differences_with_road_combined():
 
 
 def test_cascade_counts_reach_every_layer():
-    assert cascade_counts(34, 4) == [1, 3, 11, 34]
+    # geomspace(1, 34, 4) = 1, 3.24, 10.49, 34
+    assert cascade_counts(34, 4) == [1, 3, 10, 34]
     assert cascade_counts(2, 4) == [1, 2]
+
+
+def test_subsample_is_seeded_and_capped():
+    from cxr_attention.faithfulness.samples import subsample
+
+    answers = pd.DataFrame({"sample_id": [f"s{i:02d}" for i in range(20)][::-1]})
+    first = subsample(answers, 5, seed=0)
+    assert len(first) == 5 and first["sample_id"].is_monotonic_increasing
+    assert first.equals(subsample(answers.sample(frac=1, random_state=1), 5, seed=0))
+    assert len(subsample(answers, None, seed=0)) == 20
+
+
+def test_condition_images():
+    from cxr_attention.faithfulness.reliance import MID_GREY, condition_images
+
+    image = np.full((4, 6), 10, np.uint8)
+    lungs = np.zeros((4, 6), np.uint8)
+    lungs[1:3, 1:3] = 1
+    lungs[1:3, 4] = 2
+    images = condition_images(image, lungs, None)
+    assert (images["blank"] == MID_GREY).all() and images["swapped"] is None
+    assert (images["occluded"][lungs > 0] == MID_GREY).all()
+    assert (images["occluded"][lungs == 0] == 10).all()
+    with pytest.raises(ValueError, match="lung mask"):
+        condition_images(image, lungs[:3], None)

@@ -99,6 +99,8 @@ AFTER_MAPS = {
     "paper_comparison",
     "reference_compat",
     "paper_page",
+    "faithfulness",
+    "faithfulness_summary",
     "table_pages",
     "run_summary",
     "report",
@@ -110,7 +112,12 @@ AFTER_MAPS = {
     ("module", "first_rule", "first_count", "rerun_allowed"),
     [
         (MAP_METHOD_MODULE, "maps", SHARDS, {"maps", *AFTER_MAPS}),
-        (QUESTION_BANK_MODULE, "questions", 1, {"questions", "inference", "maps", *AFTER_MAPS}),
+        (
+            QUESTION_BANK_MODULE,
+            "questions",
+            1,
+            {"questions", "inference", "maps", "reliance", "reliance_summary", *AFTER_MAPS},
+        ),
     ],
     ids=["map-method", "question-bank"],
 )

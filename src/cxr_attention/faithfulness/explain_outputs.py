@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_attention.faithfulness.deletion import AREA_COLUMNS
 from cxr_attention.io import write_csv
 
 __all__ = [
@@ -22,16 +23,8 @@ __all__ = [
     "write_explain_reliance",
 ]
 
-EXPLAIN_FAITHFULNESS_COLUMNS = [
-    "map_id",
-    "method",
-    "perturbation",
-    "curve",
-    "auc",
-    "random_auc_mean",
-    "random_auc_sd",
-    "n_steps",
-]
+#: The first columns of the workflow's areas table (`deletion.AREA_COLUMNS`).
+EXPLAIN_FAITHFULNESS_COLUMNS = AREA_COLUMNS[:8]
 EXPLAIN_RELIANCE_COLUMNS = ["condition", "answer", "p_yes", "margin"]
 
 

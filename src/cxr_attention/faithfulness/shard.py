@@ -1,10 +1,9 @@
-"""The workflow's faithfulness and reliance jobs: one inference shard each.
+"""The workflow's faithfulness job: one inference shard (the reliance job: `reliance_shard`).
 
 ``run_faithfulness_shard``: for a seeded subsample of the shard's answered samples, every
 configured method's answer map (computed here with the maps stage's own code, whatever
 ``maps.method`` chose), its deletion / insertion / LeRF curves under each perturbation against
 random orders, and for the first ``randomisation_samples`` the cascading randomisation check.
-``run_reliance_shard``: each sampled question again under every reliance condition.
 A sample whose files are missing or bad is a failures row; the shard goes on.
 """
 
@@ -16,22 +15,14 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from cxr_attention.faithfulness.samples import SAMPLE_KEYS, subsample
 from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 
-__all__ = ["run_faithfulness_shard", "run_reliance_shard", "subsample"]
+__all__ = ["run_faithfulness_shard"]
 
 logger = logging.getLogger(__name__)
 
-_KEYS = ["sample_id", "dicom_id", "subject_id", "question_id"]
-
-
-def subsample(answers: pd.DataFrame, max_samples: int | None, seed: int) -> pd.DataFrame:
-    """At most ``max_samples`` rows, drawn with ``default_rng(seed)``, in ``sample_id`` order."""
-    answers = answers.sort_values("sample_id").reset_index(drop=True)
-    if max_samples is None or len(answers) <= max_samples:
-        return answers
-    picked = np.random.default_rng(seed).choice(len(answers), size=max_samples, replace=False)
-    return answers.iloc[np.sort(picked)].reset_index(drop=True)
+_KEYS = SAMPLE_KEYS
 
 
 def _sample_inputs(loaded, capture, pixels):
@@ -79,6 +70,7 @@ def run_faithfulness_shard(
 
     options = faithfulness_settings(settings)
     curve_settings = options.curve_settings(seed)
+    maps_params = {**maps_params, "seed": seed}  # as the maps stage runs (the random method)
     answers = read_table(answers_csv, required=[*_KEYS, "question", "capture"], text=True)
     answers = subsample(answers, options.max_samples, seed)
     images = PreprocessTable(images_csv)
@@ -145,75 +137,3 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns]
-
-
-def run_reliance_shard(
-    *,
-    answers_csv,
-    manifest_csv,
-    images_csvs,
-    model_id: str,
-    out_csv,
-    failures_csv,
-    settings: Mapping,
-    image_first: bool,
-    seed: int,
-    min_free_gpu_gb: float = 15.0,
-) -> None:
-    """Each sampled question of the shard under every reliance condition (one row each).
-
-    The swapped image may belong to any shard: ``images_csvs`` lists every shard's preprocess
-    table. The question is asked as the inference stage asked it (its ``prompt`` column holds the
-    rendered chat prompt; the ``question`` column the text that went into it).
-    """
-    from cxr_attention.faithfulness.reliance import reliance_scores
-    from cxr_attention.faithfulness.reliance_tables import RELIANCE_COLUMNS, swap_partners
-    from cxr_attention.faithfulness.settings import reliance_settings
-    from cxr_attention.inference.model import load_model
-    from cxr_attention.preprocessed import PreprocessTable
-
-    options = reliance_settings(settings)
-    answers = read_table(
-        answers_csv,
-        required=[*_KEYS, "question", "finding", "baseline_question_id", "label"],
-        text=True,
-    )
-    answers = subsample(answers, options.max_samples, seed)
-    manifest = read_table(manifest_csv, required=["dicom_id", "subject_id", "view_position"])
-    answers["swap_dicom_id"] = swap_partners(answers, manifest, seed=seed)
-    tables = [PreprocessTable(path) for path in images_csvs]
-
-    def preprocessed(dicom_id: str):
-        for table in tables:
-            if dicom_id in table:
-                return table[dicom_id]
-        raise InputError(f"<{dicom_id}>", "not in any preprocess table", error_type="missing_image")
-
-    loaded = load_model(model_id, min_free_gpu_gb=min_free_gpu_gb) if len(answers) else None
-    rows, failures = [], []
-    for row in answers.itertuples(index=False):
-        try:
-            image = preprocessed(row.dicom_id)
-            lungs = None if image.mask_flags else image.lung_labels()
-            swap = preprocessed(row.swap_dicom_id).image() if row.swap_dicom_id else None
-            scores = reliance_scores(
-                loaded.model,
-                loaded.processor,
-                image.image(),
-                row.question,
-                image_first=image_first,
-                lungs=lungs,
-                swap_image=swap,
-                batch_size=options.batch_size,
-            )
-        except InputError as error:
-            logger.warning("reliance: %s", error)
-            failures.append(
-                Failure.from_exception("reliance", row.dicom_id, str(error.path), error)
-            )
-            continue
-        for score in scores:
-            rows.append({**row._asdict(), **score})
-    table = pd.DataFrame(rows, columns=[*RELIANCE_COLUMNS, "label"])
-    write_csv(table, out_csv)
-    write_failures(failures, failures_csv)
