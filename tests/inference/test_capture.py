@@ -152,10 +152,8 @@ def test_listed_layers_reach_the_last_global_layer_and_equal_eager_attentions(
     )
     _assert_matches(capture, reference)
     for bad in ([1, 1], [len(types)], []):
-        with pytest.raises(ValueError, match="inference.layers"):
-            capture_answers(
-                model, processor, image, QUESTIONS[:1], layers=bad, image_first=False
-            )
+        with pytest.raises(ValueError, match=r"inference\.layers"):
+            capture_answers(model, processor, image, QUESTIONS[:1], layers=bad, image_first=False)
 
 
 def test_left_padded_batch_equals_eager_output_attentions(model, eager_model, processor, image):

@@ -231,9 +231,7 @@ def save_sample(
     ``min_yes_no_mass`` sets the row's ``low_yes_no_mass`` flag."""
     sample_id = sample["sample_id"]
     write_capture(capture, partial / f"{sample_id}.npz", prompt_image_rows=rows)
-    row = _sample_row(
-        sample, capture, seconds, str(out_dir / f"{sample_id}.npz"), min_yes_no_mass
-    )
+    row = _sample_row(sample, capture, seconds, str(out_dir / f"{sample_id}.npz"), min_yes_no_mass)
     # The .json is written last: its presence marks the sample as finished.
     with atomic_path(partial / f"{sample_id}.json") as tmp:
         tmp.write_text(json.dumps(row, default=_json_value) + "\n")

@@ -36,9 +36,9 @@ import numpy as np
 from cxr_attention.maps.grid import MapUnavailable, normalise_map, to_grid
 
 __all__ = [
-    "attention_gated_map",
     "attention_map",
     "gate_weights",
+    "gated_answer_map",
     "reassemble_prompt_keys",
     "reference_compat_attention",
     "reference_key_slice",
@@ -200,7 +200,7 @@ def gate_weights(
     return gate / total
 
 
-def attention_gated_map(
+def gated_answer_map(
     attention: np.ndarray,
     text_attention: np.ndarray,
     prompt_positions: Sequence[int],
