@@ -18,6 +18,17 @@ RULE_KEYS = ("seed", "min_free_gpu_gb", "device")
 (``min_free_gpu_gb``, ``device``: read by :mod:`cxr_attention.maps.shard`, not kept here)."""
 
 
+_STUDY_METHODS = (
+    "attention",
+    "term_attention",
+    "gated_answer",
+    "gradcam",
+    "activation_norm",
+    "uniform",
+    "random",
+)
+
+
 @dataclass(frozen=True)
 class MapParams:
     """Settings of the maps stage. Defaults equal ``config/config.schema.json``'s (a test).
@@ -61,24 +72,9 @@ class MapParams:
     """
 
     method: str = "cascade"
-    methods: tuple[str, ...] = (
-        "attention",
-        "term_attention",
-        "gated_answer",
-        "gradcam",
-        "activation_norm",
-        "uniform",
-        "random",
-    )
+    methods: tuple[str, ...] = _STUDY_METHODS
     per_layer: bool = True
-    cascade: tuple[str, ...] = (
-        "attention",
-        "term_attention",
-        "gated_answer",
-        "gradcam",
-        "activation_norm",
-        "uniform",
-    )
+    cascade: tuple[str, ...] = _STUDY_METHODS[:-1]  # random is no fallback
     layers: tuple[int, ...] | None = None
     heads: tuple[int, ...] | None = None
     min_image_mass: float = 0.05
