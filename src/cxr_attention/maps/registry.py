@@ -76,11 +76,12 @@ def check_methods(names, key: str = "maps.methods") -> tuple[str, ...]:
     if renamed:
         raise ValueError(f"{key}: {'; '.join(renamed)}")
     unknown = [name for name in names if name not in REGISTRY]
-    if not names or unknown or len(set(names)) != len(names):
+    if not names or unknown:
         raise ValueError(
-            f"{key} {list(names)}: unknown or repeated method(s) {unknown}; "
-            f"known: {', '.join(METHODS)}"
+            f"{key} {list(names)}: unknown method(s) {unknown}; known: {', '.join(METHODS)}"
         )
+    if len(set(names)) != len(names):
+        raise ValueError(f"{key} {list(names)} names a method twice")
     return names
 
 
