@@ -21,7 +21,7 @@ compute ``all`` of them (each method that succeeds gives its own map; the ``unif
 why the others failed).
 
 The answer's variants (every generated row; one map per captured layer) are rows of attention:
-``attention`` alone makes them, in every mode, with no fallback.
+``attention`` alone makes them, with no fallback, whenever it is among the methods in play.
 
 Each method is asked once for all the sample's targets that reach it
 (:meth:`~cxr_attention.maps.methods.base.MapMethod.attribute`), and never twice for one target,
@@ -110,7 +110,8 @@ def compute_sample_maps(
             (target, *_record(inputs, target, *picks[index], cascade=params.method == "cascade"))
             for index, target in enumerate(primary)
         ]
-    if params.method != "methods" or VARIANT_METHOD in params.methods:
+    in_play = {"all": METHODS, "methods": params.methods, "cascade": params.cascade}
+    if VARIANT_METHOD in in_play.get(params.method, (params.method,)):
         maps.extend(_variant_maps(inputs, [t for t in targets if t.variant]))
     rank = {id(target): index for index, target in enumerate(targets)}
     maps.sort(key=lambda made: rank[id(made[0])])  # target order; stable within a target

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from cxr_attention.maps.registry import METHODS, check_cascade, check_methods
+from cxr_attention.maps.registry import METHODS, RENAMED, check_cascade, check_methods
 
 __all__ = ["ACCEPTED_KEYS", "MODES", "RULE_KEYS", "MapParams"]
 
@@ -87,7 +87,8 @@ class MapParams:
 
     def __post_init__(self):
         if self.method not in (*MODES, *METHODS):
-            check_methods([self.method], "maps.method")  # names a renamed method
+            if self.method in RENAMED:
+                check_methods([self.method], "maps.method")  # says what it is called now
             raise ValueError(
                 f"unknown map method {self.method!r}; choose one of {MODES} or of {METHODS}"
             )

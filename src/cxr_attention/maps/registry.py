@@ -23,6 +23,7 @@ __all__ = [
     "METHOD_DESCRIPTIONS",
     "METHOD_LABELS",
     "REGISTRY",
+    "RENAMED",
     "check_cascade",
     "check_methods",
     "get_method",
