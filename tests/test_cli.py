@@ -88,8 +88,9 @@ def explained(tiny_model_dir, tmp_path_factory) -> Path:
 
 def test_explain_answer_and_attention_contract(explained, tiny_model_dir):
     answer = json.loads((explained / "answer.json").read_text())
-    assert {"prompt", "generated_text", "answer", "p_yes"} <= answer.keys()
+    assert {"prompt", "generated_text", "answer", "p_yes", "yes_no_mass"} <= answer.keys()
     assert answer["answer"] in {"yes", "no", "unclear"} and 0.0 <= answer["p_yes"] <= 1.0
+    assert 0.0 < answer["yes_no_mass"] <= 1.0
     with np.load(explained / "attention.npz") as npz:
         attention = npz["attention"]
         assert attention.dtype == np.float32
@@ -110,6 +111,9 @@ def test_explain_maps_and_metrics_contract(explained):
     maps = pd.read_csv(explained / "maps.csv", keep_default_na=False)
     assert {"map_id", "term", "method", "fallback_reason", "image_mass"} <= set(maps.columns)
     assert "heart" in set(maps["term"])
+    # the answer's decision map comes first (the overlay shows it), its every-row variant after
+    answer = maps[maps["source"] == "answer"]
+    assert answer["rows"].iloc[0] == "decision" and "all" in set(answer["rows"])
     with np.load(explained / "maps.npz") as arrays:
         assert sorted(arrays.files) == sorted(maps["map_id"])
         for map_id in arrays.files:

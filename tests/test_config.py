@@ -128,6 +128,16 @@ def test_schema_defaults_fill_a_validated_config():
     assert config["selection"] == expected["selection"]
 
 
+def test_default_selection_is_the_official_test_split_and_the_demo_keeps_its_own():
+    """MedGemma was trained on MIMIC-CXR data: a study unsure of its splits gets the unseen one."""
+    config = {"run": "x", "data": {"root": "d"}, "selection": {}, "model": {"id": "m"}}
+    config["questions"] = {}
+    validate(config, str(SCHEMA))
+    assert config["selection"]["splits"] == ["test"]
+    assert "splits" not in (_load("study.yaml").get("selection") or {})  # takes the default
+    assert _load("demo.yaml")["selection"]["splits"] == ["train", "validate", "test"]
+
+
 def test_config_differences_lists_every_key_off_its_default():
     config = copy.deepcopy(schema_defaults())
     config["run"] = "demo"

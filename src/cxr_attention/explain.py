@@ -186,6 +186,7 @@ def explain(
             "generated_text": capture.generated_text,
             "answer": answer,
             "p_yes": capture.p_yes,
+            "yes_no_mass": capture.yes_no_mass,
             "model": model_id,
             "layers": [int(layer) for layer in capture.layers],
         },

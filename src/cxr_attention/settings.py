@@ -111,7 +111,8 @@ class QuestionsSettings:
 class InferenceSettings:
     """Decoding and attention capture (``inference``)."""
 
-    layers: int
+    layers: int | tuple[int, ...]
+    min_yes_no_mass: float
     max_new_tokens: int
     batch_size: int
     images_per_batch: int

@@ -51,7 +51,7 @@ def image():
     return Image.fromarray(rng.integers(0, 256, (160, 130), dtype=np.uint8))
 
 
-def _eager_reference(eager_model, processor, image, questions, image_first):
+def _eager_reference(eager_model, processor, image, questions, image_first, layers=None):
     """Generate with eager attention and output_attentions; return per-sample oracle arrays."""
     inputs = build_inputs(processor, image, questions, image_first=image_first)
     out = eager_model.generate(
@@ -64,7 +64,7 @@ def _eager_reference(eager_model, processor, image, questions, image_first):
     steps = out.attentions
     assert len(steps) == NEW_TOKENS and len(steps[0]) == 6
     assert steps[0][0].shape[-1] > 0, "eager attentions came back empty"
-    layers = last_layers(eager_model, 3)
+    layers = last_layers(eager_model, 3) if layers is None else layers
     image_id = eager_model.config.image_token_id
     references = []
     for row in range(len(questions)):
@@ -128,6 +128,32 @@ def test_single_question_equals_eager_output_attentions(
     # Image tokens come from input_ids, and are where the processor put them.
     positions = np.flatnonzero(capture.input_ids == model.config.image_token_id)
     np.testing.assert_array_equal(capture.image_token_positions, positions)
+
+
+def test_listed_layers_reach_the_last_global_layer_and_equal_eager_attentions(
+    model, eager_model, processor, image
+):
+    """``inference.layers`` as a list: any layers, e.g. a global one below sliding ones."""
+    types = model.config.get_text_config().layer_types
+    last_global = max(i for i, kind in enumerate(types) if kind == "full_attention")
+    listed = [last_global, 1]  # unsorted on purpose: the capture keeps decoder order
+    (capture,) = capture_answers(
+        model,
+        processor,
+        image,
+        QUESTIONS[:1],
+        layers=listed,
+        image_first=False,
+        max_new_tokens=NEW_TOKENS,
+    )
+    assert capture.layers.tolist() == sorted(listed)
+    (reference,) = _eager_reference(
+        eager_model, processor, image, QUESTIONS[:1], False, layers=sorted(listed)
+    )
+    _assert_matches(capture, reference)
+    for bad in ([1, 1], [len(types)], []):
+        with pytest.raises(ValueError, match=r"inference\.layers"):
+            capture_answers(model, processor, image, QUESTIONS[:1], layers=bad, image_first=False)
 
 
 def test_left_padded_batch_equals_eager_output_attentions(model, eager_model, processor, image):

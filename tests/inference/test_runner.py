@@ -150,7 +150,7 @@ class Counting:
 
 def _strip(table):
     """The table without timings and paths, P(yes) as numbers (compared with a tolerance)."""
-    return table.drop(columns=["seconds", "capture"]).astype({"p_yes": float})
+    return table.drop(columns=["seconds", "capture"]).astype({"p_yes": float, "yes_no_mass": float})
 
 
 def _arrays(folder):
@@ -200,6 +200,11 @@ def test_shard_outputs(run_tables, tiny_model_dir, tmp_path, monkeypatch):
     np.testing.assert_array_equal(stored["input_ids"], alone.input_ids)
     assert sample["generated_text"] == alone.generated_text
     assert abs(float(sample["p_yes"]) - alone.p_yes) < 1e-6
+    assert abs(float(sample["yes_no_mass"]) - alone.yes_no_mass) < 1e-6
+    masses = table["yes_no_mass"].astype(float)
+    flagged = table["low_yes_no_mass"].map({"True": True, "False": False, True: True, False: False})
+    threshold = PARAMS["min_yes_no_mass"]
+    assert (flagged == (masses < threshold)).all()
 
 
 def test_resume_after_kill_skips_finished_samples(

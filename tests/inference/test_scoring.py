@@ -42,6 +42,11 @@ def test_single_token_variants_only(loaded):
     assert {"yes", "Yes"} <= set(tokens.yes_strings)
     assert {"no", "No"} <= set(tokens.no_strings)
     assert " yes" not in tokens.yes_strings  # "▁" + "yes": two tokens in the tiny vocabulary
+    # " no" is one token there, but without its " yes" it would tilt P(yes): same forms only
+    assert [s.replace("yes", "no").replace("Yes", "No") for s in tokens.yes_strings] == list(
+        tokens.no_strings
+    )
+    assert len(tokenizer(" no", add_special_tokens=False)["input_ids"]) == 1
     for text, token_id in zip(
         tokens.yes_strings + tokens.no_strings, tokens.yes_ids + tokens.no_ids, strict=True
     ):
@@ -101,3 +106,9 @@ def test_generation_reads_the_same_p_yes(loaded, image):
         alone = build_inputs(processor, image, question, image_first=True)
         assert abs(capture.p_yes - float(score_p_yes(model, alone, tokens)[0])) < 1e-5
         assert 0.0 < capture.p_yes < 1.0
+        # the yes + no mass of the same step, against a manual softmax of the prompt's logits
+        with torch.no_grad():
+            probs = torch.softmax(model(**alone).logits[0, -1].double(), -1)
+        mass = probs[list(tokens.yes_ids) + list(tokens.no_ids)].sum()
+        assert abs(capture.yes_no_mass - float(mass)) < 1e-5
+        assert 0.0 < capture.yes_no_mass < 1.0

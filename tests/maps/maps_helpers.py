@@ -196,16 +196,20 @@ def forced_capture(model, inputs, continuation_ids, *, layers=(3, 4, 5)) -> dict
     )
     image_positions = torch.nonzero(prompt_ids == model.config.image_token_id).flatten()
     rows = torch.arange(prompt_len - 1, prompt_len - 1 + continuation.numel())
-    attention, text_attention = [], []
+    attention, text_attention, prompt_image = [], [], []
     for layer in layers:
         block = output.attentions[layer][0][:, rows].float()  # (heads, n, keys)
         attention.append(block[..., image_positions].numpy())
         text = block[..., :prompt_len].clone()
         text[..., image_positions] = 0
         text_attention.append(text.numpy())
+        # every prompt row's attention to the image (rows before the image see none of it)
+        prompt_rows = output.attentions[layer][0][:, :prompt_len].float()
+        prompt_image.append(prompt_rows[..., image_positions].numpy())
     return {
         "attention": np.stack(attention),
         "text_attention": np.stack(text_attention),
+        "prompt_image_attention": np.stack(prompt_image),
         "layers": np.asarray(layers, dtype=np.int64),
         "input_ids": prompt_ids.numpy().astype(np.int64),
         "generated_ids": continuation.numpy().astype(np.int64),

@@ -16,9 +16,9 @@ from maps_helpers import (
 )
 
 from cxr_attention.maps.attention import (
-    attention_gated_map,
     attention_map,
     gate_weights,
+    gated_answer_map,
     reassemble_prompt_keys,
     reference_compat_attention,
     select_layers_heads,
@@ -88,7 +88,7 @@ def test_gate_weights_rows_by_their_attention_to_the_prompt_term():
     image[0, 0, 0, 0] = 0.4  # row 0 looks at cell (0, 0)
     image[0, 0, 1, 255] = 0.2  # row 1 at cell (15, 15)
     np.testing.assert_allclose(gate_weights(text, [2, 3]), [0.75, 0.25])
-    grid, mass, n_gating = attention_gated_map(image, text, [2, 3])
+    grid, mass, n_gating = gated_answer_map(image, text, [2, 3])
     assert n_gating == 2
     assert mass == pytest.approx(0.75 * 0.4 + 0.25 * 0.2)
     assert grid[0, 0] == pytest.approx(0.3 / 0.35, rel=1e-6)

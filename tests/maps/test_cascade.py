@@ -62,7 +62,8 @@ def _maps(capture, processor, terms, params=None, *, model=None):
     assert [r for r, _ in results] == [r for r, _ in one_at_a_time]
     for (_, batched), (_, single) in zip(results, one_at_a_time, strict=True):
         np.testing.assert_allclose(batched, single, rtol=0, atol=1e-6)
-    return {(r.term, r.method): (r, g) for r, g in results}
+    # the answer's decision map under "", its every-row variant under "#all"
+    return {(r.term if r.rows != "all" else "#all", r.method): (r, g) for r, g in results}
 
 
 def _fresh(vision):
@@ -94,13 +95,18 @@ def test_generated_prompt_and_absent_terms(tiny):
     generated, _ = maps[("effusion", "attention")]
     assert generated.source == "generated" and generated.fallback_reason == ""
     assert 0 < generated.image_mass <= 1
-    # The term of the question only: not in the answer -> gated by the prompt's term.
+    # The term of the question only: not in the answer -> the term's own attention (the image
+    # comes first), or, asked for, the answer gated by the prompt's term.
     question_only = locate_targets(
         processor.tokenizer, capture["input_ids"], capture["generated_ids"][:1], ["effusion"]
-    )[1]
+    )[2]
     assert question_only.source == "prompt"
-    ((gated, grid),) = compute_maps(capture, question_only, SampleKey("s"), MapParams())
-    assert gated.method == "attention_gated"
+    ((own, grid),) = compute_maps(capture, question_only, SampleKey("s"), MapParams())
+    assert own.method == "term_attention" and own.fallback_reason == ""
+    _check_map(grid)
+    params = MapParams(method="gated_answer")
+    ((gated, grid),) = compute_maps(capture, question_only, SampleKey("s"), params)
+    assert gated.method == "gated_answer"
     assert gated.n_gating_positions == len(question_only.prompt_positions) >= 1
     _check_map(grid)
     # Term in neither: attention is skipped with its reason, Grad-CAM (teacher-forced) serves.
@@ -207,10 +213,10 @@ def test_forced_method_and_all_methods(tiny, caplog):
         every = _maps(capture, processor, ["effusion"], small, model=model)
     assert "uniform map" not in caplog.text  # asked for, not a last resort: no warning
     # The answer has no prompt term to gate on; the term has one (it is in the question).
-    assert {m for t, m in every if t == ""} == set(METHODS) - {"attention_gated"}
+    assert {m for t, m in every if t == ""} == set(METHODS) - {"gated_answer", "term_attention"}
     assert {m for t, m in every if t == "effusion"} == set(METHODS)
     uniform_answer, _ = every[("", "uniform")]
-    assert uniform_answer.fallback_reason.startswith("attention_gated: term not in the prompt")
+    assert uniform_answer.fallback_reason.startswith("term_attention: term not in the prompt")
     for _, grid in every.values():
         _check_map(grid)
     with pytest.raises(ValueError, match="unknown map method"):
@@ -297,15 +303,24 @@ def test_run_maps_shard(tiny, tiny_model_dir, tmp_path, monkeypatch):
         )
     # Progress reaches the console, failed samples counted too.
     assert console.getvalue().splitlines()[-1].startswith("[maps/000] INFO maps: 3/3 samples")
-    table = pd.read_csv(outputs["out_csv"], dtype=str, keep_default_na=False)
-    assert list(table.columns) == MAP_COLUMNS
+    everything = pd.read_csv(outputs["out_csv"], dtype=str, keep_default_na=False)
+    assert list(everything.columns) == MAP_COLUMNS
+    # every method of maps.methods (the schema's default: all of them) for the answer
+    answer = everything[(everything["source"] == "answer") & (everything["rows"] == "decision")]
+    assert set(answer.loc[answer["per_layer"] == "False", "method"]) == set(METHODS) - {
+        "gated_answer",
+        "term_attention",
+    }
+    assert answer["per_layer"].tolist().count("True") == 3  # one per captured layer
+    table = everything[everything["cascade"] == "True"].reset_index(drop=True)
     corrected = _maps(capture, processor, [])[("", "attention")][0]
     assert float(table["image_mass"][0]) == pytest.approx(corrected.image_mass, rel=1e-3)
     assert table["method"].tolist() == ["attention", "attention", "gradcam"]
     assert table["term"].tolist() == ["", "effusion", "fluid"]
+    assert table["counterfactual"].tolist() == ["False", "False", "True"]
     assert len(loads) == 1  # loaded lazily, once, for the absent term's Grad-CAM
     with np.load(outputs["out_npz"]) as arrays:
-        assert sorted(arrays.files) == sorted(table["map_id"])
+        assert sorted(arrays.files) == sorted(everything["map_id"])
         for name in arrays.files:
             _check_map(arrays[name])
         # Pixels rebuilt from the preprocessed image equal the ones the model saw.
@@ -315,7 +330,8 @@ def test_run_maps_shard(tiny, tiny_model_dir, tmp_path, monkeypatch):
             tokenizer=processor.tokenizer,
             loaded_model=_Loaded(model, processor),
         )
-        np.testing.assert_allclose(arrays[table["map_id"][2]], direct[1][1], rtol=1e-4)
+        assert direct[2][0].map_id == "explain__fluid__absent__gradcam"
+        np.testing.assert_allclose(arrays[table["map_id"][2]], direct[2][1], rtol=1e-4)
     failures = pd.read_csv(outputs["failures_csv"], dtype=str, keep_default_na=False)
     assert failures["stage"].tolist() == ["maps", "maps"]
     assert failures["error_type"].tolist() == ["bad_capture", "missing_capture"]
@@ -388,13 +404,16 @@ def test_maps_from_the_inference_capture_equal_the_eager_oracle(tiny_model_dir):
         "input_ids",
         "generated_ids",
         "image_token_positions",
+        "prompt_image_attention",
         "pixel_values",
     )
     capture = {key: np.asarray(getattr(captured, key)) for key in keys}
     results = explain_maps(capture, terms=["effusion"], loaded_model=loaded)
-    assert [(r.source, r.method) for r, _ in results] == [
-        ("answer", "attention"),
-        ("prompt", "attention_gated"),
+    assert [(r.source, r.method, r.rows) for r, _ in results] == [
+        ("answer", "attention", "decision"),
+        ("answer", "attention", "all"),
+        ("prompt", "term_attention", "term"),
+        *[("answer", "attention", "decision")] * 3,  # one per captured layer
     ]
     model, processor = load_tiny(tiny_model_dir)
     oracle = eager_capture(model, prompt_inputs(processor, QUESTION), max_new_tokens=4)
@@ -412,6 +431,7 @@ def test_terms_with_one_slug_make_one_target(tiny):
     terms = ["pleural effusion", "Pleural-Effusion", "answer", " ", "effusion"]
     targets = locate_targets(processor.tokenizer, ids, ids[:2], terms)
     assert [(t.term, t.source) for t in targets] == [
+        ("", "answer"),
         ("", "answer"),
         ("pleural effusion", "prompt"),
         ("effusion", "prompt"),
@@ -470,7 +490,7 @@ def test_run_maps_shard_rebuilds_an_images_pixels_once(tiny, tiny_model_dir, tmp
     )
     assert rebuilt == [str(tmp_path / "d1.png"), str(tmp_path / "d2.png")]
     table = pd.read_csv(tmp_path / "maps.csv", dtype=str, keep_default_na=False)
-    fluid = table[table["term"] == "fluid"]
+    fluid = table[(table["term"] == "fluid") & (table["cascade"] == "True")]
     assert fluid["method"].tolist() == ["gradcam"] * 3
     with np.load(tmp_path / "maps.npz") as arrays:
         d1_q1, d1_q2, d2_q1 = (arrays[m] for m in fluid["map_id"])

@@ -59,13 +59,13 @@ class _ExposeChannelsFirst(nn.Module):
         return self.channels_first(self.layer(*args, **kwargs)).transpose(1, 2)
 
 
-def _captum_grid(model, input_ids, pixel_values, following, positions):
+def _captum_grid(model, input_ids, pixel_values, following, positions, score=None):
     from captum.attr import LayerGradCam
 
     model = copy.deepcopy(model)
     layers = model.model.vision_tower.encoder.layers
     layers[-1] = _ExposeChannelsFirst(layers[-1])
-    continuation, keep, target = teacher_forcing(following, positions)
+    continuation, keep, target = teacher_forcing(following, positions, score)
     inputs = model_inputs_from_capture(model, input_ids, pixel_values, continuation)
     for parameter in model.parameters():
         parameter.requires_grad_(False)

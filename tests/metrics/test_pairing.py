@@ -97,3 +97,26 @@ def test_pairs_never_mix_methods_or_rows_and_skip_counterfactual_maps():
     for row in table.itertuples(index=False):
         expected = jensenshannon(arrays[row.map_id_a].ravel(), arrays[row.map_id_b].ravel(), base=2)
         assert row.js_divergence == pytest.approx(expected**2, rel=1e-9)
+
+
+def test_per_layer_maps_are_not_paired_with_maps_over_all_layers():
+    # stats-maps writes one decision map per captured layer (per_layer true) beside the map over
+    # all captured layers: only the latter stands for the sample in a statistic.
+    answers = _table(
+        [_answer("q.baseline.0", "baseline"), _answer("q.hard.1", "hard_positive", "q.baseline.0")]
+    )
+    base, variant = answers["sample_id"]
+    records = [
+        _map(base, per_layer=False),
+        _map(variant, per_layer=False),
+        {**_map(base, per_layer=True), "map_id": f"{base}__answer__answer_layer5"},
+        {**_map(variant, per_layer=True), "map_id": f"{variant}__answer__answer_layer5"},
+    ]
+    maps = pd.DataFrame(records)
+    arrays = dict(zip(maps["map_id"], _distinct_maps(len(maps), seed=5), strict=True))
+    table = js_pairs_table(answers, maps, arrays)
+    assert len(table) == 1
+    assert set(table[["map_id_a", "map_id_b"]].iloc[0]) == {
+        records[0]["map_id"],
+        records[1]["map_id"],
+    }

@@ -20,7 +20,7 @@ def _maps() -> pd.DataFrame:
             rows.append(("s1", term, source, method))
     # s2: no answer map; two prompt terms (the first in sorted order is chosen).
     for term in ("pleura", "effusion"):
-        for method in ("gradcam", "attention_gated"):
+        for method in ("gradcam", "gated_answer"):
             rows.append(("s2", term, "prompt", method))
     frame = pd.DataFrame(rows, columns=["sample_id", "term", "source", "method"])
     frame["map_id"] = [f"m{i:02d}" for i in range(len(frame))]
@@ -37,8 +37,8 @@ def test_one_map_per_term_keeps_the_preferred_method():
         ("s1", "", "answer", "attention"),
         ("s1", "effusion", "prompt", "activation_norm"),
         ("s1", "fluid", "generated", "attention"),
-        ("s2", "effusion", "prompt", "attention_gated"),
-        ("s2", "pleura", "prompt", "attention_gated"),
+        ("s2", "effusion", "prompt", "gated_answer"),
+        ("s2", "pleura", "prompt", "gated_answer"),
     ]
     prompt_only = [k for k in _keys(chosen) if k[2] == "prompt"]
     assert _keys(select_maps(_maps(), source="prompt")) == prompt_only
@@ -47,12 +47,12 @@ def test_one_map_per_term_keeps_the_preferred_method():
 def test_one_map_per_sample_prefers_the_answer_source_then_the_first_term():
     assert _keys(select_maps(_maps(), one_per="sample")) == [
         ("s1", "", "answer", "attention"),
-        ("s2", "effusion", "prompt", "attention_gated"),
+        ("s2", "effusion", "prompt", "gated_answer"),
     ]
     # Restricted to one source, the first term of each sample.
     assert _keys(select_maps(_maps(), source="prompt", one_per="sample")) == [
         ("s1", "effusion", "prompt", "activation_norm"),
-        ("s2", "effusion", "prompt", "attention_gated"),
+        ("s2", "effusion", "prompt", "gated_answer"),
     ]
 
 
@@ -60,7 +60,7 @@ def test_every_method_of_the_chosen_map_in_preference_order():
     assert _keys(select_maps(_maps(), one_per="sample_every_method")) == [
         ("s1", "", "answer", "attention"),
         ("s1", "", "answer", "gradcam"),
-        ("s2", "effusion", "prompt", "attention_gated"),
+        ("s2", "effusion", "prompt", "gated_answer"),
         ("s2", "effusion", "prompt", "gradcam"),
     ]
 

@@ -34,7 +34,32 @@ from cxr_attention.inference.prompting import (
 )
 from cxr_attention.inference.scoring import yes_no_tokens
 
-__all__ = ["capture_answers", "capture_images"]
+__all__ = ["capture_answers", "capture_images", "decoder_layers"]
+
+
+def decoder_layers(model, layers: int | Sequence[int]) -> list[int]:
+    """The decoder layers to capture: the last ``k`` (an int) or the listed indices, sorted.
+
+    A list can reach the last global layer, which on MedGemma 4B is not among the last ones
+    (layers 30-33 are sliding-window layers, 29 is global: ``config.layer_types``).
+
+    Raises
+    ------
+    ValueError
+        An index outside the model's layers, a repeated one, or an empty list.
+    """
+    if isinstance(layers, int):
+        return last_layers(model, layers)
+    n_layers = model.config.get_text_config().num_hidden_layers
+    chosen = [int(layer) for layer in layers]
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"inference.layers {chosen}: give distinct layer indices, at least one")
+    outside = [layer for layer in chosen if not 0 <= layer < n_layers]
+    if outside:
+        raise ValueError(
+            f"inference.layers {chosen}: {outside} outside the model's layers 0..{n_layers - 1}"
+        )
+    return sorted(chosen)
 
 
 def _pad_between(
@@ -118,7 +143,7 @@ def capture_images(
     started = time.perf_counter()
     prompt_image_start([0], prompt_image_rows)  # checks the value before any work
     enable_hooks(model)
-    layer_list = last_layers(model, layers) if isinstance(layers, int) else list(layers)
+    layer_list = decoder_layers(model, layers)
     yes_no = yes_no_tokens(processor.tokenizer)
     if any(not list(questions) for _, questions in requests):
         raise ValueError("every image needs at least one question")

@@ -40,7 +40,11 @@ import torch
 
 from cxr_attention.attention_hooks import GenerationRecorder, attention_modules, recording
 from cxr_attention.inference.prompting import image_token_positions
-from cxr_attention.inference.scoring import YesNoTokens, p_yes_from_logits
+from cxr_attention.inference.scoring import (
+    YesNoTokens,
+    p_yes_from_logits,
+    yes_no_mass_from_logits,
+)
 
 if TYPE_CHECKING:
     from cxr_attention.inference.prefix import ImagePrefix
@@ -87,6 +91,8 @@ class Capture:
     generated_tokens: list[str] = field(default_factory=list)
     pixel_values: np.ndarray | None = None
     prompt_image_start: int = 0
+    # P(yes variants) + P(no variants) at the first step: how much P(yes) is worth (scoring.py)
+    yes_no_mass: float = float("nan")
 
     @property
     def n_generated_tokens(self) -> int:
@@ -138,15 +144,18 @@ def _check_windows(model, layers: Sequence[int], total_columns: int) -> None:
 
 
 class _FirstStepPYes:
-    """A logits processor that reads P(yes) from the first generation step and changes nothing."""
+    """A logits processor that reads P(yes) and the yes + no mass from the first generation step
+    and changes nothing."""
 
     def __init__(self, tokens: YesNoTokens):
         self.tokens = tokens
         self.p_yes: torch.Tensor | None = None
+        self.yes_no_mass: torch.Tensor | None = None
 
     def __call__(self, input_ids, scores):
         if self.p_yes is None:
             self.p_yes = p_yes_from_logits(scores, self.tokens)
+            self.yes_no_mass = yes_no_mass_from_logits(scores, self.tokens)
         return scores
 
 
@@ -296,6 +305,7 @@ def capture_batch(
     generated = sequences[:, full_ids.shape[1] :].cpu()
     eos_ids = _eos_ids(generation_config)
     p_yes = p_yes_reader.p_yes.cpu().numpy()
+    yes_no_mass = p_yes_reader.yes_no_mass.cpu().numpy()
     arrays = _gather_rows(
         recorder,
         prefix,
@@ -325,6 +335,7 @@ def capture_batch(
                 generated_ids=np.asarray(tokens, dtype=np.int64),
                 generated_text=tokenizer.decode(tokens, skip_special_tokens=True),
                 p_yes=float(p_yes[row]),
+                yes_no_mass=float(yes_no_mass[row]),
                 layers=np.asarray(layers, dtype=np.int64),
                 image_token_positions=image_positions[row].cpu().numpy(),
                 attention=np.ascontiguousarray(arrays["attention"][:, row, :, :n_tokens]),

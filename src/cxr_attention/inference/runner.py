@@ -13,7 +13,10 @@ label policies ``uncertain`` and ``blank`` (``questions``; applied by
 ``questions.labels.expand_samples``).
 
 ``layers``
-    Capture the last ``k`` decoder layers.
+    Capture the last ``k`` decoder layers (an int), or the listed decoder layers (0-based).
+``min_yes_no_mass``
+    A sample whose yes + no probability mass at the first answer token is below this gets
+    ``low_yes_no_mass`` True in the answers table (its P(yes) is a ratio of small numbers).
 ``max_new_tokens``
     Tokens generated per question (greedy decoding only: captures must be reproducible).
 ``batch_size``
@@ -76,6 +79,7 @@ STAGE = "inference"
 #: The keys of ``run_inference_shard``'s ``params`` (see the module docstring).
 PARAMS: tuple[str, ...] = (
     "layers",
+    "min_yes_no_mass",
     "max_new_tokens",
     "batch_size",
     "images_per_batch",
@@ -297,6 +301,13 @@ def _checked_params(params: dict) -> dict:
     return dict(params)
 
 
+def _layers_setting(value) -> int | list[int]:
+    """``inference.layers``: the last k layers (an int) or the listed ones."""
+    if isinstance(value, int | str):
+        return int(value)
+    return [int(layer) for layer in value]
+
+
 def _unfinished_batches(samples: list[dict], done: set[str], batch_size: int) -> list[dict]:
     """The image's samples in the batches that hold an unfinished one, whole and in order.
 
@@ -337,6 +348,7 @@ def _answer_images(
                 partial,
                 out_dir,
                 settings["prompt_image_rows"],
+                float(settings["min_yes_no_mass"]),
             )
 
     while pending:
@@ -359,7 +371,7 @@ def _answer_images(
                 loaded.processor,
                 requests,
                 image_first=bool(settings["image_first"]),
-                layers=int(settings["layers"]),
+                layers=_layers_setting(settings["layers"]),
                 max_new_tokens=int(settings["max_new_tokens"]),
                 batch_size=batch_size,
                 share=bool(settings["share"]),

@@ -10,9 +10,14 @@ single tokens are summed,
 which is defined even when the generated text hedges (AUROC needs a score for every sample).
 
 Variants tried: ``yes``, ``Yes``, ``YES`` and the same with a leading space (Gemma's ``▁yes``),
-likewise for ``no``. A variant counts only when the tokenizer encodes it as exactly one token; in
-Gemma's real vocabulary all eight lower/capitalised forms are single tokens, in the tiny model's
-vocabulary ``yes``, ``Yes``, ``no``, ``No``, `` no`` and `` No`` are.
+likewise for ``no``. A surface form counts only when the tokenizer encodes both its yes and its no
+version as exactly one token, so the two sets have the same forms (a form on one side only, say
+`` no`` without `` yes``, would tilt P(yes) towards that side); in Gemma's real vocabulary all
+eight lower/capitalised forms are single tokens, in the tiny model's vocabulary ``yes``, ``Yes``,
+``no``, ``No`` are (`` no`` is, `` yes`` is not, so neither counts).
+
+The yes + no probability mass at the same step (:func:`yes_no_mass_from_logits`) says how much
+the model meant to answer with one of these words at all; it is stored beside P(yes).
 """
 
 from __future__ import annotations
@@ -45,30 +50,35 @@ class YesNoTokens:
 
 
 def yes_no_tokens(tokenizer) -> YesNoTokens:
-    """Find which yes/no variants are single tokens of ``tokenizer``.
+    """The yes/no surface forms whose yes and no versions are both single tokens of ``tokenizer``.
 
     Raises
     ------
     ValueError
-        When no variant of "yes" or none of "no" is a single token (P(yes) would be undefined).
+        When no form qualifies (P(yes) would be undefined).
     """
 
-    def single(variants):
-        ids, strings = [], []
-        for text in variants:
-            encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(encoded) == 1 and encoded[0] not in ids and encoded[0] != tokenizer.unk_token_id:
-                ids.append(int(encoded[0]))
-                strings.append(text)
-        return tuple(ids), tuple(strings)
+    def single(text):
+        encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(encoded) == 1 and encoded[0] != tokenizer.unk_token_id:
+            return int(encoded[0])
+        return None
 
-    yes_ids, yes_strings = single(YES_VARIANTS)
-    no_ids, no_strings = single(NO_VARIANTS)
-    if not yes_ids or not no_ids:
+    yes_ids, no_ids, yes_strings, no_strings = [], [], [], []
+    for yes, no in zip(YES_VARIANTS, NO_VARIANTS, strict=True):
+        yes_id, no_id = single(yes), single(no)
+        if yes_id is None or no_id is None or yes_id in yes_ids or no_id in no_ids:
+            continue  # both forms or neither: the sets keep the same surface forms
+        yes_ids.append(yes_id)
+        no_ids.append(no_id)
+        yes_strings.append(yes)
+        no_strings.append(no)
+    if not yes_ids:
         raise ValueError(
-            f"the tokenizer has no single-token yes ({yes_strings}) or no ({no_strings}) variant"
+            f"the tokenizer has no surface form of yes/no whose two versions are single tokens "
+            f"(tried {YES_VARIANTS} with {NO_VARIANTS})"
         )
-    return YesNoTokens(yes_ids, no_ids, yes_strings, no_strings)
+    return YesNoTokens(tuple(yes_ids), tuple(no_ids), tuple(yes_strings), tuple(no_strings))
 
 
 def p_yes_from_logits(logits: torch.Tensor, tokens: YesNoTokens) -> torch.Tensor:

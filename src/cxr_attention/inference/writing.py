@@ -42,6 +42,8 @@ ANSWER_COLUMNS = [
     "generated_text",
     "answer",
     "p_yes",
+    "yes_no_mass",
+    "low_yes_no_mass",
     "label",
     "expected",
     "correct",
@@ -124,7 +126,9 @@ def write_capture(
     captures.write_capture(path, arrays)
 
 
-def _sample_row(sample: dict, capture: Capture, seconds: float, capture_path: str) -> dict:
+def _sample_row(
+    sample: dict, capture: Capture, seconds: float, capture_path: str, min_yes_no_mass: float
+) -> dict:
     from cxr_attention.questions.answers import parse_answer
 
     # The finding's own names judge the answer (the question table's ``answer_terms``); the broader
@@ -141,6 +145,8 @@ def _sample_row(sample: dict, capture: Capture, seconds: float, capture_path: st
         "generated_text": capture.generated_text,
         "answer": answer,
         "p_yes": capture.p_yes,
+        "yes_no_mass": capture.yes_no_mass,
+        "low_yes_no_mass": bool(capture.yes_no_mass < min_yes_no_mass),
         "expected": expected,
         "correct": "" if not expected else answer == expected,
         "n_generated_tokens": capture.n_generated_tokens,
@@ -212,13 +218,20 @@ def _available_cores() -> int:
 
 
 def save_sample(
-    sample: dict, capture: Capture, seconds: float, partial: Path, out_dir: Path, rows: str
+    sample: dict,
+    capture: Capture,
+    seconds: float,
+    partial: Path,
+    out_dir: Path,
+    rows: str,
+    min_yes_no_mass: float,
 ) -> None:
     """Write one finished sample into the checkpoint folder ``partial``: its capture arrays, then
-    its answers row (``<sample_id>.json``, whose presence marks the sample as finished)."""
+    its answers row (``<sample_id>.json``, whose presence marks the sample as finished);
+    ``min_yes_no_mass`` sets the row's ``low_yes_no_mass`` flag."""
     sample_id = sample["sample_id"]
     write_capture(capture, partial / f"{sample_id}.npz", prompt_image_rows=rows)
-    row = _sample_row(sample, capture, seconds, str(out_dir / f"{sample_id}.npz"))
+    row = _sample_row(sample, capture, seconds, str(out_dir / f"{sample_id}.npz"), min_yes_no_mass)
     # The .json is written last: its presence marks the sample as finished.
     with atomic_path(partial / f"{sample_id}.json") as tmp:
         tmp.write_text(json.dumps(row, default=_json_value) + "\n")

@@ -1,4 +1,5 @@
-"""Attention maps from captured attention arrays (methods ``attention`` and ``attention_gated``).
+"""Attention maps from captured attention arrays (``attention``, ``term_attention``,
+``gated_answer``).
 
 Inputs are the capture arrays of ``docs/architecture.md``: ``attention`` ``[layers, heads,
 generated, 256]`` (row ``i`` is the decoding step that produced ``generated_ids[i]``: its query is
@@ -36,9 +37,9 @@ import numpy as np
 from cxr_attention.maps.grid import MapUnavailable, normalise_map, to_grid
 
 __all__ = [
-    "attention_gated_map",
     "attention_map",
     "gate_weights",
+    "gated_answer_map",
     "reassemble_prompt_keys",
     "reference_compat_attention",
     "reference_key_slice",
@@ -200,7 +201,7 @@ def gate_weights(
     return gate / total
 
 
-def attention_gated_map(
+def gated_answer_map(
     attention: np.ndarray,
     text_attention: np.ndarray,
     prompt_positions: Sequence[int],
@@ -209,7 +210,7 @@ def attention_gated_map(
     head_index: np.ndarray | None = None,
     aspect_ratio: float = 1.0,
 ) -> tuple[np.ndarray, float, int]:
-    """Method ``attention_gated``: the answer's rows weighted by their attention to a prompt term.
+    """Method ``gated_answer``: the answer's rows weighted by their attention to a prompt term.
 
     The map of a term only asked about ("Is there a pleural effusion?" answered "No.") is the
     mean image attention of the generated rows, each weighted by its gate (:func:`gate_weights`).

@@ -1,24 +1,32 @@
-"""The cascade policy: one trustworthy map per target, with the reasons for every fallback.
+"""The cascade policy, and the study's methods: which maps each target gets.
 
-For each target (the whole answer, or one term) the cascade tries the methods of
-``maps.cascade`` in order (default: ``attention``, ``attention_gated``, ``gradcam``,
-``activation_norm``, ``uniform``), skipping silently a method whose ``cascade_sources`` exclude
-the target's source: ``attention`` is tried for targets with generated tokens (and an absent
-term), ``attention_gated`` for a term only in the prompt. A method that gives no map for the
-target (:class:`~cxr_attention.maps.methods.base.Unavailable`: term not found, image mass below
-``min_image_mass``, gradient failure, no model or image...) is recorded and the next one tried:
-the map keeps its method and every earlier method's reason (``"attention: image mass 0.003 below
-min_image_mass 0.01; gradcam: gradient failure: all-zero gradients"``). Reaching ``uniform``
-logs a warning.
+**Study (``method: methods``, the maps stage).** Every method of ``maps.methods`` makes its map
+of every target it can, so that methods are compared on the same samples; a statistic over
+whatever a fallback chain produced would select samples on a property of the attention (its
+image mass). The map the cascade would pick is marked (``cascade`` True; added as its own row
+when its method is not listed), so that single-image use and fallback rates stay readable.
 
-``method`` in the parameters can also force one method (falling back to ``uniform`` only, with
-the reason) or compute ``all`` of them for comparison (each method that succeeds gives its own
-map; the ``uniform`` map records why the others failed).
+**Cascade (``method: cascade``, ``cxr-attention explain``).** For each target (the answer, or
+one term) the cascade tries the methods of ``maps.cascade`` in order (default: ``attention``,
+``term_attention``, ``gated_answer``, ``gradcam``, ``activation_norm``, ``uniform``), skipping
+silently a method whose ``cascade_sources`` exclude the target's source. A method that gives no
+map for the target (:class:`~cxr_attention.maps.methods.base.Unavailable`: term not found, image
+mass below ``min_image_mass``, gradient failure, no model or image...) is recorded and the next
+one tried: the map keeps its method and every earlier method's reason (``"attention: image mass
+0.003 below min_image_mass 0.01; gradcam: gradient failure: all-zero gradients"``). Reaching
+``uniform`` logs a warning.
 
-Each step asks each method once for all the sample's targets that reach it
-(:meth:`~cxr_attention.maps.methods.base.MapMethod.attribute`), so a method batches or shares
-its work across targets as it sees fit: Grad-CAM runs one batched forward + backward, the
-term-independent ``activation_norm`` one map per sample.
+``method`` can also force one method (falling back to ``uniform`` only, with the reason) or
+compute ``all`` of them (each method that succeeds gives its own map; the ``uniform`` map records
+why the others failed).
+
+The answer's variants (every generated row; one map per captured layer) are rows of attention:
+``attention`` alone makes them, with no fallback, whenever it is among the methods in play.
+
+Each method is asked once for all the sample's targets that reach it
+(:meth:`~cxr_attention.maps.methods.base.MapMethod.attribute`), and never twice for one target,
+so a method batches or shares its work across targets as it sees fit: Grad-CAM runs one batched
+forward + backward, the term-independent ``activation_norm`` one map per sample.
 """
 
 from __future__ import annotations
@@ -71,7 +79,8 @@ def compute_sample_maps(
     ----------
     capture : Capture (or a mapping of its arrays)
     targets : sequence of MapTarget
-        Typically :func:`~cxr_attention.maps.targets.locate_targets`'s answer and term targets.
+        Typically :func:`~cxr_attention.maps.targets.locate_targets`'s answer and term targets
+        (and :func:`~cxr_attention.maps.targets.layer_targets`' per-layer variants).
     key : SampleKey
     params : MapParams
     vision : VisionSource, optional
@@ -82,24 +91,69 @@ def compute_sample_maps(
     Returns
     -------
     list of (MapRecord, ndarray)
-        The maps of each target in turn: one for ``cascade`` and a forced method, one per
-        successful method for ``all``. Every array is float32, 2-D, non-negative, summing to 1.
+        The maps of each target in target order: ``cascade`` and a forced method one per target;
+        ``methods`` one per listed method that gives a map, plus the cascade's pick when it is
+        not listed (its row has ``cascade`` True); ``all`` one per method that gives a map. The
+        answer's variants (every row, per layer) are made by ``attention`` alone. Every array
+        is float32, 2-D, non-negative, summing to 1.
     """
     inputs = MapInputs(as_capture(capture), params, key, vision, aspect_ratio)
+    primary = [target for target in targets if not target.variant]
+    outcomes = _Outcomes(inputs, primary)
     if params.method == "all":
-        return _every_method(inputs, targets)
+        maps = _every_method(inputs, primary, outcomes)
+    elif params.method == "methods":
+        maps = _listed_methods(inputs, primary, outcomes)
+    else:
+        picks = _cascade_picks(params, primary, outcomes)
+        maps = [
+            (target, *_record(inputs, target, *picks[index], cascade=params.method == "cascade"))
+            for index, target in enumerate(primary)
+        ]
+    in_play = {"all": METHODS, "methods": params.methods, "cascade": params.cascade}
+    if VARIANT_METHOD in in_play.get(params.method, (params.method,)):
+        maps.extend(_variant_maps(inputs, [t for t in targets if t.variant]))
+    rank = {id(target): index for index, target in enumerate(targets)}
+    maps.sort(key=lambda made: rank[id(made[0])])  # target order; stable within a target
+    return [(record, grid) for _, record, grid in maps]
+
+
+VARIANT_METHOD = "attention"
+"""The one method of the answer's variants (every row, per layer): they are rows of attention."""
+
+
+class _Outcomes:
+    """Each method's outcome per target, computed once, a method's targets in one call."""
+
+    def __init__(self, inputs: MapInputs, targets: Sequence[MapTarget]):
+        self.inputs = inputs
+        self.targets = targets
+        self.known: dict[tuple[str, int], MapResult | Unavailable] = {}
+
+    def ask(self, name: str, indices: Sequence[int]) -> list[MapResult | Unavailable]:
+        missing = [i for i in indices if (name, i) not in self.known]
+        if missing:
+            results = REGISTRY[name].attribute(self.inputs, [self.targets[i] for i in missing])
+            self.known.update({(name, i): r for i, r in zip(missing, results, strict=True)})
+        return [self.known[name, i] for i in indices]
+
+
+def _cascade_picks(
+    params: MapParams, targets: Sequence[MapTarget], outcomes: _Outcomes
+) -> list[tuple[str, MapResult, list[str]]]:
+    """Per target: the method the cascade (or the forced method) settles on, its result and
+    the reasons of the methods skipped before it."""
     chains = [_chain(params, target) for target in targets]
     reasons: list[list[str]] = [[] for _ in targets]
     step = [0] * len(targets)
-    kept: dict[int, tuple[MapRecord, np.ndarray]] = {}
+    kept: dict[int, tuple[str, MapResult, list[str]]] = {}
     while len(kept) < len(targets):
         asking: dict[str, list[int]] = {}  # method -> the targets at that step of their chain
         for index in range(len(targets)):
             if index not in kept:
                 asking.setdefault(chains[index][step[index]], []).append(index)
         for name, indices in asking.items():
-            outcomes = REGISTRY[name].attribute(inputs, [targets[i] for i in indices])
-            for index, outcome in zip(indices, outcomes, strict=True):
+            for index, outcome in zip(indices, outcomes.ask(name, indices), strict=True):
                 if isinstance(outcome, Unavailable):
                     reasons[index].append(f"{name}: {outcome.reason}")
                     step[index] += 1
@@ -111,41 +165,91 @@ def compute_sample_maps(
                         targets[index].term or "answer",
                         targets[index].source,
                     )
-                kept[index] = _record(inputs, targets[index], name, outcome, reasons[index])
+                kept[index] = (name, outcome, reasons[index])
     return [kept[index] for index in range(len(targets))]
 
 
 def _chain(params: MapParams, target: MapTarget) -> list[str]:
     """The methods tried in order for a forced method or the cascade."""
-    if params.method == "cascade":
+    if params.method in ("cascade", "methods"):
         return [m for m in params.cascade if target.source in REGISTRY[m].cascade_sources]
     if REGISTRY[params.method].never_unavailable:
         return [params.method]
     return [params.method, LAST_RESORT]
 
 
+def _listed_methods(
+    inputs: MapInputs, targets: Sequence[MapTarget], outcomes: _Outcomes
+) -> list[tuple[MapTarget, MapRecord, np.ndarray]]:
+    """``methods``: every listed method's map of every target (methods compared on the same
+    samples), and the cascade's pick of each target marked (added when not listed)."""
+    every = range(len(targets))
+    for name in inputs.params.methods:
+        outcomes.ask(name, every)
+    picks = _cascade_picks(inputs.params, targets, outcomes)
+    results = []
+    for index, target in enumerate(targets):
+        picked, result, reasons = picks[index]
+        for name in inputs.params.methods:
+            (outcome,) = outcomes.ask(name, [index])
+            if not isinstance(outcome, Unavailable):
+                chosen = name == picked
+                results.append(
+                    (
+                        target,
+                        *_record(inputs, target, name, outcome, reasons if chosen else [], chosen),
+                    )
+                )
+        if picked not in inputs.params.methods:
+            results.append((target, *_record(inputs, target, picked, result, reasons, True)))
+    return results
+
+
 def _every_method(
-    inputs: MapInputs, targets: Sequence[MapTarget]
-) -> list[tuple[MapRecord, np.ndarray]]:
+    inputs: MapInputs, targets: Sequence[MapTarget], outcomes: _Outcomes
+) -> list[tuple[MapTarget, MapRecord, np.ndarray]]:
     """``all``: every method's map of every target; the last resort's lists the failures."""
-    outcomes = {name: REGISTRY[name].attribute(inputs, targets) for name in METHODS}
+    every = range(len(targets))
+    results_of = {name: outcomes.ask(name, every) for name in METHODS}
     results = []
     for index, target in enumerate(targets):
         failed = [
-            f"{name}: {outcomes[name][index].reason}"
+            f"{name}: {results_of[name][index].reason}"
             for name in METHODS
-            if isinstance(outcomes[name][index], Unavailable)
+            if isinstance(results_of[name][index], Unavailable)
         ]
         for name in METHODS:
-            outcome = outcomes[name][index]
+            outcome = results_of[name][index]
             if not isinstance(outcome, Unavailable):
                 reasons = failed if name == LAST_RESORT else []
-                results.append(_record(inputs, target, name, outcome, reasons))
+                results.append((target, *_record(inputs, target, name, outcome, reasons)))
+    return results
+
+
+def _variant_maps(
+    inputs: MapInputs, variants: Sequence[MapTarget]
+) -> list[tuple[MapTarget, MapRecord, np.ndarray]]:
+    """The answer's every-row and per-layer maps (attention only; none where it fails)."""
+    if not variants:
+        return []
+    results = []
+    for target, outcome in zip(
+        variants, REGISTRY[VARIANT_METHOD].attribute(inputs, variants), strict=True
+    ):
+        if isinstance(outcome, Unavailable):
+            logger.info("no %s map of %s: %s", VARIANT_METHOD, target.slug, outcome.reason)
+            continue
+        results.append((target, *_record(inputs, target, VARIANT_METHOD, outcome, [])))
     return results
 
 
 def _record(
-    inputs: MapInputs, target: MapTarget, method: str, result: MapResult, reasons: Sequence[str]
+    inputs: MapInputs,
+    target: MapTarget,
+    method: str,
+    result: MapResult,
+    reasons: Sequence[str],
+    cascade: bool = False,
 ) -> tuple[MapRecord, np.ndarray]:
     """The table row and the final grid (border stripped if asked, renormalised) of one map."""
     unknown = set(result.notes) - set(NOTE_COLUMNS)
@@ -170,5 +274,9 @@ def _record(
         heads=result.heads,
         image_mass=result.image_mass,
         **{column: result.notes.get(column, empty) for column, empty in NOTE_COLUMNS.items()},
+        rows=target.rows,
+        counterfactual=target.counterfactual,
+        cascade=cascade,
+        per_layer=target.layer is not None,
     )
     return record, grid_map

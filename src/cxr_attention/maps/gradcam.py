@@ -3,9 +3,13 @@
 Grad-CAM (Selvaraju et al., 2017, https://arxiv.org/abs/1610.02391) on the output of the SigLIP
 tower's last encoder layer, ``A`` of shape ``(patches, channels)``:
 
-1. the score is the logit of the target token(s), read at the position that predicts each one
-   (teacher-forced: the prompt, then the generated tokens up to the target, or the term's own
-   tokens when the term was not generated);
+1. the score of the answer is the decision margin, log P(yes) - log P(no)
+   (:func:`cxr_attention.inference.scoring.yes_no_margin_from_logits`) at the decision step
+   (the last prompt position, whose next token is the first answer token): what the yes/no
+   decision turns on, not the sum of every generated token's raw logit, which is mostly
+   template prose. The score of a term is the logit of its token(s), read at the position that
+   predicts each one (teacher-forced: the prompt, then the generated tokens up to the term, or
+   the term's own tokens when the term was not generated: a counterfactual map);
 2. ``dS/dA`` by ``torch.autograd.grad`` on ``A`` alone: parameters are frozen, so no parameter
    gradient is ever computed or stored;
 3. channel weights = gradients averaged over the patches (the spatial pooling of the paper);
@@ -48,7 +52,7 @@ from cxr_attention.maps.hooks import (
     vision_layers,
 )
 
-__all__ = ["TokenLogitsTarget", "VisionGradCAM", "teacher_forcing"]
+__all__ = ["DecisionMarginTarget", "TokenLogitsTarget", "VisionGradCAM", "teacher_forcing"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +81,36 @@ class TokenLogitsTarget:
         return logits[:, rows, tokens].float().sum(dim=-1)
 
 
+class DecisionMarginTarget:
+    """Target callable: the yes/no decision margin at the decision step (kept logit row 0).
+
+    Parameters
+    ----------
+    tokens : YesNoTokens
+        The yes and no tokens (:func:`cxr_attention.inference.scoring.yes_no_tokens`).
+    """
+
+    def __init__(self, tokens):
+        self.tokens = tokens
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits (B, rows, vocab)`` -> margin ``(B,)`` in float32."""
+        from cxr_attention.inference.scoring import yes_no_margin_from_logits
+
+        return yes_no_margin_from_logits(logits[:, 0].float(), self.tokens)
+
+
 def teacher_forcing(
-    token_ids: Sequence[int], positions: Sequence[int]
+    token_ids: Sequence[int], positions: Sequence[int], score=None
 ) -> tuple[np.ndarray, int, TokenLogitsTarget]:
     """Inputs after the prompt, number of logits to keep and the target for chosen positions.
 
     ``token_ids`` is what follows the prompt (the generated ids, or a term's tokens forced as
     an answer); ``positions`` index it. The forward sees the prompt and ``token_ids[:max]``, and
     keeps the last ``max + 1`` logits, so kept row ``r`` is the one that predicts
-    ``token_ids[r]`` (row ``r`` of the captured attention is the same decoding step).
+    ``token_ids[r]`` (row ``r`` of the captured attention is the same decoding step). ``score``
+    replaces the default target (the sum of those tokens' logits), e.g. a
+    :class:`DecisionMarginTarget` with ``positions`` ``[0]``.
 
     Returns
     -------
@@ -100,7 +125,7 @@ def teacher_forcing(
     if positions[0] < 0 or positions[-1] >= ids.size:
         raise MapUnavailable(f"target positions {positions} outside {ids.size} tokens")
     last = positions[-1]
-    target = TokenLogitsTarget([ids[p] for p in positions], positions)
+    target = TokenLogitsTarget([ids[p] for p in positions], positions) if score is None else score
     return ids[:last], last + 1, target
 
 
@@ -181,8 +206,10 @@ class VisionGradCAM:
         pixel_values: np.ndarray | torch.Tensor,
         following_ids: Sequence[int],
         positions: Sequence[int],
+        score=None,
     ) -> np.ndarray:
-        """Grad-CAM grid for the tokens at ``positions`` of ``following_ids`` after the prompt.
+        """Grad-CAM grid for the tokens at ``positions`` of ``following_ids`` after the prompt
+        (their logits' sum, or ``score`` of the kept logits).
 
         Parameters
         ----------
@@ -197,7 +224,7 @@ class VisionGradCAM:
         -------
         ndarray of shape (16, 16), float64, non-negative, not normalised
         """
-        continuation, _, target = teacher_forcing(following_ids, positions)
+        continuation, _, target = teacher_forcing(following_ids, positions, score)
         (cam,) = self._patch_cams(input_ids, pixel_values, [(continuation, target)])
         if isinstance(cam, MapUnavailable):
             raise cam
@@ -217,7 +244,7 @@ class VisionGradCAM:
         ----------
         input_ids : ndarray of shape (prompt_len,)
         pixel_values : array of shape (1, 3, S, S)
-        requests : sequence of (following_ids, positions)
+        requests : sequence of (following_ids, positions) or (following_ids, positions, score)
             One per target, as the arguments of the single call.
         max_rows : int
             Most targets in one pass (bounds the memory of the backward).
@@ -233,9 +260,9 @@ class VisionGradCAM:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         results: list[np.ndarray | Exception | None] = [None] * len(requests)
         prepared = []
-        for index, (following, positions) in enumerate(requests):
+        for index, request in enumerate(requests):
             try:
-                prepared.append((index, *teacher_forcing(following, positions)))
+                prepared.append((index, *teacher_forcing(*request)))
             except MapUnavailable as error:
                 results[index] = error
         for start in range(0, len(prepared), max_rows):
@@ -255,9 +282,8 @@ class VisionGradCAM:
                 cams = [None] * len(chunk)  # redone one at a time below
             for (index, *_), cam in zip(chunk, cams, strict=True):
                 if cam is None:
-                    following, positions = requests[index]
                     try:
-                        results[index] = self(input_ids, pixel_values, following, positions)
+                        results[index] = self(input_ids, pixel_values, *requests[index])
                     except Exception as error:  # the caller records each row's own failure
                         results[index] = error
                 elif isinstance(cam, MapUnavailable):
@@ -270,7 +296,7 @@ class VisionGradCAM:
         self,
         input_ids: np.ndarray,
         pixel_values: np.ndarray | torch.Tensor,
-        rows: Sequence[tuple[np.ndarray, TokenLogitsTarget]],
+        rows: Sequence[tuple[np.ndarray, TokenLogitsTarget | DecisionMarginTarget]],
     ) -> list[np.ndarray | MapUnavailable]:
         """Patch CAMs ``(patches,)`` of teacher-forced rows (one or more) in one forward +
         backward; a row whose gradients are non-finite or all zero gets a ``MapUnavailable``.

@@ -5,13 +5,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from cxr_attention.maps.registry import METHODS, check_cascade
+from cxr_attention.maps.registry import METHODS, RENAMED, check_cascade, check_methods
 
-__all__ = ["ACCEPTED_KEYS", "RULE_KEYS", "MapParams"]
+__all__ = ["ACCEPTED_KEYS", "MODES", "RULE_KEYS", "MapParams"]
+
+MODES = ("cascade", "all", "methods")
+"""Values of ``method`` besides one method's name: the cascade's pick per target, every
+registered method, or the methods listed in ``methods`` (the study; the maps stage's mode)."""
 
 RULE_KEYS = ("seed", "min_free_gpu_gb", "device")
 """Keys the maps rule adds to the ``maps`` section: the run's seed and the model's loading
 (``min_free_gpu_gb``, ``device``: read by :mod:`cxr_attention.maps.shard`, not kept here)."""
+
+
+_STUDY_METHODS = (
+    "attention",
+    "term_attention",
+    "gated_answer",
+    "gradcam",
+    "activation_norm",
+    "uniform",
+    "random",
+)
 
 
 @dataclass(frozen=True)
@@ -21,7 +36,12 @@ class MapParams:
     Attributes
     ----------
     method : str
-        ``"cascade"`` (default), ``"all"``, or one registered method to force it.
+        ``"cascade"`` (default: ``cxr-attention explain``'s), ``"all"``, ``"methods"`` (the
+        listed ``methods``, which the maps stage always uses), or one registered method to force.
+    methods : tuple of str
+        The methods every target of the study gets a map of (``maps.methods``).
+    per_layer : bool
+        Also one decision map per captured decoder layer (``attention``; ``per_layer`` rows).
     cascade : tuple of str
         The methods the cascade tries in order (``maps.cascade``); a method skips the target
         sources it does not apply to (``MapMethod.cascade_sources``). Must end with a method that
@@ -72,13 +92,9 @@ class MapParams:
     """
 
     method: str = "cascade"
-    cascade: tuple[str, ...] = (
-        "attention",
-        "attention_gated",
-        "gradcam",
-        "activation_norm",
-        "uniform",
-    )
+    methods: tuple[str, ...] = _STUDY_METHODS
+    per_layer: bool = True
+    cascade: tuple[str, ...] = _STUDY_METHODS[:-1]  # random is no fallback
     layers: tuple[int, ...] | None = None
     heads: tuple[int, ...] | None = None
     min_image_mass: float = 0.05
@@ -100,11 +116,14 @@ class MapParams:
     reference_compat: bool = False
 
     def __post_init__(self):
-        if self.method not in ("cascade", "all", *METHODS):
+        if self.method not in (*MODES, *METHODS):
+            if self.method in RENAMED:
+                check_methods([self.method], "maps.method")  # says what it is called now
             raise ValueError(
-                f"unknown map method {self.method!r}; choose cascade, all or one of {METHODS}"
+                f"unknown map method {self.method!r}; choose one of {MODES} or of {METHODS}"
             )
         object.__setattr__(self, "cascade", check_cascade(self.cascade))
+        object.__setattr__(self, "methods", check_methods(self.methods, "maps.methods"))
         if not 0 <= self.min_image_mass <= 1:
             raise ValueError(f"min_image_mass must be in [0, 1], got {self.min_image_mass}")
         if self.gradcam_max_rows < 1:
@@ -128,8 +147,10 @@ class MapParams:
                 value = tuple(int(v) for v in value)
             elif key == "localization_heads" and value is not None:
                 value = tuple((int(layer), int(head)) for layer, head in value)
-            elif key == "cascade":
+            elif key in ("cascade", "methods"):
                 value = tuple(str(v) for v in value)
+            elif key == "per_layer":
+                value = bool(value)
             elif key in (
                 "strip_border",
                 "gradcam_layer",

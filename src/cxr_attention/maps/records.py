@@ -25,7 +25,15 @@ MAP_COLUMNS = [
     "heads",
     "image_mass",
     *NOTE_COLUMNS,
+    "rows",
+    "counterfactual",
+    "cascade",
+    "per_layer",
 ]
+"""``rows``: ``decision`` (row 0, the primary answer map), ``all`` (every generated row, the
+answer's variant) or ``term`` (the term's own tokens); ``counterfactual``: a term map whose term
+is not in the answer; ``cascade``: the map the fallback cascade picks for its target (one per
+target); ``per_layer``: a one-layer variant of the decision map (``layers`` names the layer)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,10 @@ class MapRecord:
     heads: str
     image_mass: float
     n_gating_positions: int
+    rows: str = "term"
+    counterfactual: bool = False
+    cascade: bool = False
+    per_layer: bool = False
 
     def to_row(self) -> dict:
         """The table row: positions ``"|"``-joined, every column of :data:`MAP_COLUMNS`."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from cxr_attention.maps.methods.activation_norm import ActivationNorm
 from cxr_attention.maps.methods.attention import Attention
-from cxr_attention.maps.methods.attention_gated import AttentionGated
 from cxr_attention.maps.methods.attention_nosink import AttentionNoSink
 from cxr_attention.maps.methods.base import MapMethod
 from cxr_attention.maps.methods.decoder_gradcam import DecoderGradCAM
+from cxr_attention.maps.methods.gated_answer import GatedAnswer
 from cxr_attention.maps.methods.gradcam import GradCAM
 from cxr_attention.maps.methods.head_selected import HeadSelected
 from cxr_attention.maps.methods.integrated_gradients import IntegratedGradients
@@ -21,6 +21,7 @@ from cxr_attention.maps.methods.relative_attention import RelativeAttention
 from cxr_attention.maps.methods.relevancy import Relevancy
 from cxr_attention.maps.methods.rise import Rise
 from cxr_attention.maps.methods.rollout import Rollout
+from cxr_attention.maps.methods.term_attention import TermAttention
 from cxr_attention.maps.methods.uniform import Uniform
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "METHOD_DESCRIPTIONS",
     "METHOD_LABELS",
     "REGISTRY",
+    "RENAMED",
     "check_cascade",
+    "check_methods",
     "get_method",
     "method_caption",
 ]
@@ -39,7 +42,8 @@ REGISTRY: dict[str, MapMethod] = {
     method.name: method
     for method in (
         Attention(),
-        AttentionGated(),
+        TermAttention(),
+        GatedAnswer(),
         GradCAM(),
         ActivationNorm(),
         Uniform(),
@@ -74,14 +78,33 @@ def get_method(name: str) -> MapMethod:
         raise ValueError(f"unknown map method {name!r}; known: {', '.join(METHODS)}") from None
 
 
-def check_cascade(names) -> tuple[str, ...]:
-    """``maps.cascade`` checked: registered names, ending with one that always gives a map."""
+RENAMED = {
+    "attention_gated": "gated_answer (the answer's rows reweighted by their attention to the "
+    "term, not a map of the term; term_attention is the term tokens' own attention)",
+}
+"""Former method names, and what replaced them (a config naming one gets this as its error)."""
+
+
+def check_methods(names, key: str = "maps.methods") -> tuple[str, ...]:
+    """A list of registered method names, at least one, none twice; ValueError naming ``key``,
+    the unknown names (and what a renamed one is called now) otherwise."""
     names = tuple(names)
+    renamed = [f"{name} is now {RENAMED[name]}" for name in names if name in RENAMED]
+    if renamed:
+        raise ValueError(f"{key}: {'; '.join(renamed)}")
     unknown = [name for name in names if name not in REGISTRY]
     if not names or unknown:
         raise ValueError(
-            f"maps.cascade {list(names)}: unknown method(s) {unknown}; known: {', '.join(METHODS)}"
+            f"{key} {list(names)}: unknown method(s) {unknown}; known: {', '.join(METHODS)}"
         )
+    if len(set(names)) != len(names):
+        raise ValueError(f"{key} {list(names)} names a method twice")
+    return names
+
+
+def check_cascade(names) -> tuple[str, ...]:
+    """``maps.cascade`` checked: registered names, ending with one that always gives a map."""
+    names = check_methods(names, "maps.cascade")
     if not REGISTRY[names[-1]].never_unavailable:
         always = [name for name, method in REGISTRY.items() if method.never_unavailable]
         raise ValueError(

@@ -23,7 +23,7 @@ from cxr_attention.maps.hooks import VisionEncodings
 from cxr_attention.maps.methods.base import VisionSource
 from cxr_attention.maps.params import MapParams
 from cxr_attention.maps.records import MAP_COLUMNS, MapRecord, SampleKey
-from cxr_attention.maps.targets import locate_targets
+from cxr_attention.maps.targets import MapTarget, layer_targets, locate_targets
 from cxr_attention.progress import Progress
 
 __all__ = ["explain_maps", "run_maps_shard", "write_maps"]
@@ -89,7 +89,7 @@ def explain_maps(
 
     vision = VisionSource(load_vision, tokenizer=tokenizer)
     key = key or SampleKey("explain")
-    targets = locate_targets(tokenizer, capture.input_ids, capture.generated_ids, list(terms))
+    targets = _sample_targets(tokenizer, capture, list(terms), settings)
     return compute_sample_maps(
         capture, targets, key, settings, vision=vision, aspect_ratio=capture.aspect_ratio
     )
@@ -123,8 +123,10 @@ def run_maps_shard(
 ) -> None:
     """Maps of one inference shard.
 
-    For every row of the answers table: load its capture, build the answer map and one map per
-    target term of its question (``questions.csv`` ``target_terms``) through the cascade. The
+    For every row of the answers table: load its capture, build the answer maps and one map per
+    target term of its question (``questions.csv`` ``target_terms``) by every method of
+    ``maps.methods``, the cascade's pick marked (``params["method"]`` is explain's and is
+    ignored here). The
     model is loaded only when a vision method is reached; its pixels come from the capture's
     ``pixel_values`` or, when absent (the workflow does not store them), from the preprocessed
     image (``images_csv``'s ``image`` column by ``dicom_id``, else the answers table's own
@@ -156,7 +158,8 @@ def run_maps_shard(
     params = dict(params or {})
     if params.pop("reference_compat", False):
         logger.info("maps: reference_compat is left to the reference_compat rule")
-    settings = MapParams.from_dict(params)
+    # The study compares the listed methods on the same samples; ``method`` is explain's.
+    settings = dataclasses.replace(MapParams.from_dict(params), method="methods")
     answers = read_table(answers_csv, required=_ANSWER_COLUMNS, text=True)
     image_of: dict[str, str] = {}
     if images_csv is not None:
@@ -196,11 +199,8 @@ def run_maps_shard(
             tokenizer=processor.tokenizer,
         )
         key = SampleKey(row.sample_id, row.dicom_id, row.question_id)
-        targets = locate_targets(
-            processor.tokenizer,
-            capture.input_ids,
-            capture.generated_ids,
-            terms_of.get(row.question_id, []),
+        targets = _sample_targets(
+            processor.tokenizer, capture, terms_of.get(row.question_id, []), settings
         )
         # One sample at a time: its Grad-CAM targets share one batched forward + backward.
         results.extend(
@@ -211,6 +211,17 @@ def run_maps_shard(
         progress.step()
     write_maps(results, out_csv, out_npz)
     write_failures(failures, failures_csv)
+
+
+def _sample_targets(
+    tokenizer, capture: Capture, terms: Sequence[str], settings: MapParams
+) -> list[MapTarget]:
+    """The answer's decision and every-row targets, the terms', and the decision map's
+    per-layer variants (``maps.per_layer``)."""
+    targets = locate_targets(tokenizer, capture.input_ids, capture.generated_ids, terms)
+    if settings.per_layer and capture.layers is not None and len(capture.layers) > 1:
+        targets += layer_targets(targets[0], capture.layers)
+    return targets
 
 
 class _LazyModel:

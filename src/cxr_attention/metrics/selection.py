@@ -62,12 +62,19 @@ def with_method_keys(maps: pd.DataFrame) -> pd.DataFrame:
 
 
 def statistics_maps(maps: pd.DataFrame) -> pd.DataFrame:
-    """The maps the statistics use: every method and rows, without the counterfactual maps.
+    """The maps the statistics use: every method and rows, without the counterfactual maps and
+    the per-layer maps.
 
     A counterfactual map (column ``counterfactual`` true) is a term map of a term absent from the
-    answer; it stays in the maps table and its figures but never enters an answer statistic.
+    answer; it stays in the maps table and its figures but never enters an answer statistic. A
+    per-layer map (column ``per_layer`` true) is one captured layer's share of an attention map,
+    for the report's figure; counted beside the map over all layers it would weigh the same sample
+    several times.
     """
-    kept = maps[~_is_true(_column(maps, "counterfactual", False))]
+    dropped = _is_true(_column(maps, "counterfactual", False)) | _is_true(
+        _column(maps, "per_layer", False)
+    )
+    kept = maps[~dropped]
     return with_method_keys(kept)
 
 

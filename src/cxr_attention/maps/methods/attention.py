@@ -28,8 +28,9 @@ class AttentionSelection:
         if params.reference_compat:
             attention = reference_compat_attention(capture)
         self.attention = attention
+        layers = params.layers if target.layer is None else (target.layer,)
         self.layer_index, self.head_index = select_layers_heads(
-            capture.layers, attention.shape[1], layers=params.layers, heads=params.heads
+            capture.layers, attention.shape[1], layers=layers, heads=params.heads
         )
 
 
@@ -62,7 +63,7 @@ class Attention(PerTargetMethod):
     needs = "capture"
     term_conditioned = True
     # The cascade starts here for every target with generated tokens (and for an absent term,
-    # which records "term not found"); a term only in the prompt starts at attention_gated.
+    # which records "term not found"); a term only in the prompt starts at term_attention.
     cascade_sources = frozenset({"answer", "generated", "absent"})
 
     def attribute_one(self, inputs: MapInputs, target: MapTarget) -> MapResult:

@@ -19,7 +19,10 @@ class GradCAM(MapMethod):
     name = "gradcam"
     label = "Grad-CAM"
     colour = "#D55E00"
-    description = "Grad-CAM on the vision tower for the answer's (or the term's) tokens"
+    description = (
+        "Grad-CAM on the vision tower for the answer's yes/no decision margin (or the term's "
+        "tokens)"
+    )
     needs = "vision"
     term_conditioned = True
 
@@ -40,26 +43,50 @@ class GradCAM(MapMethod):
         layer_name = f"vision:{layer % len(layers)}"
         input_ids = inputs.capture.input_ids
         requests = [_request(inputs, target) for target in targets]
+        asked = [r for r in requests if not isinstance(r, Unavailable)]
+        outcomes = iter(self._cams(gradcam, input_ids, pixel_values, asked, inputs))
+        return [
+            request if isinstance(request, Unavailable) else _result(next(outcomes), layer_name)
+            for request in requests
+        ]
+
+    @staticmethod
+    def _cams(gradcam, input_ids, pixel_values, requests, inputs) -> list:
+        """Grids (or exceptions) of the requests: one pass for one, batched passes for more."""
+        if not requests:
+            return []
         if len(requests) == 1:
             try:
                 outcomes = [gradcam(input_ids, pixel_values, *requests[0])]
             except Exception as error:  # any failure of the backward pass is a recorded fallback
                 outcomes = [error]
-        else:
-            outcomes = gradcam.batched(
-                input_ids, pixel_values, requests, max_rows=inputs.params.gradcam_max_rows
-            )
-        return [
-            _gradient_failure(outcome)
-            if isinstance(outcome, Exception)
-            else MapResult(normalise_map(outcome), layers=layer_name)
-            for outcome in outcomes
-        ]
+            return outcomes
+        return gradcam.batched(
+            input_ids, pixel_values, requests, max_rows=inputs.params.gradcam_max_rows
+        )
+
+
+def _result(outcome, layer_name: str) -> MapResult | Unavailable:
+    if isinstance(outcome, Exception):
+        return _gradient_failure(outcome)
+    return MapResult(normalise_map(outcome), layers=layer_name)
 
 
 def _request(inputs: MapInputs, target: MapTarget):
-    """``(following_ids, positions)``: generated tokens, or the term's tokens forced."""
-    if target.source in ("answer", "generated"):
+    """``(following_ids, positions[, score])``: the decision margin of the answer, the generated
+    tokens of a term, or the term's tokens forced; Unavailable for the every-row answer."""
+    if target.source == "answer":
+        if target.rows != "decision":
+            return Unavailable("Grad-CAM scores the decision margin: see the decision map")
+        if target.yes_no is None:
+            return Unavailable("the tokenizer has no single-token yes and no")
+        from cxr_attention.maps.gradcam import DecisionMarginTarget
+
+        following = np.asarray(inputs.capture.generated_ids).reshape(-1)
+        if not following.size:
+            return Unavailable("no generated token (no decision step)")
+        return following, (0,), DecisionMarginTarget(target.yes_no)
+    if target.source == "generated":
         following = np.asarray(inputs.capture.generated_ids).reshape(-1)
         return following, target.generated_positions
     following = np.asarray(target.forced_ids, dtype=np.int64)

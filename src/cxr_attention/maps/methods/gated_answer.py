@@ -1,23 +1,29 @@
-"""``attention_gated``: for a term only in the prompt, the answer's attention to the image,
-weighted by how much each generated row attends to the term's prompt positions."""
+"""``gated_answer``: the answer's attention to the image, its rows reweighted by how much each
+attends to the term's prompt positions (the reference study's token gating).
+
+This is a map of the *answer*, not of the term: on the demo it differs from the every-row answer
+map by a Jensen-Shannon divergence of 3e-6, less than two questions about one image differ. It
+was called ``attention_gated``; ``term_attention`` is the term's own map.
+"""
 
 from __future__ import annotations
 
-from cxr_attention.maps.attention import attention_gated_map
+from cxr_attention.maps.attention import gated_answer_map
 from cxr_attention.maps.grid import MapUnavailable
 from cxr_attention.maps.methods.attention import AttentionSelection, checked_attention_result
 from cxr_attention.maps.methods.base import MapInputs, MapResult, PerTargetMethod
 from cxr_attention.maps.targets import MapTarget
 
-__all__ = ["AttentionGated"]
+__all__ = ["GatedAnswer"]
 
 
-class AttentionGated(PerTargetMethod):
-    name = "attention_gated"
-    label = "gated attention"
+class GatedAnswer(PerTargetMethod):
+    name = "gated_answer"
+    label = "answer gated by term"
     colour = "#56B4E9"
     description = (
-        "the answer's attention to the image, gated by its attention to the term in the prompt"
+        "the answer's attention to the image, its rows reweighted by their attention to the "
+        "term in the prompt (a map of the answer)"
     )
     needs = "capture"
     term_conditioned = True
@@ -27,7 +33,7 @@ class AttentionGated(PerTargetMethod):
         selection = AttentionSelection(inputs, target)
         if not target.prompt_positions:
             raise MapUnavailable("term not in the prompt (nothing to gate on)")
-        grid_map, image_mass, n_gating = attention_gated_map(
+        grid_map, image_mass, n_gating = gated_answer_map(
             selection.attention,
             inputs.capture.text_attention,
             target.prompt_positions,
