@@ -315,3 +315,15 @@ def test_gradient_of_the_rows_sum_is_each_rows_own_gradient():
             score = (model(inputs) * weights[row]).sum()
             (single,) = torch.autograd.grad(score, alone.activations)
         torch.testing.assert_close(batched[row], single[0])
+
+
+def test_an_all_zero_cam_is_unavailable_with_the_reason_not_an_error():
+    # ReLU(cam) is zero everywhere when no patch raises the score (seen on the known-answer
+    # model's demo run): the cascade must get a reason to fall back on, the shard no exception.
+    from cxr_attention.maps.methods.base import Unavailable
+    from cxr_attention.maps.methods.gradcam import _result
+
+    outcome = _result(np.zeros((16, 16)), "vision:1")
+    assert isinstance(outcome, Unavailable)
+    assert "all-zero" in outcome.reason
+    assert not isinstance(_result(np.eye(16), "vision:1"), Unavailable)

@@ -203,11 +203,20 @@ def run_maps_shard(
             processor.tokenizer, capture, terms_of.get(row.question_id, []), settings
         )
         # One sample at a time: its Grad-CAM targets share one batched forward + backward.
-        results.extend(
-            compute_sample_maps(
-                capture, targets, key, settings, vision=vision, aspect_ratio=capture.aspect_ratio
+        try:
+            results.extend(
+                compute_sample_maps(
+                    capture,
+                    targets,
+                    key,
+                    settings,
+                    vision=vision,
+                    aspect_ratio=capture.aspect_ratio,
+                )
             )
-        )
+        except Exception as error:  # one sample's failure is a failures row, not a lost shard
+            logger.exception("maps: sample %s failed", row.sample_id)
+            failures.append(Failure.from_exception("maps", row.dicom_id, str(capture_path), error))
         progress.step()
     write_maps(results, out_csv, out_npz)
     write_failures(failures, failures_csv)

@@ -69,7 +69,10 @@ class GradCAM(MapMethod):
 def _result(outcome, layer_name: str) -> MapResult | Unavailable:
     if isinstance(outcome, Exception):
         return _gradient_failure(outcome)
-    return MapResult(normalise_map(outcome), layers=layer_name)
+    try:
+        return MapResult(normalise_map(outcome), layers=layer_name)
+    except MapUnavailable as error:  # e.g. all-zero: no patch raises the score
+        return Unavailable(f"Grad-CAM: {error.reason}")
 
 
 def _request(inputs: MapInputs, target: MapTarget):
