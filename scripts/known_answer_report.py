@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cxr_attention.known_answer.train import demo_films
+from cxr_attention.known_answer.films import demo_films
 from cxr_attention.report.known_answer import write_known_answer
 from cxr_attention.workflow import job_logging
 

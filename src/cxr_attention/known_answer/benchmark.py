@@ -5,7 +5,11 @@ The workflow's planting and scoring rules run without torch, so these live apart
 
 from __future__ import annotations
 
-__all__ = ["LESION_CONTRAST", "QUESTIONS"]
+__all__ = ["IMAGE_SIZE", "LESION_CONTRAST", "QUESTIONS"]
+
+# The known-answer model's input side in pixels (16 x 16 patches of 14 px, one image token each);
+# its training films are prepared at this size.
+IMAGE_SIZE = 224
 
 # The lesion contrast the model is trained and measured at: more conspicuous than `plant`'s
 # default (0.35), which the detector did not learn to tell from bright structures of unseen films

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_attention.known_answer.model import IMAGE_SIZE
+from cxr_attention.known_answer.benchmark import IMAGE_SIZE
 from cxr_attention.known_answer.plant import DEFAULT_RADIUS, plant_lesion
 
 __all__ = ["Film", "demo_films", "load_films", "planted", "training_films"]

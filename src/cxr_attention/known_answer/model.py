@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from cxr_attention.known_answer.benchmark import LESION_CONTRAST, QUESTIONS
+from cxr_attention.known_answer.benchmark import IMAGE_SIZE, LESION_CONTRAST, QUESTIONS
 from cxr_attention.models.gemma3 import gemma3_config, reinit_projector
 from cxr_attention.models.tiny import (
     TINY_TEXT_OPTIONS,
@@ -28,7 +28,6 @@ __all__ = [
     "known_answer_config",
 ]
 
-IMAGE_SIZE = 224
 # Two text layers: the answer position must learn to read the question's side word and the
 # lesion's image tokens; every extra layer is depth the gradient must route through.
 TEXT_LAYERS = 2
