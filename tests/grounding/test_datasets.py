@@ -52,6 +52,21 @@ def test_ms_cxr_groups_boxes_of_one_phrase(tmp_path):
     assert _cells(effusion.region()) == [(0, 0)]
 
 
+def test_planted_boxes_without_path_read_with_a_blank_patient(tmp_path):
+    # `cxr-attention plant` writes MS-CXR's columns less `path`; the stage fills the patient from
+    # the run's tables.
+    csv = tmp_path / "boxes.csv"
+    header = ",".join(column for column in MS_CXR_COLUMNS if column != "path")
+    csv.write_text(
+        f"{header}\n{DICOM},Lung Lesion,nodule in the left lower zone,40,30,40,20,320,160\n",
+        encoding="utf-8",
+    )
+    (lesion,) = read_ms_cxr(csv)
+    assert lesion.patient_id == ""
+    assert lesion.finding == "Lung Lesion"
+    assert _cells(lesion.region()) == [(3, 2), (3, 3), (4, 2), (4, 3)]
+
+
 def test_ms_cxr_missing_column_names_file(tmp_path):
     csv = tmp_path / "bad.csv"
     csv.write_text("dicom_id,x,y\nd,1,2\n", encoding="utf-8")

@@ -212,9 +212,14 @@ def read_ms_cxr(path: str | os.PathLike) -> list[Annotation]:
     A category outside MS-CXR's eight (a planted file's) is kept as its own finding name.
 
     ``path`` (``files/p10/p10233088/s5.../<dicom_id>.jpg``) gives the patient (``p10233088`` ->
-    ``10233088``).
+    ``10233088``). A file without it (the planted boxes of ``cxr-attention plant``, whose format
+    names the nine other columns) leaves the patient blank: the stage takes it from the run's
+    tables.
     """
-    frame = _read_csv(path, MS_CXR_COLUMNS, dtype={"dicom_id": str, "path": str})
+    required = tuple(column for column in MS_CXR_COLUMNS if column != "path")
+    frame = _read_csv(path, required, dtype={"dicom_id": str, "path": str})
+    if "path" not in frame.columns:
+        frame["path"] = ""
     numbers = _numbers(frame, ("x", "y", "w", "h", "image_width", "image_height"), path)
     frame = frame.assign(**numbers)
     annotations = []
@@ -226,7 +231,7 @@ def read_ms_cxr(path: str | os.PathLike) -> list[Annotation]:
                 dataset="ms_cxr",
                 annotation_id=f"ms_cxr.{index}",
                 image_id=str(dicom_id),
-                patient_id=match.group(1) if match else str(dicom_id),
+                patient_id=match.group(1) if match else "",
                 finding=MS_CXR_FINDINGS.get(category, str(category)),
                 label=str(category),
                 phrase=str(phrase),

@@ -17,6 +17,7 @@ note (:data:`cxr_attention.grounding.datasets.CONTAMINATION`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -226,6 +227,10 @@ def run_grounding(
             except (ValueError, InputError) as error:
                 failures.append(_failure(annotation, annotation.annotation_id, "bad_input", error))
                 continue
+            if not annotation.patient_id:  # the file named no patient: the run's tables do
+                subjects = candidates.get("subject_id", pd.Series(dtype=object)).dropna()
+                patient = str(subjects.iloc[0]) if len(subjects) else annotation.image_id
+                annotation = dataclasses.replace(annotation, patient_id=patient)
             keys = _annotation_keys(annotation)
             scored = []  # (identity, grids)
             for record in candidates.itertuples(index=False):
