@@ -212,6 +212,15 @@ def test_expected_answer_policies(label, uncertain, blank, expected):
     assert expected_answer(label, uncertain=uncertain, blank=blank) == expected
 
 
+def test_a_blank_no_finding_is_a_negative_under_every_blank_policy():
+    # CheXpert's "No Finding" is 1 or blank, never 0: blank means the report names a finding
+    # (issue 15, item 12). Other findings keep the blank policy.
+    for blank in ("exclude", "negative"):
+        assert expected_answer(None, uncertain="exclude", blank=blank, finding="No Finding") == "no"
+        assert expected_answer(1.0, uncertain="exclude", blank=blank, finding="No Finding") == "yes"
+    assert expected_answer(None, uncertain="exclude", blank="exclude", finding="Edema") is None
+
+
 def test_expected_answer_rejects_unknown_policies_and_labels():
     with pytest.raises(ValueError, match=r"'exclude', 'positive', 'negative'"):
         expected_answer(1.0, uncertain="ones", blank="exclude")

@@ -20,6 +20,7 @@ import pandas as pd
 from cxr_attention.metrics.answer_stats import is_unclear
 from cxr_attention.metrics.bootstrap import bootstrap_mean
 from cxr_attention.metrics.study import bootstrap_kwargs, study_params
+from cxr_attention.questions.bank import NO_FINDING as NO_FINDING_COLUMN
 from cxr_attention.questions.labels import BLANK_POLICIES, UNCERTAIN_POLICIES, expected_answer
 
 __all__ = ["NO_FINDING", "label_policy_expected", "label_policy_table"]
@@ -58,10 +59,10 @@ def label_policy_expected(answers: pd.DataFrame, *, uncertain: str, blank: str) 
             result.append(given.lower() if given.lower() in ("yes", "no") else "")
             continue
         value = _label("" if pd.isna(label) else label)
-        if value is None and _slug(finding) == NO_FINDING:
-            result.append("no")
-            continue
-        result.append(expected_answer(value, uncertain=uncertain, blank=blank) or "")
+        column = NO_FINDING_COLUMN if _slug(finding) == NO_FINDING else str(finding)
+        result.append(
+            expected_answer(value, uncertain=uncertain, blank=blank, finding=column) or ""
+        )
     return pd.Series(result, index=answers.index, dtype=object)
 
 

@@ -76,9 +76,12 @@ def unscorable_images(manifest: pd.DataFrame, questions: Mapping[str, Any]) -> p
     for finding in findings:
         if finding in manifest.columns:
             scorable |= manifest[finding].map(
-                lambda label: (
+                lambda label, finding=finding: (
                     expected_answer(
-                        None if pd.isna(label) else float(label), uncertain=uncertain, blank=blank
+                        None if pd.isna(label) else float(label),
+                        uncertain=uncertain,
+                        blank=blank,
+                        finding=finding,
                     )
                     is not None
                 )

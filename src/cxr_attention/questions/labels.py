@@ -15,6 +15,7 @@ import pandas as pd
 
 from cxr_attention.io import ConfigError
 from cxr_attention.preprocess.mimic import CHEXPERT_FINDINGS
+from cxr_attention.questions.bank import NO_FINDING
 
 __all__ = [
     "BLANK_POLICIES",
@@ -51,8 +52,13 @@ SAMPLE_QUESTION_COLUMNS: tuple[str, ...] = (
 SAMPLE_COLUMNS: tuple[str, ...] = (*SAMPLE_QUESTION_COLUMNS, "answer_terms", "label", "expected")
 
 
-def expected_answer(label: float | None, *, uncertain: str, blank: str) -> str | None:
+def expected_answer(
+    label: float | None, *, uncertain: str, blank: str, finding: str | None = None
+) -> str | None:
     """The answer a CheXpert label asks for.
+
+    "No Finding" is 1 or blank in CheXpert, never 0: its blank means the report names a finding,
+    so it is a negative whatever ``blank`` says (when ``finding`` names it).
 
     Parameters
     ----------
@@ -62,6 +68,8 @@ def expected_answer(label: float | None, *, uncertain: str, blank: str) -> str |
         Policy for -1: CheXpert's U-Ignore (``None``), U-Ones (``"yes"``) or U-Zeros (``"no"``).
     blank : {"exclude", "negative"}
         Policy for a blank label: ``None`` or ``"no"``.
+    finding : str, optional
+        The label's CheXpert column (only "No Finding" changes the answer).
 
     Returns
     -------
@@ -78,7 +86,7 @@ def expected_answer(label: float | None, *, uncertain: str, blank: str) -> str |
     if blank not in BLANK_POLICIES:
         raise ValueError(f"blank label policy {blank!r}; choose from {BLANK_POLICIES}")
     if label is None or (isinstance(label, float) and math.isnan(label)):
-        return "no" if blank == "negative" else None
+        return "no" if blank == "negative" or finding == NO_FINDING else None
     value = float(label)
     if value == 1.0:
         return "yes"
@@ -166,7 +174,9 @@ def expand_samples(
                     )
                 raw = image[finding]
                 label = math.nan if _is_blank(raw) else float(raw)
-                expected = expected_answer(label, uncertain=uncertain, blank=blank) or ""
+                expected = (
+                    expected_answer(label, uncertain=uncertain, blank=blank, finding=finding) or ""
+                )
             samples.append(
                 {
                     "sample_id": f"{dicom_id}__{question['question_id']}",
