@@ -26,10 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxr_attention.maps.grid import MapUnavailable, normalise_map
-from cxr_attention.maps.methods.base import MapInputs, MapResult, Unavailable
+from cxr_attention.maps.methods.base import MapInputs, MapMethod, MapResult, Unavailable
 from cxr_attention.maps.targets import MapTarget
 
 __all__ = [
+    "DecoderMethod",
     "ScoredTarget",
     "decoder_layer_indices",
     "failure",
@@ -214,6 +215,24 @@ def per_target(
         except Exception as error:  # the cascade records each target's own failure
             results.append(failure(error))
     return results
+
+
+class DecoderMethod(MapMethod):
+    """A decoder-side method: reruns the language model on the sample for each target (the
+    answer's decision margin, or a term's token logits); implement :meth:`attribute_one`.
+    Every failure becomes that target's Unavailable (:func:`per_target`)."""
+
+    needs = "vision"
+    term_conditioned = True
+
+    def attribute(
+        self, inputs: MapInputs, targets: Sequence[MapTarget]
+    ) -> list[MapResult | Unavailable]:
+        return per_target(self.attribute_one, inputs, targets)
+
+    def attribute_one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
+        """The (unnormalised) map of one target; any exception is recorded as the reason."""
+        raise NotImplementedError
 
 
 def recorded_attention(inputs: MapInputs, scored: ScoredTarget, layers, *, gradients: bool):

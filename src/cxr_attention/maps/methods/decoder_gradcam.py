@@ -13,16 +13,14 @@ the layer (default the last global, full-attention layer); several layers are av
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from cxr_attention.maps.grid import MapUnavailable
-from cxr_attention.maps.methods.base import MapInputs, MapMethod, MapResult, Unavailable
+from cxr_attention.maps.methods.base import MapInputs, MapResult
 from cxr_attention.maps.methods.decoder_forward import (
+    DecoderMethod,
     decoder_layer_indices,
     image_features,
-    per_target,
     run_model,
     scored_target,
 )
@@ -31,7 +29,7 @@ from cxr_attention.maps.targets import MapTarget
 __all__ = ["DecoderGradCAM"]
 
 
-class DecoderGradCAM(MapMethod):
+class DecoderGradCAM(DecoderMethod):
     name = "decoder_gradcam"
     label = "decoder Grad-CAM"
     colour = "#882255"
@@ -39,15 +37,8 @@ class DecoderGradCAM(MapMethod):
         "Grad-CAM on the decoder's hidden states at the image tokens, for the yes - no margin "
         "(the answer) or the term's token logits"
     )
-    needs = "vision"
-    term_conditioned = True
 
-    def attribute(
-        self, inputs: MapInputs, targets: Sequence[MapTarget]
-    ) -> list[MapResult | Unavailable]:
-        return per_target(self._one, inputs, targets)
-
-    def _one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
+    def attribute_one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
         import torch
 
         from cxr_attention.maps.hooks import LayerActivations, frozen_parameters

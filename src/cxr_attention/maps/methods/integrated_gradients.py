@@ -13,15 +13,13 @@ teacher-forced token logits for a term. Steps run ``maps.perturbation_max_rows``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from cxr_attention.maps.grid import MapUnavailable
-from cxr_attention.maps.methods.base import MapInputs, MapMethod, MapResult, Unavailable
+from cxr_attention.maps.methods.base import MapInputs, MapResult
 from cxr_attention.maps.methods.decoder_forward import (
+    DecoderMethod,
     image_features,
-    per_target,
     run_model,
     scored_target,
 )
@@ -65,7 +63,7 @@ def integrated_gradients(model, scored, features, *, steps: int, max_rows: int):
     return (inputs[0] - baseline[0]) * total / steps
 
 
-class IntegratedGradients(MapMethod):
+class IntegratedGradients(DecoderMethod):
     name = "integrated_gradients"
     label = "integrated gradients"
     colour = "#44AA99"
@@ -73,15 +71,8 @@ class IntegratedGradients(MapMethod):
         "integrated gradients on the image tokens' embeddings from their mean, for the yes - no "
         "margin (the answer) or the term's token logits"
     )
-    needs = "vision"
-    term_conditioned = True
 
-    def attribute(
-        self, inputs: MapInputs, targets: Sequence[MapTarget]
-    ) -> list[MapResult | Unavailable]:
-        return per_target(self._one, inputs, targets)
-
-    def _one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
+    def attribute_one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
         scored = scored_target(inputs, target)
         model, _ = inputs.model_and_pixels()
         attributions = integrated_gradients(

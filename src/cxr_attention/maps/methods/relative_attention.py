@@ -14,15 +14,13 @@ salient content) cancels; what the question adds remains.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from cxr_attention.maps.grid import MapUnavailable
-from cxr_attention.maps.methods.base import MapInputs, MapMethod, MapResult, Unavailable
+from cxr_attention.maps.methods.base import MapInputs, MapResult
 from cxr_attention.maps.methods.decoder_forward import (
+    DecoderMethod,
     ScoredTarget,
-    per_target,
     recorded_attention,
     scored_target,
 )
@@ -63,7 +61,7 @@ def generic_prompt_ids(tokenizer, input_ids, image_token_id: int) -> np.ndarray:
     return np.concatenate([ids[: words[0]], np.asarray(generic, np.int64), ids[words[-1] + 1 :]])
 
 
-class RelativeAttention(MapMethod):
+class RelativeAttention(DecoderMethod):
     name = "relative_attention"
     label = "relative attention"
     colour = "#AA4499"
@@ -71,15 +69,8 @@ class RelativeAttention(MapMethod):
         "attention to the image for the question divided by that for a generic prompt on the "
         "same image (Zhang et al. 2025)"
     )
-    needs = "vision"
-    term_conditioned = True
 
-    def attribute(
-        self, inputs: MapInputs, targets: Sequence[MapTarget]
-    ) -> list[MapResult | Unavailable]:
-        return per_target(self._one, inputs, targets)
-
-    def _one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
+    def attribute_one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
         layers = inputs.params.relative_attention_layers
         question = scored_target(inputs, target)
         generic = inputs.shared.get(self.name)

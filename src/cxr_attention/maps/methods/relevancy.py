@@ -13,15 +13,13 @@ layers (default every decoder layer, as Chefer's rule propagates through all of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from cxr_attention.maps.grid import MapUnavailable
-from cxr_attention.maps.methods.base import MapInputs, MapMethod, MapResult, Unavailable
+from cxr_attention.maps.methods.base import MapInputs, MapResult
 from cxr_attention.maps.methods.decoder_forward import (
+    DecoderMethod,
     image_rows_to_grid,
-    per_target,
     recorded_attention,
     scored_target,
 )
@@ -50,7 +48,7 @@ def relevancy_matrix(attentions, gradients) -> np.ndarray:
     return relevancy
 
 
-class Relevancy(MapMethod):
+class Relevancy(DecoderMethod):
     name = "relevancy"
     label = "relevancy (Chefer)"
     colour = "#332288"
@@ -58,15 +56,8 @@ class Relevancy(MapMethod):
         "gradient-weighted attention propagated through the decoder layers (Chefer et al. 2021) "
         "for the yes - no margin (the answer) or the term's token logits"
     )
-    needs = "vision"
-    term_conditioned = True
 
-    def attribute(
-        self, inputs: MapInputs, targets: Sequence[MapTarget]
-    ) -> list[MapResult | Unavailable]:
-        return per_target(self._one, inputs, targets)
-
-    def _one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
+    def attribute_one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
         scored = scored_target(inputs, target)
         recorder, score, layers = recorded_attention(
             inputs, scored, inputs.params.relevancy_layers, gradients=True

@@ -14,15 +14,13 @@ run's seed (the same masks for every map); ``maps.perturbation_max_rows`` masks 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from cxr_attention.maps.grid import MapUnavailable
-from cxr_attention.maps.methods.base import MapInputs, MapMethod, MapResult, Unavailable
+from cxr_attention.maps.methods.base import MapInputs, MapResult
 from cxr_attention.maps.methods.decoder_forward import (
+    DecoderMethod,
     image_features,
-    per_target,
     run_model,
     scored_target,
 )
@@ -81,7 +79,7 @@ def masked_scores(model, scored, features, masks: np.ndarray, *, max_rows: int) 
     return np.concatenate(scores).astype(np.float64)
 
 
-class Rise(MapMethod):
+class Rise(DecoderMethod):
     name = "rise"
     label = "RISE"
     colour = "#DDCC77"
@@ -89,15 +87,8 @@ class Rise(MapMethod):
         "random smooth masks over the image tokens (RISE), the yes - no margin (the answer) or "
         "the term's token logits averaged over the masks that keep each token"
     )
-    needs = "vision"
-    term_conditioned = True
 
-    def attribute(
-        self, inputs: MapInputs, targets: Sequence[MapTarget]
-    ) -> list[MapResult | Unavailable]:
-        return per_target(self._one, inputs, targets)
-
-    def _one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
+    def attribute_one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
         params = inputs.params
         scored = scored_target(inputs, target)
         model, _ = inputs.model_and_pixels()

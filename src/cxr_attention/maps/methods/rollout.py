@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cxr_attention.maps.methods.base import MapInputs, MapMethod, MapResult, Unavailable
+from cxr_attention.maps.methods.base import MapInputs, MapResult
 from cxr_attention.maps.methods.decoder_forward import (
+    DecoderMethod,
     image_rows_to_grid,
-    per_target,
     recorded_attention,
     scored_target,
 )
@@ -43,7 +43,7 @@ def attention_rollout(attentions: Sequence[np.ndarray]) -> np.ndarray:
     return rollout
 
 
-class Rollout(MapMethod):
+class Rollout(DecoderMethod):
     name = "rollout"
     label = "attention rollout"
     colour = "#117733"
@@ -51,15 +51,8 @@ class Rollout(MapMethod):
         "attention rollout through the decoder layers (Abnar & Zuidema 2020), read at the "
         "decision step (the answer) or at the term's tokens"
     )
-    needs = "vision"
-    term_conditioned = True
 
-    def attribute(
-        self, inputs: MapInputs, targets: Sequence[MapTarget]
-    ) -> list[MapResult | Unavailable]:
-        return per_target(self._one, inputs, targets)
-
-    def _one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
+    def attribute_one(self, inputs: MapInputs, target: MapTarget) -> MapResult:
         scored = scored_target(inputs, target)
         recorder, _, layers = recorded_attention(
             inputs, scored, inputs.params.rollout_layers, gradients=False

@@ -23,7 +23,7 @@ __all__ = ["TermAttention"]
 class TermAttention(PerTargetMethod):
     name = "term_attention"
     label = "term attention"
-    colour = "#332288"
+    colour = "#661100"
     description = "the term's own tokens' attention to the image (the term after the image)"
     needs = "capture"
     term_conditioned = True
