@@ -37,11 +37,11 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[2]
 # The demo on this machine: two cores, and the single "GPU" the inference and maps rules share.
 LOCAL_RUN = ("--cores", "2", "--resources", "gpu=1")
-# The demo, smaller, so that the suite can run it several times on two cores (about 1.5 min instead
-# of 5): 4 of its 14 images (2 per shard) and 2 of its 4 findings; every rule still runs.
+# The demo, smaller, so that the suite can run it several times on two cores: 4 of its 41 images
+# (2 per shard), its Lung Lesion and nodule questions; every rule still runs.
 TEST_SIZE = {
     "selection": {"sample_size": 4},
-    "questions": {"findings": ["Pleural Effusion", "Cardiomegaly"]},
+    "questions": {"findings": ["Lung Lesion"]},
 }
 # Folders a checkout may hold that are state or output, never part of the workflow.
 _NOT_COPIED = {".git", ".venv", ".snakemake", "results", "resources", "logs", "benchmarks"}
