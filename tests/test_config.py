@@ -105,7 +105,8 @@ def test_dataclass_fields_are_the_schema_keys_without_defaults_of_their_own(sect
 
 
 def test_build_settings_refuses_unknown_and_missing_keys_by_name():
-    values = dict(_load("demo.yaml")["inference"])
+    # The demo's inference settings over the schema's defaults, as Snakemake's validate fills them.
+    values = {**schema_defaults()["inference"], **_load("demo.yaml")["inference"]}
     built = build_settings(InferenceSettings, "inference", values)
     assert built.max_new_tokens == values["max_new_tokens"]
     with pytest.raises(dataclasses.FrozenInstanceError):
