@@ -14,8 +14,8 @@ from cxr_attention.settings import MACHINE_KNOBS, study_settings, without_machin
 validate(config, "../config/config.schema.json")
 SETTINGS = study_settings(config)
 
-# The model folder that a rule of this workflow writes (rules/known_answer_model.smk): it is an
-# output to wait for, not a source to check at the start.
+# The model folder that this workflow writes itself (known_answer_model.smk), an output to wait
+# for and not a source to check at the start.
 KNOWN_ANSWER_MODEL = "resources/known-answer-model"
 MODEL_IS_BUILT = (
     config["model"]["build_tiny"] or config["model"]["id"] == KNOWN_ANSWER_MODEL
@@ -172,3 +172,16 @@ def get_known_answer_section(wildcards):
     if config["known_answer"]["activate"]:
         return [f"results/{RUN}/known_answer/section.html"]
     return []
+
+
+# The annotation datasets the grounding stage reads (config keys of section grounding).
+GROUNDING_DATASETS = ("ms_cxr", "chexlocalize", "vindr_cxr", "nih")
+
+
+def get_grounding_annotations(wildcards):
+    """The annotation files the config names (dataset -> path)."""
+    return {
+        name: config["grounding"][name]
+        for name in GROUNDING_DATASETS
+        if config["grounding"][name]
+    }

@@ -1,15 +1,5 @@
 # Grounding (grounding.activate): every map of an annotated image against the radiologists'
 # annotation of its finding, with baselines and patient-level intervals (docs/grounding.md).
-GROUNDING_DATASETS = ("ms_cxr", "chexlocalize", "vindr_cxr", "nih")
-
-
-def get_grounding_annotations(wildcards):
-    """The annotation files the config names (dataset -> path)."""
-    return {
-        name: config["grounding"][name]
-        for name in GROUNDING_DATASETS
-        if config["grounding"][name]
-    }
 
 
 rule grounding:

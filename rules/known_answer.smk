@@ -27,7 +27,6 @@ rule known_answer_data:
     conda:
         "../envs/imaging.yaml"
     params:
-        source=config["known_answer"]["source"],
         seed=config["known_answer"]["seed"],
     script:
         "../scripts/known_answer_data.py"

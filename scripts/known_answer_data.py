@@ -7,7 +7,8 @@ from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]) as log:
     failures = write_known_answer_dataset(
-        snakemake.params.source,
+        # the source download's folder: where its tables are
+        Path(snakemake.input.tables[0]).parent,
         Path(snakemake.output.boxes).parent,
         seed=snakemake.params.seed,
     )
