@@ -28,6 +28,7 @@ __all__ = [
     "CONTAMINATION",
     "MS_CXR_COLUMNS",
     "MS_CXR_FINDINGS",
+    "MS_CXR_REQUIRED_COLUMNS",
     "NIH_FINDINGS",
     "NIH_IMAGE_SIDE",
     "VINDR_COLUMNS",
@@ -51,6 +52,8 @@ MS_CXR_COLUMNS = (
     "image_width",
     "image_height",
 )
+# What an MS-CXR-format file must hold: `path` only gives the patient (`plant` writes no path).
+MS_CXR_REQUIRED_COLUMNS = tuple(column for column in MS_CXR_COLUMNS if column != "path")
 VINDR_COLUMNS = ("image_id", "class_name", "x_min", "y_min", "x_max", "y_max")
 # NIH's released images are all 1024 x 1024 PNGs, the frame of BBox_List_2017.csv.
 NIH_IMAGE_SIDE = 1024
@@ -216,8 +219,7 @@ def read_ms_cxr(path: str | os.PathLike) -> list[Annotation]:
     names the nine other columns) leaves the patient blank: the stage takes it from the run's
     tables.
     """
-    required = tuple(column for column in MS_CXR_COLUMNS if column != "path")
-    frame = _read_csv(path, required, dtype={"dicom_id": str, "path": str})
+    frame = _read_csv(path, MS_CXR_REQUIRED_COLUMNS, dtype={"dicom_id": str, "path": str})
     if "path" not in frame.columns:
         frame["path"] = ""
     numbers = _numbers(frame, ("x", "y", "w", "h", "image_width", "image_height"), path)

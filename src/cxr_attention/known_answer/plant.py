@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr_attention.grounding.datasets import MS_CXR_REQUIRED_COLUMNS
 from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_png
 
 __all__ = [
@@ -37,17 +38,8 @@ __all__ = [
     "plant_lesion",
 ]
 
-BOX_COLUMNS = [
-    "dicom_id",
-    "category_name",
-    "label_text",
-    "x",
-    "y",
-    "w",
-    "h",
-    "image_width",
-    "image_height",
-]
+# MS-CXR's local-alignment columns, less `path` (a planted film has no MIMIC path).
+BOX_COLUMNS = list(MS_CXR_REQUIRED_COLUMNS)
 # The CheXpert label a nodule falls under.
 LESION_CATEGORY = "Lung Lesion"
 # Lung labels of `lung_mask`, by the patient's side.
