@@ -407,11 +407,11 @@ def test_shard_writes_reference_and_corrected_numbers_side_by_side(
         expected = reference_map_metrics(reference_attention_grid(capture), reference_mask)
         for key, value in expected.items():
             assert row[key] == pytest.approx(value, rel=1e-6, abs=1e-9)
-        # With the default settings the stored answer map is the mean over every captured layer,
-        # head and generated row, computed here independently of the maps stage.
-        n_generated = capture["attention"].shape[2]
+        # With the default settings the stored (headline) answer map is the decision step's: the
+        # mean over every captured layer and head of generated row 0, computed here independently
+        # of the maps stage.
         corrected = corrected_answer_metrics(
-            attention_map(capture["attention"], range(n_generated)), capture, body > 0
+            attention_map(capture["attention"], [0]), capture, body > 0
         )
         for key, value in corrected.items():
             assert row[key] == pytest.approx(value, rel=1e-6, abs=1e-9)
@@ -484,7 +484,7 @@ def _maps_stage(tmp_path: Path, captures_dir: Path, model_dir: Path, settings: d
         out_npz=maps_npz,
         failures_csv=tmp_path / "maps" / "shard-0.failures.csv",
         # The planted sink leaves the image little mass: keep the attention map regardless.
-        params={"device": "cpu", "seed": 0, "method": "attention", "min_image_mass": 0.0}
+        params={"device": "cpu", "seed": 0, "methods": ["attention"], "min_image_mass": 0.0}
         | settings,
     )
     return maps_csv, maps_npz
@@ -537,7 +537,11 @@ def test_corrected_columns_are_the_study_map_metrics(
     )
 
     study = pd.read_csv(maps_csv).merge(pd.read_csv(metrics_csv), on="map_id")
-    study = study[study["source"] == "answer"].set_index("sample_id")
+    # The headline answer map: the decision step's over every captured layer (its siblings are
+    # the every-row map and the per-layer maps).
+    headline = (study["source"] == "answer") & (study["rows"] == "decision") & ~study["per_layer"]
+    study = study[headline]
+    study = study.set_index("sample_id")
     table = pd.read_csv(out).set_index("sample_id")
     assert len(study) == len(table) == len(sink_captures)
     for sample_id, row in table.iterrows():
@@ -549,7 +553,6 @@ def test_corrected_columns_are_the_study_map_metrics(
     # The setting mattered: the default map (every layer, no border stripped) scores otherwise,
     # so a corrected column recomputed from the capture would not match the study.
     for index, capture in enumerate(sink_captures):
-        n_generated = capture["attention"].shape[2]
-        grid, _ = attention_map(capture["attention"], range(n_generated))
+        grid, _ = attention_map(capture["attention"], [0])
         default = map_metrics(grid, body_mask=body, lung_labels=None)
         assert abs(default["entropy"] - table.at[f"d1__q.{index}", "entropy"]) > 1e-4

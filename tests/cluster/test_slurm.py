@@ -3,9 +3,9 @@
 A one-node cluster on this machine (conftest.py) stands in for a real one: slurmctld schedules,
 slurmd launches batch jobs, SLURM's GRES plugin hands out the (fake) GPUs. The oracle is SLURM's
 own record of each job (``scontrol show job``): the workflow's jobs ran as batch jobs, completed,
-and the inference and maps jobs, and only they, asked for and were given one GPU (a prolog script
-records the GPUs SLURM hands each job; see conftest.py).
-"""
+and the jobs that run the model (inference, maps, faithfulness, reliance), and only they, asked
+for and were given one GPU (a prolog script records the GPUs SLURM hands each job; see
+conftest.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from workflow.demo import copy_repository, planned_jobs, shrink_demo, snakemake
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-GPU_RULES = {"inference", "maps"}
+GPU_RULES = {"inference", "maps", "faithfulness", "reliance"}
 # The cluster keeps no accounting database, so the plugin asks squeue for job states; the first
 # status query comes after 2 s instead of the plugin's 40 s.
 CLUSTER_ONLY = (

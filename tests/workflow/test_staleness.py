@@ -63,13 +63,18 @@ def test_metrics_edit_reruns_metrics_figures_and_report_only(finished_run):
     assert planned_jobs(finished_run) == {}
 
 
+# The preprocessing stage's own module. (The mask module is shared: the known-answer planting
+# places its lesions inside the lungs that it finds, so a mask edit reruns the planting as well.)
+PREPROCESSING_MODULE = "src/cxr_attention/preprocess/pipeline.py"
+
+
 def test_preprocessing_edit_reruns_everything_downstream(finished_run):
-    with edited(finished_run / "src/cxr_attention/preprocess/masks.py", "# edited by a test"):
+    with edited(finished_run / PREPROCESSING_MODULE, "# edited by a test"):
         jobs = planned_jobs(finished_run)
     for rule in ("preprocess", "inference", "maps", "map_metrics", "sample_figures"):
         assert jobs[rule] == SHARDS, rule
     assert {"gather", "study_statistics", "summary_figures", "failures", "report"} <= set(jobs)
-    # Neither the image selection, the questions nor the model depend on the masks.
+    # Neither the image selection, the questions nor the model depend on preprocessing.
     assert not set(jobs) & {"manifest", "questions", "build_tiny_model"}
     assert planned_jobs(finished_run) == {}
 
@@ -101,6 +106,9 @@ AFTER_MAPS = {
     "paper_page",
     "faithfulness",
     "faithfulness_summary",
+    "grounding",
+    "grounding_page",
+    "known_answer_report",
     "table_pages",
     "run_summary",
     "report",

@@ -36,7 +36,7 @@ import pandas as pd
 from cxr_attention.io import Failure, InputError, atomic_path, write_csv, write_failures
 from cxr_attention.known_answer.benchmark import LESION_CONTRAST, QUESTIONS
 from cxr_attention.known_answer.plant import BOX_COLUMNS, LESION_CATEGORY, box_row, plant_lesion
-from cxr_attention.questions.bank import NO_FINDING
+from cxr_attention.preprocess.mimic import NO_FINDING
 
 __all__ = [
     "DATASET_FOLDER",

@@ -26,6 +26,7 @@ __all__ = [
     "LAYOUT_SUFFIXES",
     "MANIFEST_COLUMNS",
     "METADATA_COLUMNS",
+    "NO_FINDING",
     "SPLIT_COLUMNS",
     "TABLE_BASENAMES",
     "MimicTables",
@@ -51,6 +52,9 @@ CHEXPERT_FINDINGS = [
     "Support Devices",
 ]
 """The 14 CheXpert label columns, in the order of the MIMIC-CXR-JPG tables."""
+
+NO_FINDING = "No Finding"
+"""The CheXpert label of a normal study: its question asks whether the image is normal."""
 
 METADATA_COLUMNS = [
     "dicom_id",

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from cxr_attention.io import ConfigError
-from cxr_attention.preprocess.mimic import CHEXPERT_FINDINGS
+from cxr_attention.preprocess.mimic import CHEXPERT_FINDINGS, NO_FINDING
 
 __all__ = [
     "BASELINE_KIND",
@@ -48,9 +48,6 @@ HARD_POSITIVE_KINDS: tuple[str, ...] = (
     "formality_change",
     "voice_change",
 )
-
-#: The CheXpert label of a normal study: its question asks whether the image is normal.
-NO_FINDING = "No Finding"
 
 #: ``variant_kind`` of the baseline and plain questions.
 BASELINE_KIND = "original"
