@@ -17,6 +17,8 @@ SETTINGS = study_settings(config)
 # The model folder that this workflow writes itself (known_answer_model.smk), an output to wait
 # for and not a source to check at the start.
 KNOWN_ANSWER_MODEL = "resources/known-answer-model"
+# The planted known-answer data (known_answer.smk), as a MIMIC-CXR-JPG download plus its boxes.
+KNOWN_ANSWER_DATA = "resources/known-answer-data"
 MODEL_IS_BUILT = (
     config["model"]["build_tiny"] or config["model"]["id"] == KNOWN_ANSWER_MODEL
 )
@@ -140,6 +142,17 @@ def get_reference_compat_failures(wildcards):
             "results/{run}/reference_compat/shard-{shard}.failures.csv"
         )
     return []
+
+
+def optional_failures(section, pattern):
+    """The failure tables of a stage that runs only when `<section>.activate` is on."""
+
+    def get_failures(wildcards):
+        if not config[section]["activate"]:
+            return []
+        return sorted(set(shard_outputs(pattern)))
+
+    return get_failures
 
 
 def get_report_inputs(wildcards):

@@ -1,9 +1,6 @@
 # The known-answer benchmark (docs/known_answer.md): lesions planted into known_answer.source's
 # frontal films, written as a MIMIC-CXR-JPG download that data.root can point at; the report's
 # known-answer table from the metrics.
-KNOWN_ANSWER_DATA = "resources/known-answer-data"
-
-
 rule known_answer_data:
     input:
         tables=expand(

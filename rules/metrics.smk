@@ -81,6 +81,16 @@ rule failures:
         maps=shard_outputs("results/{run}/maps/shard-{shard}.failures.csv"),
         metrics=shard_outputs("results/{run}/metrics/shard-{shard}.failures.csv"),
         reference_compat=get_reference_compat_failures,
+        grounding=optional_failures("grounding", "results/{run}/grounding/failures.csv"),
+        faithfulness=optional_failures(
+            "faithfulness", "results/{run}/faithfulness/shard-{shard}.failures.csv"
+        ),
+        reliance=optional_failures(
+            "reliance", "results/{run}/reliance/shard-{shard}.failures.csv"
+        ),
+        known_answer_data=optional_failures(
+            "known_answer", f"{KNOWN_ANSWER_DATA}/failures.csv"
+        ),
         code=code("failures"),
     output:
         report(

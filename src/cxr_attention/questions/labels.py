@@ -14,8 +14,7 @@ from typing import Any
 import pandas as pd
 
 from cxr_attention.io import ConfigError
-from cxr_attention.preprocess.mimic import CHEXPERT_FINDINGS
-from cxr_attention.questions.bank import NO_FINDING
+from cxr_attention.preprocess.mimic import CHEXPERT_FINDINGS, NO_FINDING
 
 __all__ = [
     "BLANK_POLICIES",
