@@ -19,4 +19,5 @@ with job_logging(snakemake.log[0]):
         seed=snakemake.params.seed,
         bootstrap_samples=snakemake.params.metrics["bootstrap_samples"],
         confidence=snakemake.params.metrics["confidence"],
+        contamination=settings["contamination"],
     )

@@ -68,7 +68,7 @@ def _write_run(tmp_path):
     )
 
 
-def _run(tmp_path):
+def _run(tmp_path, **options):
     _write_run(tmp_path)
     return run_grounding(
         maps_csv=tmp_path / "maps.csv",
@@ -84,6 +84,7 @@ def _run(tmp_path):
         seed=0,
         bootstrap_samples=100,
         confidence=0.95,
+        **options,
     )
 
 
@@ -110,6 +111,15 @@ def test_scores_of_planted_maps_and_baselines(tmp_path):
     random = scores[scores["method"] == "baseline_random"]
     assert random["mass"].between(0.0, 0.06).all()
     assert (scores["contamination"] == CONTAMINATION["ms_cxr"]).all()
+
+
+def test_a_configured_contamination_note_replaces_the_dataset_s_own(tmp_path):
+    """Planted boxes in MS-CXR's format are not MIMIC-CXR's images: the config says so."""
+    note = "planted, not MS-CXR"
+    summary = _run(tmp_path, contamination={"ms_cxr": note})
+    scores = pd.read_csv(tmp_path / "scores.csv", keep_default_na=False)
+    assert (scores["contamination"] == note).all()
+    assert (summary["contamination"] == note).all()
 
 
 def test_summary_has_patient_intervals_for_every_method(tmp_path):

@@ -196,11 +196,16 @@ def run_grounding(
     seed: int,
     bootstrap_samples: int,
     confidence: float,
+    contamination: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Score every map of every annotated image against its annotations; write the tables.
 
+    ``contamination`` replaces the built-in note of a dataset (:data:`CONTAMINATION`) where its
+    file holds other images than the released ones (the demo's planted boxes).
+
     Returns the summary (also written to ``summary_csv``).
     """
+    notes = {**CONTAMINATION, **(contamination or {})}
     sizes = _source_sizes(preprocess_csvs)
     annotations = [
         a.with_size(*sizes[a.image_id]) if a.image_width <= 0 and a.image_id in sizes else a
@@ -231,7 +236,7 @@ def run_grounding(
                 subjects = candidates.get("subject_id", pd.Series(dtype=object)).dropna()
                 patient = str(subjects.iloc[0]) if len(subjects) else annotation.image_id
                 annotation = dataclasses.replace(annotation, patient_id=patient)
-            keys = _annotation_keys(annotation)
+            keys = _annotation_keys(annotation, notes)
             scored = []  # (identity, grids)
             for record in candidates.itertuples(index=False):
                 if record.map_id not in store:
@@ -278,10 +283,10 @@ def _mean_scores(grids, region: Region, truth: np.ndarray, thresholds) -> dict[s
     return {name: float(np.mean([m[name] for m in scored])) for name in scored[0]}
 
 
-def _annotation_keys(annotation: Annotation) -> dict[str, str]:
+def _annotation_keys(annotation: Annotation, notes: Mapping[str, str]) -> dict[str, str]:
     return {
         "dataset": annotation.dataset,
-        "contamination": CONTAMINATION.get(annotation.dataset, ""),
+        "contamination": notes.get(annotation.dataset, ""),
         "annotation_id": annotation.annotation_id,
         "image_id": annotation.image_id,
         "patient_id": annotation.patient_id,
