@@ -36,7 +36,7 @@ RUN = config["run"]
 SHARDS = [f"{k:03d}" for k in range(config["selection"]["shards"])]
 MIMIC_TABLES = ["metadata", "split", config["data"]["labels"]]
 # Per-sample figure kinds: one folder, one report entry each (rules/figures.smk).
-SAMPLE_FIGURE_KINDS = ("overlay", "panels", "sensitivity")
+SAMPLE_FIGURE_KINDS = ("overlay", "panels", "sensitivity", "layers")
 # The method label of a figure showing the map the study chose (the cascade's pick, or the one
 # method asked for).
 MAP_METHOD_LABEL = config["maps"].get("method", "cascade")

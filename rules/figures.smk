@@ -51,6 +51,19 @@ rule sample_figures:
                 "method": MAP_METHOD_LABEL,
             },
         ),
+        layers=report(
+            directory("results/{run}/figures/samples/shard-{shard}/layers"),
+            patterns=["layers__{image}__{finding}.png"],
+            caption="../report/layers.rst",
+            category="Samples",
+            subcategory="answer map per layer",
+            labels={
+                "image": "{image}",
+                "finding": "{finding}",
+                "strategy": "baseline",
+                "method": "attention",
+            },
+        ),
     log:
         "logs/{run}/sample_figures/{shard}.log",
     conda:

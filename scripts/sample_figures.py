@@ -9,7 +9,7 @@ from cxr_attention.workflow import job_logging
 
 # The library writes every kind into one folder; the report shows each kind as its own entry, so
 # each goes to the folder of its output (file names keep their kind prefix).
-KINDS = ("overlay", "panels", "sensitivity")
+KINDS = ("overlay", "panels", "sensitivity", "layers")
 
 with job_logging(snakemake.log[0]):
     parent = Path(snakemake.output.overlay).parent

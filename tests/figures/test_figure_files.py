@@ -14,8 +14,17 @@ from cxr_attention.figures.summary import SUMMARY_FIGURES, write_summary_figures
 STRATEGIES = ("baseline", "plain", "hard_positive")
 
 
-def _shard(tmp_path, dicom_ids=("d2", "d1"), findings=("pleural_effusion", "cardiomegaly")):
-    """A preprocess table with images and masks on disk, answers, maps and their arrays."""
+def _shard(
+    tmp_path,
+    dicom_ids=("d2", "d1"),
+    findings=("pleural_effusion", "cardiomegaly"),
+    per_layer=(),
+):
+    """A preprocess table with images and masks on disk, answers, maps and their arrays.
+
+    ``per_layer``: decoder layers that get an attention answer map each (the maps stage's
+    ``maps.per_layer``), beside the map over all of them.
+    """
     folder = tmp_path / "preprocess" / "shard-0"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -56,17 +65,27 @@ def _shard(tmp_path, dicom_ids=("d2", "d1"), findings=("pleural_effusion", "card
                             map_id = f"{sample_id}__{term}__{source}__{method}"
                             values = rng.random((16, 16)).astype(np.float32)
                             arrays[map_id] = values / values.sum()
-                            map_rows.append(
-                                {
-                                    "map_id": map_id,
-                                    "sample_id": sample_id,
-                                    "dicom_id": dicom_id,
-                                    "question_id": question_id,
-                                    "term": term,
-                                    "source": source,
-                                    "method": method,
-                                }
-                            )
+                            row = {
+                                "map_id": map_id,
+                                "sample_id": sample_id,
+                                "dicom_id": dicom_id,
+                                "question_id": question_id,
+                                "term": term,
+                                "source": source,
+                                "method": method,
+                            }
+                            if per_layer:
+                                row |= {"rows": "decision", "per_layer": False, "layers": ""}
+                            map_rows.append(row)
+                            if not (per_layer and source == "answer" and method == "attention"):
+                                continue
+                            for layer in per_layer:
+                                layer_id = f"{sample_id}__answer_layer{layer}__answer__attention"
+                                arrays[layer_id] = np.full((16, 16), 1 / 256, np.float32)
+                                arrays[layer_id][layer % 16, 3] += 0.5
+                                map_rows.append(
+                                    row | {"map_id": layer_id, "per_layer": True, "layers": layer}
+                                )
     paths = {
         "answers_csv": tmp_path / "answers.csv",
         "maps_csv": tmp_path / "maps.csv",
@@ -94,6 +113,19 @@ def test_sample_figures_of_the_first_images_each_finding(tmp_path):
     for path in written:
         with Image.open(path) as png:
             assert png.format == "PNG"
+
+
+def test_sample_figures_show_the_answer_map_per_layer_when_the_shard_has_one(tmp_path):
+    paths, _ = _shard(tmp_path, findings=("pleural_effusion",), per_layer=(5, 11))
+    out = tmp_path / "figures"
+    written = write_sample_figures(**paths, out_dir=out, samples_per_shard=1, root=tmp_path)
+    names = {p.name for p in written}
+    # The per-layer maps are their own figure and never stand in for the answer map elsewhere.
+    assert "layers__d1__pleural_effusion.png" in names
+    assert {n.split("__")[0] for n in names} == {"overlay", "panels", "sensitivity", "layers"}
+    with Image.open(out / "layers__d1__pleural_effusion.png") as png:
+        # One row of panels: the mean of the layers, then layers 5 and 11.
+        assert png.width > 2 * png.height
 
 
 def test_sample_figures_skip_an_unreadable_image_and_none_when_asked(tmp_path, caplog):

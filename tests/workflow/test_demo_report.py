@@ -10,7 +10,7 @@ import pytest
 from cxr_attention.report.browser import check_report, find_chromium
 
 # File-name stems of each figure kind (src/cxr_attention/figures/samples.py and summary.py).
-SAMPLE_KINDS = ("overlay__", "panels__", "sensitivity__")
+SAMPLE_KINDS = ("overlay__", "panels__", "sensitivity__", "layers__")
 SUMMARY_KINDS = (
     "metrics_by_strategy",
     "metrics_by_finding",

@@ -6,7 +6,10 @@ and for each finding asked about them, this writes into one folder:
 - ``overlay__<dicom_id>__<finding>.png``: the baseline question's map over the radiograph;
 - ``panels__<dicom_id>__<finding>.png``: every strategy (rows) and method (columns);
 - ``sensitivity__<dicom_id>__<finding>__<strategy>.png``: the baseline's map against each
-  other strategy's map of the same term and source.
+  other strategy's map of the same term and source;
+- ``layers__<dicom_id>__<finding>.png``: the baseline question's attention decision map per
+  captured decoder layer, beside their mean (when the maps stage made per-layer maps,
+  ``maps.per_layer``).
 
 The file-name prefixes are what ``report/sample_figures.rst`` keys its caption on.
 """
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_attention.figures._style import METHODS, STRATEGIES
+from cxr_attention.figures.layers import answer_layer_maps, plot_answer_map_per_layer
 from cxr_attention.figures.overlay import plot_overlay
 from cxr_attention.figures.panels import plot_method_panels
 from cxr_attention.figures.sensitivity import plot_prompt_sensitivity
@@ -100,6 +104,9 @@ def write_sample_figures(
             for finding, group in of_image.groupby("finding", sort=True):
                 written += _figures_of_finding(
                     dicom_id, str(finding), group, arrays, image, body, lungs, out_dir
+                )
+                written += _layer_figure(
+                    dicom_id, str(finding), group, maps, arrays, image, out_dir
                 )
     return written
 
@@ -190,6 +197,40 @@ def _figures_of_finding(
             )
         )
     return written
+
+
+def _layer_figure(
+    dicom_id: str,
+    finding: str,
+    chosen: pd.DataFrame,
+    maps: pd.DataFrame,
+    arrays: Mapping[str, np.ndarray],
+    image: np.ndarray,
+    out_dir: Path,
+) -> list[Path]:
+    """The baseline question's attention decision map per layer, when the shard has them."""
+    if not {"rows", "per_layer", "layers"} <= set(maps.columns):
+        return []  # a maps table from before per-layer maps
+    reference = chosen.sort_values("question_id", kind="stable")
+    strategies = [s for s in STRATEGIES if s in set(reference["strategy"])]
+    if strategies:
+        reference = reference[reference["strategy"] == strategies[0]]
+    sample_id = str(reference.iloc[0]["sample_id"])
+    layer_maps = answer_layer_maps(maps, arrays, sample_id)
+    if len(layer_maps) < 2:  # no per-layer maps (maps.per_layer off), or one layer only
+        return []
+    row = reference.iloc[0]
+    return [
+        plot_answer_map_per_layer(
+            image,
+            layer_maps,
+            title=(
+                f"{dicom_id}, {finding.replace('_', ' ')}: attention decision map per layer\n"
+                f"{row['strategy']} question: {_question(row)}"
+            ),
+            out_path=out_dir / f"layers__{dicom_id}__{_slug(finding)}.png",
+        )
+    ]
 
 
 def map_name(row: pd.Series | Mapping[str, Any]) -> str:

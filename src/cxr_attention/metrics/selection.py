@@ -119,6 +119,8 @@ def select_maps(
     if one_per not in _ONE_PER:
         raise ValueError(f"one_per must be one of {_ONE_PER}, got {one_per!r}")
     chosen = maps if source is None else maps[maps["source"] == source]
+    # A per-layer map is one layer's share of a map, never the map that stands for a sample.
+    chosen = chosen[~_is_true(_column(chosen, "per_layer", False))]
     rank = {m: i for i, m in enumerate(METHODS)}
     ranked = chosen.assign(
         _method_rank=chosen["method"].map(rank).fillna(len(rank)),
