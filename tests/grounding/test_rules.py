@@ -21,3 +21,9 @@ def test_grounding_planned_only_when_active(tmp_path):
     assert not planned & GROUNDING_RULES
     overlay["grounding"]["activate"] = True
     assert planned_rules(tmp_path, overlay) >= GROUNDING_RULES
+
+
+def test_the_demo_as_configured_plans_the_grounding_stage(tmp_path):
+    """``make demo`` grounds its maps: config/demo.yaml activates grounding on the planted boxes."""
+    planned = planned_rules(tmp_path, {"run": "grounding-demo-plan-test"})
+    assert planned >= GROUNDING_RULES
