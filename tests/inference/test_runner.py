@@ -388,9 +388,12 @@ def test_load_model_on_cpu_in_float32_eval(tiny_model_dir):
     assert loaded.model.config._attn_implementation == "sdpa"
 
 
-def test_gpu_with_most_free_memory_is_chosen(monkeypatch):
+def test_gpu_with_most_free_memory_is_chosen(monkeypatch, tmp_path):
+    from cxr_attention.inference.gpu_claim import LOCK_DIR_VARIABLE
     from cxr_attention.inference.model import choose_device
 
+    monkeypatch.setenv(LOCK_DIR_VARIABLE, str(tmp_path))  # the card claims' lock files
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     free_gib = [5, 40, 20]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(free_gib))

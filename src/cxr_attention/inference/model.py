@@ -1,14 +1,21 @@
-"""Load MedGemma (or the tiny look-alike) with transformers' Auto classes, on the freest GPU."""
+"""Load MedGemma (or the tiny look-alike) with transformers' Auto classes, on an unclaimed GPU."""
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from cxr_attention.inference.gpu_claim import GpuClaim, claim_gpu
+
 __all__ = ["LoadedModel", "choose_device", "load_model"]
+
+# The card this process claimed (one per process), held open until the process ends.
+_held_claim: GpuClaim | None = None
+_claim_guard = threading.Lock()
 
 
 @dataclass
@@ -31,7 +38,11 @@ class LoadedModel:
 def choose_device(
     device: str | torch.device = "auto", *, min_free_gpu_gb: float = 15.0
 ) -> torch.device:
-    """The device to load on: ``"auto"`` picks the CUDA device with the most free memory.
+    """The device to load on: ``"auto"`` claims the free GPU with the most free memory.
+
+    On a machine with several GPUs, concurrent jobs each claim a different card, held until
+    the process ends (see `cxr_attention.inference.gpu_claim`); choosing again in the same
+    process gives up the card it held first. An explicit ``"cuda:N"`` is taken as is.
 
     Parameters
     ----------
@@ -43,8 +54,10 @@ def choose_device(
     Raises
     ------
     RuntimeError
-        ``"cuda"`` was asked for but no GPU has enough free memory (or none is visible).
+        ``"cuda"`` was asked for but no GPU has enough free memory (or none is visible), or every
+        GPU that has is claimed by another job.
     """
+    global _held_claim
     device = str(device)
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
@@ -52,18 +65,12 @@ def choose_device(
         return torch.device(device)
     if not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
-    free = {}
-    for index in range(torch.cuda.device_count()):
-        free_bytes, _ = torch.cuda.mem_get_info(index)
-        free[index] = free_bytes / 2**30
-    best = max(free, key=free.get)
-    if free[best] < min_free_gpu_gb:
-        listing = ", ".join(f"cuda:{i} {gb:.1f} GiB" for i, gb in free.items())
-        raise RuntimeError(
-            f"no GPU has {min_free_gpu_gb:g} GiB free (free memory: {listing}); lower "
-            "min_free_gpu_gb or free a GPU"
-        )
-    return torch.device(f"cuda:{best}")
+    with _claim_guard:
+        if _held_claim is not None:
+            _held_claim.release()
+            _held_claim = None
+        _held_claim = claim_gpu(min_free_gpu_gb)
+        return _held_claim.device
 
 
 def load_model(
