@@ -131,6 +131,11 @@ def test_explain_maps_and_metrics_contract(explained):
         "left_right",
         "apical_basal",
     } <= set(metrics.columns)
+    # each region metric carries what a uniform map scores (its area share) and the lift over it
+    for metric in ("inside_body", "border_fraction"):
+        np.testing.assert_allclose(
+            metrics[f"{metric}_lift"], metrics[metric] / metrics[f"{metric}_area"], rtol=1e-6
+        )
     assert cv2.imread(str(explained / "overlay.png")) is not None
 
 
