@@ -341,3 +341,38 @@ def test_explain_leaves_the_lung_metrics_of_a_flagged_mask_blank(tiny_model_dir,
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert metrics[["left_right", "apical_basal"]].isna().all().all()
     assert metrics["inside_body"].notna().all()
+
+
+def test_app_refuses_a_wrong_model_and_a_missing_run_folder(tmp_path, tiny_model_dir):
+    result = cxr_attention("app", "--model", tmp_path / "no-model")
+    assert result.returncode == 2 and "no-model" in result.stderr
+    result = cxr_attention("app", "--model", tiny_model_dir, "--results", tmp_path / "no-run")
+    assert result.returncode == 2 and "no-run: no such run folder" in result.stderr
+
+
+def test_app_binds_loopback_and_prints_its_url(tiny_model_dir):
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "cxr_attention.cli", "app", "--model", str(tiny_model_dir)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        lines = iter(server.stdout.readline, "")
+        url_line = next(line for line in lines if line.startswith("cxr-attention app: "))
+        url = url_line.split()[2]
+        assert url.rstrip("/") == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

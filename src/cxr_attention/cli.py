@@ -167,6 +167,27 @@ def _build_parser() -> argparse.ArgumentParser:
     summary.add_argument("results", metavar="RESULTS_DIR", help="a run folder, results/<run>")
     summary.set_defaults(handler=_summary)
 
+    app = _add_parser(
+        commands,
+        "app",
+        help="a browser page: ask a question about a radiograph and see the map and metrics",
+        description="Serves the page on HOST:PORT and prints its URL; the model loads once.",
+    )
+    app.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH_OR_ID",
+        help="model folder (with config.json) or hub id, e.g. google/medgemma-4b-it",
+    )
+    app.add_argument("--results", metavar="DIR", help="a run folder, results/<run>, to browse")
+    app.add_argument(
+        "--gpu", type=int, metavar="N", help="CUDA device index (default: the freest GPU, or CPU)"
+    )
+    app.add_argument("--port", type=int, metavar="P", help="port (default: Gradio's, 7860)")
+    # Loopback only unless asked: the page runs a model on uploaded medical images.
+    app.add_argument("--host", default="127.0.0.1", metavar="H", help="address to bind")
+    app.set_defaults(handler=_app)
+
     from cxr_attention.known_answer.cli import add_subcommands as add_known_answer_subcommands
 
     add_known_answer_subcommands(commands)
@@ -239,6 +260,39 @@ def _explain(args: argparse.Namespace) -> int:
     if result.mask_flags:
         print(f"lung masks flagged ({result.mask_flags}): lung metrics left blank")
     print(f"outputs in {args.out}: answer.json, maps.csv, metrics.csv, overlay.png")
+    return EXIT_OK
+
+
+def _app(args: argparse.Namespace) -> int:
+    from cxr_attention.app import ExplainSettings, build_app
+    from cxr_attention.inference.model import choose_device, load_model
+    from cxr_attention.model_source import check_model_source
+
+    check_model_source(args.model)  # a ConfigError: exit 2 before the model loads
+    if args.results is not None and not Path(args.results).is_dir():
+        raise UsageError(f"{args.results}: no such run folder")
+    if args.gpu is not None:
+        import torch
+
+        if not 0 <= args.gpu < torch.cuda.device_count():
+            raise UsageError(f"--gpu {args.gpu}: torch sees {torch.cuda.device_count()} GPUs")
+    defaults = schema_defaults()
+    device = choose_device(
+        "auto" if args.gpu is None else f"cuda:{args.gpu}",
+        min_free_gpu_gb=defaults["model"]["min_free_gpu_gb"],
+    )
+    loaded = load_model(args.model, device=device)
+    settings = ExplainSettings(
+        layers=defaults["inference"]["layers"],
+        method=defaults["maps"]["method"],
+        max_new_tokens=defaults["inference"]["max_new_tokens"],
+        image_first=defaults["inference"]["image_first"],
+        max_side=defaults["preprocess"]["max_side"],
+    )
+    page = build_app(loaded, args.model, settings, results_dir=args.results)
+    page.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True)
+    print(f"cxr-attention app: {page.local_url} (model {args.model} on {device}); Ctrl-C stops")
+    page.block_thread()
     return EXIT_OK
 
 

@@ -121,11 +121,14 @@ def explain(
     faithfulness: bool = False,
     reliance: bool = False,
     swap_image: np.ndarray | None = None,
+    loaded_model=None,
 ) -> ExplainResult:
     """Answer ``question`` about ``image_path`` and write the study's outputs for it to ``out_dir``.
 
     ``boxes``, an MS-CXR-format CSV, adds the ``box_*`` grounding columns to ``metrics.csv``
-    (:mod:`cxr_attention.grounding.single`).
+    (:mod:`cxr_attention.grounding.single`). ``loaded_model``, the
+    `cxr_attention.inference.model.LoadedModel` of ``model_id`` already in memory, saves loading
+    it again (the app answers many questions with one model); without it the model is loaded here.
 
     Returns
     -------
@@ -166,7 +169,7 @@ def explain(
     from cxr_attention.inference.writing import capture_arrays
     from cxr_attention.maps.shard import explain_maps, write_maps
 
-    loaded = load_model(model_id)
+    loaded = loaded_model if loaded_model is not None else load_model(model_id)
     capture = answer_one(
         loaded,
         image,

@@ -1,0 +1,168 @@
+"""``cxr-attention app``: the study's single-image analysis in a browser page (Gradio).
+
+The page is a view over the library: a question about an uploaded radiograph goes through
+`cxr_attention.explain.explain`, the same call as ``cxr-attention explain``, and the page shows
+what it wrote (the answer, P(yes), ``overlay.png`` and ``metrics.csv``). The model is loaded
+once, by the caller, and every question reuses it.
+
+Each browser session writes into its own temporary folder, removed when the session ends; each
+question gets a fresh subfolder of it, so two answers never share an overlay file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from cxr_attention.explain import explain
+
+__all__ = [
+    "QUESTION_API_NAME",
+    "TAB_LABELS",
+    "ExplainSettings",
+    "build_app",
+]
+
+#: The API name of the question-analysis event (``gradio_client.Client.predict(api_name=...)``).
+QUESTION_API_NAME = "/question_analysis"
+
+TAB_LABELS = (
+    "Question analysis",
+    "Token-conditioned",
+    "Prompt sensitivity",
+    "Study browser",
+    "Checks",
+)
+
+# What the tabs of later slices will show; said plainly so the page never pretends.
+_PLANNED_TABS = {
+    "Token-conditioned": "The map of each generated token of the answer, one token at a time.",
+    "Prompt sensitivity": "How the answer, P(yes) and the map change when the same question is "
+    "worded differently (the question bank's strategies).",
+    "Study browser": "A run's results (`results/<run>`): its samples, maps, metrics and report "
+    "figures.",
+    "Checks": "The sanity checks of the maps (model and label randomisation, faithfulness).",
+}
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """The `explain` options the page does not expose, as the CLI takes them (schema defaults)."""
+
+    layers: int
+    method: str
+    max_new_tokens: int
+    image_first: bool
+    max_side: int
+
+
+def build_app(
+    loaded_model,
+    model_id: str,
+    settings: ExplainSettings,
+    *,
+    results_dir: str | os.PathLike | None = None,
+) -> gr.Blocks:
+    """The page: five tabs, of which "Question analysis" works in this version.
+
+    Parameters
+    ----------
+    loaded_model : cxr_attention.inference.model.LoadedModel
+        ``model_id`` loaded once; every question reuses it.
+    model_id : str
+        The model folder or hub id it was loaded from (written to ``answer.json``).
+    settings : ExplainSettings
+    results_dir : path, optional
+        A run folder for the study browser (named on its tab; browsing is not built yet).
+    """
+
+    def answer_question(upload, question, session_dir):
+        if session_dir is None:
+            session_dir = tempfile.mkdtemp(prefix="cxr-attention-app-")
+        no_result = ("", None, None, None)  # answer, P(yes), overlay, metrics
+        if upload is None:
+            return ("Upload a radiograph (PNG, JPEG or DICOM) first.", *no_result, session_dir)
+        if not (question or "").strip():
+            return ("Type a yes/no question first.", *no_result, session_dir)
+        out_dir = Path(tempfile.mkdtemp(prefix="question-", dir=session_dir))
+        image_path = Path(upload)  # gr.File(type="filepath"): the uploaded copy
+        result = explain(
+            image_path,
+            question=question.strip(),
+            model_id=model_id,
+            out_dir=out_dir,
+            layers=settings.layers,
+            method=settings.method,
+            max_new_tokens=settings.max_new_tokens,
+            image_first=settings.image_first,
+            max_side=settings.max_side,
+            loaded_model=loaded_model,
+        )
+        if result.failure is not None:
+            message = f"Cannot use {image_path.name}: {result.failure}"
+            gr.Warning(message)
+            return (message, *no_result, session_dir)
+        status = f"Model answer: {result.generated_text!r}"
+        if result.mask_flags:
+            status += f"\n\nLung masks flagged ({result.mask_flags}): lung metrics left blank."
+        metrics = pd.read_csv(out_dir / "metrics.csv")
+        return (
+            status,
+            result.answer,
+            result.p_yes,
+            str(out_dir / "overlay.png"),
+            metrics,
+            session_dir,
+        )
+
+    # No usage reports leave the machine: the page handles medical images.
+    with gr.Blocks(title="cxr-attention", analytics_enabled=False) as app:
+        gr.Markdown(f"# Where the model looks\nModel: `{model_id}`")
+        session_dir = gr.State(None, delete_callback=_remove_folder)
+        with gr.Tabs():
+            with gr.Tab(TAB_LABELS[0], elem_id="tab-question-analysis"):
+                with gr.Row():
+                    with gr.Column():
+                        upload = gr.File(
+                            label="Radiograph (PNG, JPEG or DICOM)",
+                            type="filepath",
+                            elem_id="qa-image",
+                        )
+                        question = gr.Textbox(
+                            label="Yes/no question",
+                            placeholder="Is there a pleural effusion?",
+                            elem_id="qa-question",
+                        )
+                        run = gr.Button("Run", variant="primary", elem_id="qa-run")
+                    with gr.Column():
+                        status = gr.Markdown(elem_id="qa-status")
+                        answer = gr.Textbox(label="Answer", interactive=False, elem_id="qa-answer")
+                        p_yes = gr.Number(label="P(yes)", interactive=False, elem_id="qa-p-yes")
+                        overlay = gr.Image(
+                            label="Map of the answer", type="filepath", elem_id="qa-overlay"
+                        )
+                metrics = gr.Dataframe(label="Metrics", interactive=False, elem_id="qa-metrics")
+                run.click(
+                    answer_question,
+                    inputs=[upload, question, session_dir],
+                    outputs=[status, answer, p_yes, overlay, metrics, session_dir],
+                    api_name=QUESTION_API_NAME.lstrip("/"),
+                )
+            for label in TAB_LABELS[1:]:
+                with gr.Tab(label, elem_id=f"tab-{label.lower().replace(' ', '-')}"):
+                    text = f"**Not built yet.** This tab will show: {_PLANNED_TABS[label]}"
+                    if label == "Study browser" and results_dir is not None:
+                        text += f"\n\nRun folder given: `{results_dir}`."
+                    gr.Markdown(text)
+    return app
+
+
+def _remove_folder(folder: str | None) -> None:
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Tests of the browser app (`cxr-attention app`), called over HTTP."""
