@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 RUN ?= demo
 
-.PHONY: demo test lint install pull slurm clean-demo
+.PHONY: demo test lint install pull slurm clean-demo app
 
 # Ends with the report's path and the run's counts (images, failures, exclusions).
 demo: $(STAMP)
@@ -25,6 +25,13 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
 install: $(STAMP)
+
+# The interactive app on the demo, on the CPU: the known-answer model the demo trained, else the
+# committed one, with the demo run's results when `make demo` has made them.
+APP_MODEL := $(firstword $(wildcard resources/known-answer-model) models/known-answer)
+app: $(STAMP)
+	CUDA_VISIBLE_DEVICES= $(BIN)/cxr-attention app --model $(APP_MODEL) \
+		$(if $(wildcard results/$(RUN)),--results results/$(RUN))
 
 # Results from the DVC remote, marked up to date for Snakemake (DVC gives restored files new
 # modification times); `dvc status` first checks that they match dvc.lock.
