@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from cxr_attention.codegraph import library_closure
+from cxr_attention.figures.report_samples import report_sample_quota
 from cxr_attention.io import ConfigError
 from cxr_attention.model_source import check_model_source
 from cxr_attention.settings import MACHINE_KNOBS, study_settings, without_machine_knobs

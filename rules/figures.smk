@@ -70,6 +70,12 @@ rule sample_figures:
         "../envs/analysis.yaml"
     params:
         samples_per_shard=config["figures"]["samples_per_shard"],
+        # This shard's share of the study-wide cap on samples figured in the report.
+        max_samples=lambda wildcards: report_sample_quota(
+            config["figures"]["report_samples"],
+            SHARDS.index(wildcards.shard),
+            len(SHARDS),
+        ),
     script:
         "../scripts/sample_figures.py"
 

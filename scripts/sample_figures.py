@@ -22,6 +22,7 @@ with job_logging(snakemake.log[0]):
             images_csv=snakemake.input.images,
             out_dir=written,
             samples_per_shard=snakemake.params.samples_per_shard,
+            max_samples=snakemake.params.max_samples,
         )
         for kind in KINDS:
             folder = Path(snakemake.output[kind])

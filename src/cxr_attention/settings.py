@@ -135,6 +135,7 @@ class FiguresSettings:
     """Per-sample figures (``figures``)."""
 
     samples_per_shard: int
+    report_samples: int
 
 
 @dataclasses.dataclass(frozen=True)

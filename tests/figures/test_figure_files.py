@@ -194,3 +194,15 @@ def test_summary_figures_of_a_run_without_maps(tmp_path):
     written = write_summary_figures(**paths, out_dir=tmp_path / "summary")
     assert [p.stem for p in written] == list(SUMMARY_FIGURES)
     assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
+
+
+def test_sample_figures_draw_only_the_first_samples_by_image_then_finding(tmp_path):
+    paths, _ = _shard(tmp_path)  # d2 and d1, each asked about two findings: four samples
+    written = write_sample_figures(
+        **paths, out_dir=tmp_path / "figures", samples_per_shard=2, max_samples=3, root=tmp_path
+    )
+    # By image then finding: d1's two findings, then d2's first (cardiomegaly < pleural_...).
+    drawn = {tuple(p.stem.split("__")[1:3]) for p in written}
+    assert drawn == {("d1", "cardiomegaly"), ("d1", "pleural_effusion"), ("d2", "cardiomegaly")}
+    # Overlay, panels and two sensitivity figures (plain, hard_positive) per sample.
+    assert len(written) == 3 * 4

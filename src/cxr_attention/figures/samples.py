@@ -1,7 +1,10 @@
 """The per-sample figures of one shard: overlay, method panels and prompt sensitivity.
 
 For the first ``samples_per_shard`` images of the shard (sorted by ``dicom_id``) that have maps,
-and for each finding asked about them, this writes into one folder:
+and for each finding asked about them (at most ``max_samples`` such samples, the first by image
+then finding: ``figures/report_samples.py`` shares the study's ``figures.report_samples`` out
+over the shards, so the report's sample figures stay bounded however large the study), this
+writes into one folder:
 
 - ``overlay__<dicom_id>__<finding>.png``: the baseline question's map over the radiograph;
 - ``panels__<dicom_id>__<finding>.png``: every strategy (rows) and method (columns);
@@ -29,6 +32,7 @@ from cxr_attention.figures._style import METHODS, STRATEGIES
 from cxr_attention.figures.layers import answer_layer_maps, plot_answer_map_per_layer
 from cxr_attention.figures.overlay import plot_overlay
 from cxr_attention.figures.panels import plot_method_panels
+from cxr_attention.figures.report_samples import select_report_samples
 from cxr_attention.figures.sensitivity import plot_prompt_sensitivity
 from cxr_attention.io import ConfigError, InputError, read_table
 from cxr_attention.metrics.selection import select_maps
@@ -47,6 +51,7 @@ def write_sample_figures(
     images_csv: str | os.PathLike,
     out_dir: str | os.PathLike,
     samples_per_shard: int = 2,
+    max_samples: int | None = None,
     root: str | os.PathLike = ".",
 ) -> list[Path]:
     """Write the per-sample figures of one shard into ``out_dir`` (created, possibly empty).
@@ -60,6 +65,9 @@ def write_sample_figures(
         Folder for the PNGs.
     samples_per_shard : int
         Images that get figures; 0 writes none.
+    max_samples : int or None
+        Samples (image and finding) of those images that get figures, the first by image then
+        finding (:func:`select_report_samples`); None draws every finding of those images.
     root : path-like
         Folder the preprocess table's paths are relative to (the repository root).
 
@@ -92,9 +100,14 @@ def write_sample_figures(
         chosen["question"] = ""
     images = images.set_index("dicom_id")
     dicom_ids = sorted(set(chosen["dicom_id"]) & set(images.index))[:samples_per_shard]
+    chosen = chosen[chosen["dicom_id"].isin(dicom_ids)]
+    if max_samples is not None:
+        drawn = select_report_samples(chosen, max_samples)
+        keys = pd.MultiIndex.from_frame(chosen[["dicom_id", "finding"]].astype(str))
+        chosen = chosen[keys.isin(pd.MultiIndex.from_frame(drawn))]
     written: list[Path] = []
     with np.load(maps_npz) as arrays:
-        for dicom_id in dicom_ids:
+        for dicom_id in sorted(set(chosen["dicom_id"])):
             try:
                 image, body, lungs = _read_image(dicom_id, images.loc[dicom_id], Path(root))
             except InputError as error:
