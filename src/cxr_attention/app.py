@@ -20,13 +20,15 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from cxr_attention.explain import explain
+from cxr_attention.explain import ExplainResult, explain
 
 __all__ = [
     "QUESTION_API_NAME",
     "TAB_LABELS",
     "ExplainSettings",
     "build_app",
+    "run_explain",
+    "session_folder",
 ]
 
 #: The API name of the question-analysis event (``gradio_client.Client.predict(api_name=...)``).
@@ -43,8 +45,6 @@ TAB_LABELS = (
 # What the tabs of later slices will show; said plainly so the page never pretends.
 _PLANNED_TABS = {
     "Token-conditioned": "The map of each generated token of the answer, one token at a time.",
-    "Prompt sensitivity": "How the answer, P(yes) and the map change when the same question is "
-    "worded differently (the question bank's strategies).",
     "Study browser": "A run's results (`results/<run>`): its samples, maps, metrics and report "
     "figures.",
     "Checks": "The sanity checks of the maps (model and label randomisation, faithfulness).",
@@ -62,6 +62,34 @@ class ExplainSettings:
     max_side: int
 
 
+def session_folder(session_dir: str | None) -> str:
+    """The browser session's temporary folder: ``session_dir``, made on the session's first run."""
+    return session_dir if session_dir is not None else tempfile.mkdtemp(prefix="cxr-attention-app-")
+
+
+def run_explain(
+    loaded_model,
+    model_id: str,
+    settings: ExplainSettings,
+    image_path: Path,
+    question: str,
+    out_dir: Path,
+) -> ExplainResult:
+    """`explain` of one question with the page's settings (every tab asks through this)."""
+    return explain(
+        image_path,
+        question=question.strip(),
+        model_id=model_id,
+        out_dir=out_dir,
+        layers=settings.layers,
+        method=settings.method,
+        max_new_tokens=settings.max_new_tokens,
+        image_first=settings.image_first,
+        max_side=settings.max_side,
+        loaded_model=loaded_model,
+    )
+
+
 def build_app(
     loaded_model,
     model_id: str,
@@ -69,7 +97,7 @@ def build_app(
     *,
     results_dir: str | os.PathLike | None = None,
 ) -> gr.Blocks:
-    """The page: five tabs, of which "Question analysis" works in this version.
+    """The page: five tabs, of which "Question analysis" and "Prompt sensitivity" work.
 
     Parameters
     ----------
@@ -83,8 +111,7 @@ def build_app(
     """
 
     def answer_question(upload, question, session_dir):
-        if session_dir is None:
-            session_dir = tempfile.mkdtemp(prefix="cxr-attention-app-")
+        session_dir = session_folder(session_dir)
         no_result = ("", None, None, None)  # answer, P(yes), overlay, metrics
         if upload is None:
             return ("Upload a radiograph (PNG, JPEG or DICOM) first.", *no_result, session_dir)
@@ -92,18 +119,7 @@ def build_app(
             return ("Type a yes/no question first.", *no_result, session_dir)
         out_dir = Path(tempfile.mkdtemp(prefix="question-", dir=session_dir))
         image_path = Path(upload)  # gr.File(type="filepath"): the uploaded copy
-        result = explain(
-            image_path,
-            question=question.strip(),
-            model_id=model_id,
-            out_dir=out_dir,
-            layers=settings.layers,
-            method=settings.method,
-            max_new_tokens=settings.max_new_tokens,
-            image_first=settings.image_first,
-            max_side=settings.max_side,
-            loaded_model=loaded_model,
-        )
+        result = run_explain(loaded_model, model_id, settings, image_path, question, out_dir)
         if result.failure is not None:
             message = f"Cannot use {image_path.name}: {result.failure}"
             gr.Warning(message)
@@ -155,6 +171,14 @@ def build_app(
                     api_name=QUESTION_API_NAME.lstrip("/"),
                 )
             for label in TAB_LABELS[1:]:
+                if label == "Prompt sensitivity":
+                    # imported here: the tab's module imports run_explain from this one
+                    from cxr_attention.app_sensitivity import prompt_sensitivity_tab
+
+                    prompt_sensitivity_tab(
+                        loaded_model, model_id, settings, session_dir, results_dir=results_dir
+                    )
+                    continue
                 with gr.Tab(label, elem_id=f"tab-{label.lower().replace(' ', '-')}"):
                     text = f"**Not built yet.** This tab will show: {_PLANNED_TABS[label]}"
                     if label == "Study browser" and results_dir is not None:
