@@ -20,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from cxr_attention.app_study import build_study_browser
 from cxr_attention.explain import explain
 
 __all__ = [
@@ -156,9 +157,10 @@ def build_app(
                 )
             for label in TAB_LABELS[1:]:
                 with gr.Tab(label, elem_id=f"tab-{label.lower().replace(' ', '-')}"):
+                    if label == "Study browser":
+                        build_study_browser(results_dir)
+                        continue
                     text = f"**Not built yet.** This tab will show: {_PLANNED_TABS[label]}"
-                    if label == "Study browser" and results_dir is not None:
-                        text += f"\n\nRun folder given: `{results_dir}`."
                     gr.Markdown(text)
     return app
 
