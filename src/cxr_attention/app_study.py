@@ -14,6 +14,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 import numpy as np
@@ -23,6 +24,7 @@ from PIL import Image
 
 from cxr_attention.figures.overlay import SEQUENTIAL_CMAP
 from cxr_attention.geometry import grid_to_image
+from cxr_attention.io import read_table
 from cxr_attention.metrics.catalogue import MAP_METRICS
 from cxr_attention.metrics.tables import (
     MapStore,
@@ -35,6 +37,7 @@ from cxr_attention.metrics.tables import (
 __all__ = [
     "ALL",
     "MAP_PIXELS_PER_CELL",
+    "REPORT_PAGES",
     "SAMPLES_API_NAME",
     "SAMPLE_API_NAME",
     "SUMMARY_API_NAME",
@@ -63,6 +66,8 @@ SAMPLE_COLUMNS = [
     "correct",
     "p_yes",
 ]
+#: The run's report pages the tab links to, relative to the run folder.
+REPORT_PAGES = ("report.html", "report/summary.html")
 _ANSWER_COLUMNS = ["sample_id", "finding", "strategy", "answer", "expected", "p_yes", "correctness"]
 # The gathered tables that are not summaries (the per-row tables and the shards).
 _NOT_SUMMARIES = {"answers.csv", "maps.csv"}
@@ -123,14 +128,16 @@ def _write_map_png(grid: np.ndarray, out_dir: Path, map_id: str) -> Path:
 
 
 def _report_links(results_dir: Path) -> str:
+    """Links to the run's report pages, served by the app itself (a browser will not open a
+    ``file://`` link from an ``http://`` page); only these pages are served, not the whole run."""
     lines = ["**Report**"]
-    for name in ("report.html", "report/summary.html"):
+    for name in REPORT_PAGES:
         path = (results_dir / name).resolve()
-        lines.append(
-            f"- [{name}]({path.as_uri()}) (`{path}`)"
-            if path.is_file()
-            else f"- `{name}`: not written"
-        )
+        if path.is_file():
+            gr.set_static_paths([path])
+            lines.append(f"- [{name}](/gradio_api/file={quote(str(path))}) (`{path}`)")
+        else:
+            lines.append(f"- `{name}`: not written")
     return "\n".join(lines)
 
 
@@ -189,7 +196,7 @@ def build_study_browser(results_dir: str | os.PathLike | None) -> None:
     def summary(name):
         if name not in summaries:
             return None
-        return pd.read_csv(results_dir / "metrics" / name)
+        return read_table(results_dir / "metrics" / name)
 
     gr.Markdown(f"Run: `{results_dir.resolve()}`\n\n{_report_links(results_dir)}")
     with gr.Row():

@@ -99,7 +99,7 @@ def run_dir(tmp_path_factory):
     pd.DataFrame({"finding": ["Edema", "Pneumothorax"], "accuracy": [0.5, 0.5]}).to_csv(
         run / "metrics" / "accuracy_by_finding.csv", index=False
     )
-    (run / "report.html").write_text("<html></html>")
+    (run / "report.html").write_text("<html><body>synthetic report</body></html>")
     return run
 
 
@@ -198,8 +198,18 @@ def test_without_a_run_folder_the_tab_says_how_to_open_one():
     assert len(texts) == 1 and "--results results/<run>" in texts[0]
 
 
-def test_the_tab_names_the_report(run_dir):
+def test_the_tab_links_to_the_report_and_the_app_serves_it(client, run_dir):
+    import re
+    import urllib.error
+    import urllib.request
+
     page = build_app(None, "no-model", _settings(), results_dir=run_dir)
     texts = [str(b.value) for b in page.blocks.values() if type(b).__name__ == "Markdown"]
-    assert any(str((run_dir / "report.html").resolve()) in t for t in texts)
+    links = [link for t in texts for link in re.findall(r"\[report\.html\]\(([^)]+)\)", t)]
+    assert len(links) == 1
+    with urllib.request.urlopen(client.src.rstrip("/") + links[0]) as response:
+        assert response.read().decode() == (run_dir / "report.html").read_text()
     assert any("report/summary.html`: not written" in t for t in texts)
+    answers = (run_dir / "metrics" / "answers.csv").resolve()
+    with pytest.raises(urllib.error.HTTPError):  # only the report pages are served
+        urllib.request.urlopen(client.src.rstrip("/") + f"/gradio_api/file={answers}")
