@@ -20,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from cxr_attention.app_study import build_study_browser
 from cxr_attention.explain import ExplainResult, explain
 
 __all__ = [
@@ -45,8 +46,6 @@ TAB_LABELS = (
 # What the tabs of later slices will show; said plainly so the page never pretends.
 _PLANNED_TABS = {
     "Token-conditioned": "The map of each generated token of the answer, one token at a time.",
-    "Study browser": "A run's results (`results/<run>`): its samples, maps, metrics and report "
-    "figures.",
     "Checks": "The sanity checks of the maps (model and label randomisation, faithfulness).",
 }
 
@@ -180,10 +179,11 @@ def build_app(
                     )
                     continue
                 with gr.Tab(label, elem_id=f"tab-{label.lower().replace(' ', '-')}"):
-                    text = f"**Not built yet.** This tab will show: {_PLANNED_TABS[label]}"
-                    if label == "Study browser" and results_dir is not None:
-                        text += f"\n\nRun folder given: `{results_dir}`."
-                    gr.Markdown(text)
+                    if label == "Study browser":
+                        build_study_browser(results_dir)
+                    else:
+                        text = f"**Not built yet.** This tab will show: {_PLANNED_TABS[label]}"
+                        gr.Markdown(text)
     return app
 
 
