@@ -27,12 +27,9 @@ rule gather:
         code=code("gather"),
     output:
         answers="results/{run}/metrics/answers.csv",
-        maps=report(
-            "results/{run}/metrics/maps.csv",
-            caption="../report/maps_table.rst",
-            category="Tables",
-            labels={"table": "maps and metrics, CSV"},
-        ),
+        # Not embedded in the report: it grows with the study (the report's table page shows its
+        # first rows).
+        maps="results/{run}/metrics/maps.csv",
     log:
         "logs/{run}/gather.log",
     conda:
