@@ -6,67 +6,23 @@ page must show what the library computes, not a second computation.
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_attention.app import QUESTION_API_NAME, TAB_LABELS, ExplainSettings, build_app
+from cxr_attention.app import QUESTION_API_NAME, TAB_LABELS, build_app
 from cxr_attention.explain import explain
-from cxr_attention.settings import schema_defaults
+from tests.app.app_helpers import explain_settings
 
 QUESTION = "Is there a pleural effusion?"
-
-
-def _settings() -> ExplainSettings:
-    defaults = schema_defaults()
-    return ExplainSettings(
-        layers=defaults["inference"]["layers"],
-        method=defaults["maps"]["method"],
-        max_new_tokens=6,  # the tiny model's answer is noise; a short one keeps the test quick
-        image_first=defaults["inference"]["image_first"],
-        max_side=defaults["preprocess"]["max_side"],
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def radiograph(real_cxr) -> Path:
-    return sorted((real_cxr / "images").glob("*.jpeg"))[0]
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir):
-    from cxr_attention.inference.model import load_model
-
-    return load_model(tiny_model_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def client(loaded, tiny_model_dir):
-    from gradio_client import Client
-
-    page = build_app(loaded, str(tiny_model_dir), _settings())
-    page.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True)
-    try:
-        yield Client(page.local_url, verbose=False)
-    finally:
-        page.close()
 
 
 @pytest.fixture(scope="module")
 def direct(loaded, tiny_model_dir, radiograph, tmp_path_factory):
     """What explain() writes for the same image and question, outside the app."""
     out = tmp_path_factory.mktemp("direct")
-    settings = _settings()
+    settings = explain_settings()
     result = explain(
         radiograph,
         question=QUESTION,
@@ -84,7 +40,7 @@ def direct(loaded, tiny_model_dir, radiograph, tmp_path_factory):
 
 
 def test_the_page_has_the_five_tabs(loaded, tiny_model_dir):
-    page = build_app(loaded, str(tiny_model_dir), _settings())
+    page = build_app(loaded, str(tiny_model_dir), explain_settings())
     labels = [block.label for block in page.blocks.values() if type(block).__name__ == "Tab"]
     assert labels == list(TAB_LABELS)
 

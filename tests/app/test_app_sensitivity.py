@@ -16,39 +16,15 @@ from scipy.spatial.distance import jensenshannon
 from cxr_attention.app import build_app
 from cxr_attention.app_sensitivity import PROMPT_SENSITIVITY_API_NAME, answer_map
 from cxr_attention.explain import explain
-from tests.app.test_app_client import _free_port, _settings
+from tests.app.app_helpers import explain_settings, served
 
 PHRASINGS = ("Is there a pleural effusion?", "Is there fluid in the pleural space?")
 
 
 @pytest.fixture(scope="module")
-def radiograph(real_cxr):
-    return sorted((real_cxr / "images").glob("*.jpeg"))[0]
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir):
-    from cxr_attention.inference.model import load_model
-
-    return load_model(tiny_model_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def client(loaded, tiny_model_dir):
-    from gradio_client import Client
-
-    page = build_app(loaded, str(tiny_model_dir), _settings())
-    page.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True)
-    try:
-        yield Client(page.local_url, verbose=False)
-    finally:
-        page.close()
-
-
-@pytest.fixture(scope="module")
 def direct(loaded, tiny_model_dir, radiograph, tmp_path_factory):
     """explain() of each phrasing outside the app: (result, answer map grid, its method)."""
-    settings = _settings()
+    settings = explain_settings()
     outcomes = []
     for question in PHRASINGS:
         out = tmp_path_factory.mktemp("direct")
@@ -141,7 +117,6 @@ def test_consistency_follows_the_study_rule():
 def test_the_runs_null_band_places_the_pair(loaded, tiny_model_dir, direct, radiograph, tmp_path):
     """A run whose paraphrase null lies below this pair's JS and whose other-image null lies
     above it: the pair is ``between`` the two, with the run's thresholds shown."""
-    from gradio_client import Client
 
     (_, map_a, method), (_, map_b, _) = direct
     expected = jensenshannon(map_a.ravel(), map_b.ravel(), base=2) ** 2
@@ -155,12 +130,9 @@ def test_the_runs_null_band_places_the_pair(loaded, tiny_model_dir, direct, radi
     (tmp_path / "metrics").mkdir()
     nulls.to_csv(tmp_path / "metrics" / "js_null.csv", index=False)
 
-    page = build_app(loaded, str(tiny_model_dir), _settings(), results_dir=tmp_path)
-    page.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True)
-    try:
-        outputs = _predict(Client(page.local_url, verbose=False), radiograph, *PHRASINGS)
-    finally:
-        page.close()
+    page = build_app(loaded, str(tiny_model_dir), explain_settings(), results_dir=tmp_path)
+    with served(page) as page_client:
+        outputs = _predict(page_client, radiograph, *PHRASINGS)
     null_band = outputs[-1]
     assert null_band.startswith("between ")
     assert f"{paraphrase:.4f}" in null_band and f"{image:.4f}" in null_band

@@ -7,8 +7,6 @@ its brightest square where the maximum was planted in that map's grid.
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +19,7 @@ from cxr_attention.app_study import (
     SAMPLES_API_NAME,
     SUMMARY_API_NAME,
 )
+from tests.app.app_helpers import served
 
 # sample: (finding, strategy, answer, expected); the last one has no expected answer (unscored)
 SAMPLES = {
@@ -42,12 +41,6 @@ def _settings() -> ExplainSettings:
     return ExplainSettings(
         layers=1, method="attention", max_new_tokens=1, image_first=True, max_side=64
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +98,9 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(run_dir):
-    from gradio_client import Client
-
-    page = build_app(None, "no-model", _settings(), results_dir=run_dir)
-    page.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True)
-    try:
-        yield Client(page.local_url, verbose=False)
-    finally:
-        page.close()
+    """The page with no model: the study browser reads the run folder alone."""
+    with served(build_app(None, "no-model", _settings(), results_dir=run_dir)) as page_client:
+        yield page_client
 
 
 def _oracle(run_dir, finding, strategy, correct, method) -> list[str]:

@@ -1,0 +1,40 @@
+"""What the app's tests share: the page's settings for the tiny model, and serving a page."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cxr_attention.app import ExplainSettings
+from cxr_attention.settings import schema_defaults
+
+
+def explain_settings() -> ExplainSettings:
+    """The schema's explain settings, with a short answer (the tiny model's answer is noise)."""
+    defaults = schema_defaults()
+    return ExplainSettings(
+        layers=defaults["inference"]["layers"],
+        method=defaults["maps"]["method"],
+        max_new_tokens=6,
+        image_first=defaults["inference"]["image_first"],
+        max_side=defaults["preprocess"]["max_side"],
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def served(page) -> Iterator:
+    """A `gradio_client.Client` of ``page`` launched on a free local port, closed afterwards."""
+    from gradio_client import Client
+
+    page.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True)
+    try:
+        yield Client(page.local_url, verbose=False)
+    finally:
+        page.close()
