@@ -38,3 +38,24 @@ def served(page) -> Iterator:
         yield Client(page.local_url, verbose=False)
     finally:
         page.close()
+
+
+def explain_directly(radiograph, question: str, out_dir, loaded, model_dir):
+    """The oracle: `explain()` called as the CLI calls it, outside the page, with its settings."""
+    from cxr_attention.explain import explain
+
+    settings = explain_settings()
+    result = explain(
+        radiograph,
+        question=question,
+        model_id=str(model_dir),
+        out_dir=out_dir,
+        layers=settings.layers,
+        method=settings.method,
+        max_new_tokens=settings.max_new_tokens,
+        image_first=settings.image_first,
+        max_side=settings.max_side,
+        loaded_model=loaded,
+    )
+    assert result.failure is None, result.failure
+    return result

@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from cxr_attention.app import QUESTION_API_NAME, TAB_LABELS, build_app
-from cxr_attention.explain import explain
-from tests.app.app_helpers import explain_settings
+from tests.app.app_helpers import explain_directly, explain_settings
 
 QUESTION = "Is there a pleural effusion?"
 
@@ -22,20 +21,7 @@ QUESTION = "Is there a pleural effusion?"
 def direct(loaded, tiny_model_dir, radiograph, tmp_path_factory):
     """What explain() writes for the same image and question, outside the app."""
     out = tmp_path_factory.mktemp("direct")
-    settings = explain_settings()
-    result = explain(
-        radiograph,
-        question=QUESTION,
-        model_id=str(tiny_model_dir),
-        out_dir=out,
-        layers=settings.layers,
-        method=settings.method,
-        max_new_tokens=settings.max_new_tokens,
-        image_first=settings.image_first,
-        max_side=settings.max_side,
-        loaded_model=loaded,
-    )
-    assert result.failure is None
+    result = explain_directly(radiograph, QUESTION, out, loaded, tiny_model_dir)
     return result, out
 
 

@@ -15,8 +15,7 @@ from scipy.spatial.distance import jensenshannon
 
 from cxr_attention.app import build_app
 from cxr_attention.app_sensitivity import PROMPT_SENSITIVITY_API_NAME, answer_map
-from cxr_attention.explain import explain
-from tests.app.app_helpers import explain_settings, served
+from tests.app.app_helpers import explain_directly, explain_settings, served
 
 PHRASINGS = ("Is there a pleural effusion?", "Is there fluid in the pleural space?")
 
@@ -24,23 +23,10 @@ PHRASINGS = ("Is there a pleural effusion?", "Is there fluid in the pleural spac
 @pytest.fixture(scope="module")
 def direct(loaded, tiny_model_dir, radiograph, tmp_path_factory):
     """explain() of each phrasing outside the app: (result, answer map grid, its method)."""
-    settings = explain_settings()
     outcomes = []
     for question in PHRASINGS:
         out = tmp_path_factory.mktemp("direct")
-        result = explain(
-            radiograph,
-            question=question,
-            model_id=str(tiny_model_dir),
-            out_dir=out,
-            layers=settings.layers,
-            method=settings.method,
-            max_new_tokens=settings.max_new_tokens,
-            image_first=settings.image_first,
-            max_side=settings.max_side,
-            loaded_model=loaded,
-        )
-        assert result.failure is None
+        result = explain_directly(radiograph, question, out, loaded, tiny_model_dir)
         maps = pd.read_csv(out / "maps.csv", keep_default_na=False)
         decision = maps[(maps["source"] == "answer") & (maps["rows"] == "decision")]
         with np.load(out / "maps.npz") as arrays:
