@@ -123,6 +123,11 @@ def test_the_rule_writes_the_table_its_section_and_a_figure_per_method(study, tm
     from cxr_attention.report.known_answer import write_known_answer
 
     answers, maps, arrays, boxes, plantings = study
+    # a term's map, by a method that maps terms only: no row of the answer table, no hit figure
+    term_map = {**maps.iloc[0].to_dict(), "term": "nodule", "source": "prompt"}
+    term_map.update(map_id="l1__any__gated_answer", method="gated_answer")
+    maps = pd.concat([maps, pd.DataFrame([term_map])], ignore_index=True)
+    arrays = {**arrays, "l1__any__gated_answer": np.full((16, 16), 1 / 256)}
     answers.drop(columns="correctness").assign(
         finding="Lung Lesion", strategy="baseline", question_id="q"
     ).to_csv(tmp_path / "answers.csv", index=False)
@@ -145,7 +150,8 @@ def test_the_rule_writes_the_table_its_section_and_a_figure_per_method(study, tm
     )
     section = (tmp_path / "out" / "section.html").read_text()
     assert "Known answer" in section and "uniform" in section and "attention" in section
-    assert len(pd.read_csv(tmp_path / "out" / "maps.csv")) == 12
+    assert "gated_answer" not in section
+    assert len(pd.read_csv(tmp_path / "out" / "maps.csv")) == 13
     assert set(summary["films"]) == {"held out", "all"}
     written = sorted(p.name for p in (tmp_path / "figures").iterdir())
     assert written == ["hits__attention.png", "hits__uniform.png", "pointing_game.png"]

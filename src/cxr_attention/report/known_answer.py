@@ -137,7 +137,11 @@ def write_known_answer(
             arrays.update({key: stored[key] for key in stored.files})
     map_rows = map_scores(answers, maps, arrays, boxes, plantings, held_out)
     answer_rows = answer_scores(answers, plantings, held_out)
-    methods = [m for m in METHODS if m in set(map_rows["method"])]
+    # The table and the hit figures are of the answer's maps: a method that made term maps only
+    # (gated_answer) has none to show.
+    methods = [
+        m for m in METHODS if m in set(map_rows.loc[map_rows["source"] == "answer", "method"])
+    ]
     summary = summarise(
         answer_rows,
         map_rows,
