@@ -96,7 +96,7 @@ def build_app(
     *,
     results_dir: str | os.PathLike | None = None,
 ) -> gr.Blocks:
-    """The page: five tabs, of which "Question analysis" and "Prompt sensitivity" work.
+    """The page: five tabs; "Question analysis", "Prompt sensitivity" and "Study browser" work.
 
     Parameters
     ----------
@@ -106,7 +106,8 @@ def build_app(
         The model folder or hub id it was loaded from (written to ``answer.json``).
     settings : ExplainSettings
     results_dir : path, optional
-        A run folder for the study browser (named on its tab; browsing is not built yet).
+        A run folder for the study browser (no model needed to browse it) and for the prompt
+        sensitivity tab's null band (its ``metrics/js_null.csv``).
     """
 
     def answer_question(upload, question, session_dir):
