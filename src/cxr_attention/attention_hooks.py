@@ -163,12 +163,21 @@ class GenerationRecorder(AttentionHook):
         Key columns of the image tokens for each batch row (in the cache's column space).
     prompt_rows : int, optional
         How many of the prompt pass's last query rows to keep image columns of (None: all).
+
+    Attributes
+    ----------
+    active_rows : LongTensor or None
+        The batch rows the decoding passes hold, in order, when finished rows have been dropped
+        from the batch (``capture``'s compacting decoder); None: every row. Each step's rows are
+        kept in the full batch's row space either way, a dropped row's left as zeros (its capture
+        ended before).
     """
 
     def __init__(self, modules: dict, image_columns: torch.Tensor, prompt_rows: int | None = None):
         super().__init__(modules)
         self.image_columns = image_columns
         self.prompt_rows = prompt_rows
+        self.active_rows: torch.Tensor | None = None
         self.prompt_image_rows: dict[int, torch.Tensor] = {}
         self.rows: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules.values()}
 
@@ -182,7 +191,12 @@ class GenerationRecorder(AttentionHook):
         probs = attention_probabilities(
             query, key, attention_mask, scaling=scaling, softcap=softcap
         )
-        self.rows[layer].append(probs[:, :, 0, :])
+        row = probs[:, :, 0, :]
+        if self.active_rows is not None:
+            full = row.new_zeros((self.image_columns.shape[0], *row.shape[1:]))
+            full[self.active_rows.to(row.device)] = row
+            row = full
+        self.rows[layer].append(row)
         return None
 
     def _record_prompt(self, layer, query, key, attention_mask, scaling, softcap) -> None:

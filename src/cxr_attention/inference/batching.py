@@ -99,6 +99,7 @@ def capture_images(
     prompt_image_rows: str,
     include_pixel_values: bool = False,
     on_batch: Callable[[list[Capture], float], None] | None = None,
+    compact_finished_rows: bool = True,
 ) -> list[Capture]:
     """Ask questions about several images; capture attention for each (image, question).
 
@@ -134,6 +135,9 @@ def capture_images(
         Called after each batch with its captures (in order) and the seconds it took (the shared
         image work is counted in the first batch), so that callers can save results as soon as
         they exist.
+    compact_finished_rows : bool
+        Drop each row from its batch once it has answered (`capture_batch`); ``False`` decodes
+        with transformers' ``generate`` (the reference to compare against).
 
     Returns
     -------
@@ -214,6 +218,7 @@ def capture_images(
             max_new_tokens=max_new_tokens,
             yes_no=yes_no,
             prompt_image_rows=prompt_image_rows,
+            compact_finished_rows=compact_finished_rows,
             **extra,
         )
         if seen is not None:

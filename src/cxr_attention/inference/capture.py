@@ -21,6 +21,14 @@ generated token; row ``i`` is the attention of generated token ``i - 1``, which 
 `capture_batch` answers one batch; ``batching.capture_images`` cuts many questions about several
 images into batches and shares each image's work (``prefix``).
 
+Finished rows leave the batch
+-----------------------------
+Most answers are a word, a few are sentences. `capture_batch` decodes greedily with its own loop
+(`_decode_compacting`), which feeds the model what transformers' ``generate`` does but drops each
+row from the batch (input, mask, positions, KV cache) as soon as it has produced its end token,
+so that finished rows cost no decoding; ``compact_finished_rows=False`` runs ``generate`` itself,
+which decodes every row until the last one ends (the reference the tests compare against).
+
 Sliding-window layers
 ---------------------
 Gemma 3's sliding layers keep only the last ``sliding_window`` keys. If a captured sliding layer
@@ -203,6 +211,7 @@ def capture_batch(
     prefix: ImagePrefix | None = None,
     prefix_rows: torch.Tensor | None = None,
     prompt_image_rows: str,
+    compact_finished_rows: bool = True,
 ) -> list[Capture]:
     """Generate greedily for a batch and return one `Capture` per row.
 
@@ -228,6 +237,11 @@ def capture_batch(
     prompt_image_rows : {"all", "text"}
         Prompt rows whose image attention is computed and kept: every row, or only the rows
         after the image (the only text that can attend to it; all the workflow stores).
+    compact_finished_rows : bool
+        Decode with `_decode_compacting`, which drops each row from the batch once it has
+        answered, so finished rows cost no more decoding (the same tokens and attention).
+        ``False`` runs transformers' ``generate``, which decodes every row until the last one
+        ends: the reference to compare against.
 
     Returns
     -------
@@ -292,20 +306,34 @@ def capture_batch(
             generate_kwargs["pixel_values"] = pixel_values.to(device, model.dtype)
 
     generation_config = _greedy_config(model, max_new_tokens)
-    p_yes_reader = _FirstStepPYes(yes_no)
+    eos_ids = _eos_ids(generation_config)
     recorder = GenerationRecorder(
         attention_modules(model, layers), image_columns, prompt_rows=max(call_rows_needed)
     )
     with recording(recorder):
-        sequences = model.generate(
-            **generate_kwargs,
-            generation_config=generation_config,
-            logits_processor=LogitsProcessorList([p_yes_reader]),
-        )
-    generated = sequences[:, full_ids.shape[1] :].cpu()
-    eos_ids = _eos_ids(generation_config)
-    p_yes = p_yes_reader.p_yes.cpu().numpy()
-    yes_no_mass = p_yes_reader.yes_no_mass.cpu().numpy()
+        if compact_finished_rows:
+            generated, first_logits = _decode_compacting(
+                model,
+                generate_kwargs,
+                past_length=prefix_length,
+                max_new_tokens=max_new_tokens,
+                eos_ids=eos_ids,
+                recorder=recorder,
+            )
+            p_yes_tensor = p_yes_from_logits(first_logits, yes_no)
+            yes_no_mass_tensor = yes_no_mass_from_logits(first_logits, yes_no)
+        else:
+            p_yes_reader = _FirstStepPYes(yes_no)
+            sequences = model.generate(
+                **generate_kwargs,
+                generation_config=generation_config,
+                logits_processor=LogitsProcessorList([p_yes_reader]),
+            )
+            generated = sequences[:, full_ids.shape[1] :]
+            p_yes_tensor, yes_no_mass_tensor = p_yes_reader.p_yes, p_yes_reader.yes_no_mass
+    generated = generated.cpu()
+    p_yes = p_yes_tensor.cpu().numpy()
+    yes_no_mass = yes_no_mass_tensor.cpu().numpy()
     arrays = _gather_rows(
         recorder,
         prefix,
@@ -349,6 +377,120 @@ def capture_batch(
             )
         )
     return captures
+
+
+def _decode_compacting(
+    model,
+    generate_kwargs: dict,
+    *,
+    past_length: int,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    recorder: GenerationRecorder,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy decoding that drops rows from the batch as they finish.
+
+    The model receives what transformers' ``generate`` gives it (5.x's greedy ``_sample`` with a
+    dynamic cache): position ids from the cumulative attention mask, the mask itself unless it is
+    all ones, ``token_type_ids`` and the image only on the prompt pass, ``logits_to_keep=1``. Only
+    the batch differs: after each step the rows that produced an end-of-sequence token leave the
+    input ids, the mask, the positions and the cache (``batch_select_indices``), and
+    ``recorder.active_rows`` says which rows the next passes hold. A row's attention and logits do
+    not depend on the other rows of the batch, so the kept rows' tokens and attention stay those of
+    the uncompacted batch (up to the float rounding of a smaller matrix product).
+
+    Parameters
+    ----------
+    model
+    generate_kwargs : dict
+        What `capture_batch` would pass to ``generate``: ``input_ids`` (the whole prompt, prefix
+        included), ``attention_mask`` (same width), optionally ``cache`` (already holding the
+        first ``past_length`` columns), ``token_type_ids``, ``pixel_values`` or
+        ``mm_encoder_outputs``.
+    past_length : int
+        Columns already in ``cache`` (0 without one).
+    max_new_tokens : int
+    eos_ids : set of int
+    recorder : GenerationRecorder
+        Active (``recording``); its ``active_rows`` is set here.
+
+    Returns
+    -------
+    generated : LongTensor (batch, steps)
+        Each row's tokens up to and including its end-of-sequence token, then padding (the token
+        the row ended with); ``steps`` is the longest row's length.
+    first_logits : Tensor (batch, vocab), float32
+        The prompt pass's next-token logits (what P(yes) is read from).
+    """
+    from transformers import DynamicCache
+
+    kwargs = dict(generate_kwargs)
+    input_ids = kwargs.pop("input_ids")
+    attention_mask = kwargs.pop("attention_mask")
+    cache = kwargs.pop("cache", None)
+    if cache is None:
+        cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    device = input_ids.device
+    batch = input_ids.shape[0]
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    # generate passes no mask when there is no padding (sdpa's causal path): so does this.
+    mask = None if bool((attention_mask == 1).all()) else attention_mask
+
+    outputs = model(
+        input_ids=input_ids[:, past_length:],
+        attention_mask=mask,
+        position_ids=positions[:, past_length:],
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+        return_dict=True,
+        **kwargs,  # the image (or its features) and token_type_ids: the prompt pass only
+    )
+    first_logits = outputs.logits[:, -1].to(dtype=torch.float32, copy=True)
+    del outputs
+    next_tokens = torch.argmax(first_logits, dim=-1)
+    next_positions = positions[:, -1] + 1
+    generated = torch.empty(batch, max_new_tokens, dtype=torch.long, device=device)
+    active = torch.arange(batch, device=device)  # the batch row of each row still decoding
+    finished_at = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
+    steps = max_new_tokens
+    for step in range(max_new_tokens):
+        generated[active, step] = next_tokens
+        ended = torch.isin(next_tokens, eos)
+        finished_at[active[ended]] = step + 1
+        if step + 1 == max_new_tokens:
+            break
+        if bool(ended.all()):
+            steps = step + 1
+            break
+        if bool(ended.any()):
+            keep = torch.nonzero(~ended).flatten()
+            active, next_tokens = active[keep], next_tokens[keep]
+            next_positions = next_positions[keep]
+            cache.batch_select_indices(keep)
+            if mask is not None:
+                mask = mask[keep]
+            recorder.active_rows = active
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        outputs = model(
+            input_ids=next_tokens[:, None],
+            attention_mask=mask,
+            position_ids=next_positions[:, None],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            return_dict=True,
+        )
+        next_tokens = torch.argmax(outputs.logits[:, -1].float(), dim=-1)
+        del outputs
+        next_positions = next_positions + 1
+    generated = generated[:, :steps]
+    # After its end a row repeats its last token, which the capture never reads (it cuts there).
+    after_end = torch.arange(steps, device=device)[None] >= finished_at[:, None]
+    last = generated.gather(1, (finished_at - 1)[:, None])
+    return torch.where(after_end, last, generated), first_logits
 
 
 def _gather_rows(
