@@ -57,3 +57,21 @@ def test_gradcam_bench_reports_equal_maps():
     assert difference, out
     assert float(difference[1]) < 1e-5
     assert "fell back" not in out
+
+
+def test_compaction_bench_reports_planned_lengths_and_equal_answers():
+    out = bench("bench_compaction.py", "--questions", "32", "--long-tokens", "6")
+    # The planted lengths: two rows of 6 tokens, the others of 1 to 3 (checked by the bench).
+    lengths = re.search(r"answer lengths \(tokens: rows\) (.*?);", out)
+    assert lengths, out
+    rows = dict(item.split(": ") for item in lengths[1].split(", "))
+    assert rows["6"] == "2" and set(rows) == {"1", "2", "3", "6"}
+    agreement = re.search(
+        r"same 32 questions: (\d+) identical answers, largest P\(yes\) difference (\S+), "
+        r"largest attention difference (\S+), largest text attention difference (\S+)",
+        out,
+    )
+    assert agreement, out
+    assert agreement[1] == "32"
+    assert all(float(agreement[i]) <= 1e-6 for i in (2, 3, 4))
+    assert re.search(r"compaction speed-up: \S+x wall, \S+x CPU", out)
