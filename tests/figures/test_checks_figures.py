@@ -86,6 +86,7 @@ def test_annotation_outline_lies_on_the_boxes_pixel_edges(tmp_path):
     assert vertices[:, 0].min() == pytest.approx(25) and vertices[:, 0].max() == pytest.approx(75)
     assert vertices[:, 1].min() == pytest.approx(10) and vertices[:, 1].max() == pytest.approx(30)
     assert "annotation" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert ax.get_xlim() == (0, 100) and ax.get_ylim() == (50, 0)  # the image's own extent
 
     with_box = plot_overlay(
         image, np.ones((16, 16)), title="t", out_path=tmp_path / "a.png", annotation_mask=box

@@ -51,7 +51,8 @@ CONTOUR_STYLES = {
     "body": ("body", "#00E5FF", "-"),
     "right_lung": ("patient's right lung", "#7CFC00", "--"),
     "left_lung": ("patient's left lung", "#FF4FD8", "--"),
-    "annotation": ("annotation", "#FFD400", "-"),
+    # blue: absent from the inferno map and unlike the other contours
+    "annotation": ("annotation", "#1E6BFF", "-"),
 }
 
 
@@ -205,7 +206,10 @@ def draw_overlay(
         if small.any():
             xs = (np.arange(small.shape[1]) + 0.5) * width / small.shape[1]
             ys = (np.arange(small.shape[0]) + 0.5) * height / small.shape[0]
-            ax.contour(xs, ys, small, levels=[0.5], colors=colour, linewidths=1.0, linestyles=style)
+            line_width = 1.6 if name == "annotation" else 1.0  # the finding's outline stands out
+            ax.contour(
+                xs, ys, small, levels=[0.5], colors=colour, linewidths=line_width, linestyles=style
+            )
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_aspect("equal")
