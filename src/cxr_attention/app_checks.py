@@ -225,6 +225,8 @@ def checks_tab(
             return refuse("Upload a radiograph (PNG, JPEG or DICOM) first.")
         if not (question or "").strip():
             return refuse("Type a yes/no question first.")
+        if annotation_file and annotation_format not in _ANNOTATION_FORMATS:
+            return refuse("Choose the annotation file's format.")
         image_path = Path(upload)
         swap_image = None
         if swap_upload is not None:
@@ -257,10 +259,10 @@ def checks_tab(
         progress(0.9, desc="figures")
         status = [f"Model answer: {result.generated_text!r}"]
 
-        curve_figure, areas, curve_text, map_choice = None, None, "", gr.update(choices=[])
+        curve_figure, curve_text, map_choice = None, "", gr.update(choices=[])
         perturbation_choice = gr.update(choices=[])
-        if perturbations:
-            areas = pd.read_csv(out_dir / "faithfulness.csv")
+        areas = pd.read_csv(out_dir / "faithfulness.csv") if perturbations else None
+        if areas is not None and not areas.empty:
             first = areas.iloc[0]
             curve_figure, _, curve_text = _curve(
                 out_dir, first["map_id"], first["perturbation"], "deletion"
@@ -269,6 +271,8 @@ def checks_tab(
             perturbation_choice = gr.update(
                 choices=list(dict.fromkeys(areas["perturbation"])), value=first["perturbation"]
             )
+        elif areas is not None:
+            status.append("explain made no map of the answer: no deletion curve.")
         else:
             status.append("No perturbation chosen: no deletion curve.")
 

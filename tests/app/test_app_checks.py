@@ -194,6 +194,25 @@ def test_missing_question_is_refused(client, radiograph):
     assert outputs[0] == "Type a yes/no question first."
 
 
+def test_a_swap_image_that_is_not_an_image_is_refused(client, radiograph, tmp_path):
+    from gradio_client import handle_file
+
+    bad = tmp_path / "swap.png"
+    bad.write_text("not an image", encoding="utf-8")
+    outputs = client.predict(
+        handle_file(str(radiograph)),
+        QUESTION,
+        [PERTURBATION],
+        TOGGLED_CONDITIONS,
+        handle_file(str(bad)),
+        None,
+        "ms_cxr",
+        api_name=CHECKS_API_NAME,
+    )
+    assert outputs[0].startswith("Cannot use the swap image:") and "swap.png" in outputs[0]
+    assert outputs[1] is None  # no answer shown
+
+
 def test_reliance_view_says_why_a_condition_was_not_built(tmp_path):
     path = tmp_path / "reliance.csv"
     path.write_text(
