@@ -46,7 +46,6 @@ TAB_LABELS = (
 # What the tabs of later slices will show; said plainly so the page never pretends.
 _PLANNED_TABS = {
     "Token-conditioned": "The map of each generated token of the answer, one token at a time.",
-    "Checks": "The sanity checks of the maps (model and label randomisation, faithfulness).",
 }
 
 
@@ -73,8 +72,17 @@ def run_explain(
     image_path: Path,
     question: str,
     out_dir: Path,
+    *,
+    faithfulness: bool = False,
+    faithfulness_perturbations: list[str] | None = None,
+    reliance: bool = False,
+    swap_image=None,
+    boxes: str | os.PathLike | None = None,
 ) -> ExplainResult:
-    """`explain` of one question with the page's settings (every tab asks through this)."""
+    """`explain` of one question with the page's settings (every tab asks through this).
+
+    The keyword options are explain's optional outputs (the Checks tab asks for them).
+    """
     return explain(
         image_path,
         question=question.strip(),
@@ -85,6 +93,11 @@ def run_explain(
         max_new_tokens=settings.max_new_tokens,
         image_first=settings.image_first,
         max_side=settings.max_side,
+        boxes=boxes,
+        faithfulness=faithfulness,
+        faithfulness_perturbations=faithfulness_perturbations,
+        reliance=reliance,
+        swap_image=swap_image,
         loaded_model=loaded_model,
     )
 
@@ -96,7 +109,7 @@ def build_app(
     *,
     results_dir: str | os.PathLike | None = None,
 ) -> gr.Blocks:
-    """The page: five tabs; "Question analysis", "Prompt sensitivity" and "Study browser" work.
+    """The page: five tabs; all but "Token-conditioned" work.
 
     Parameters
     ----------
@@ -178,6 +191,11 @@ def build_app(
                     prompt_sensitivity_tab(
                         loaded_model, model_id, settings, session_dir, results_dir=results_dir
                     )
+                    continue
+                if label == "Checks":
+                    from cxr_attention.app_checks import checks_tab
+
+                    checks_tab(loaded_model, model_id, settings, session_dir)
                     continue
                 with gr.Tab(label, elem_id=f"tab-{label.lower().replace(' ', '-')}"):
                     if label == "Study browser":

@@ -147,7 +147,10 @@ def _build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--faithfulness",
         action="store_true",
-        help="also write faithfulness.csv: deletion and insertion areas against random orders",
+        help=(
+            "also write faithfulness.csv (deletion and insertion areas against random orders) "
+            "and faithfulness_points.csv (their steps)"
+        ),
     )
     explain.add_argument(
         "--reliance",

@@ -7,8 +7,8 @@ through the same cascade, and the metrics and the overlay are the workflow's.
 Files written to ``DIR``: ``answer.json``, ``attention.npz``, ``maps.csv``, ``maps.npz``,
 ``metrics.csv``, ``overlay.png``, the preprocessed image with its masks (``<stem>.png``,
 ``<stem>.json``, ``<stem>_body.png``, ``<stem>_lungs.png``) and ``failures.csv``; with
-``faithfulness`` also ``faithfulness.csv``, with ``reliance`` ``reliance.csv``
-(`cxr_attention.faithfulness.explain_outputs`).
+``faithfulness`` also ``faithfulness.csv`` and ``faithfulness_points.csv``, with ``reliance``
+``reliance.csv`` (`cxr_attention.faithfulness.explain_outputs`).
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def explain(
     max_side: int,
     boxes: str | os.PathLike | None = None,
     faithfulness: bool = False,
+    faithfulness_perturbations: Sequence[str] | None = None,
     reliance: bool = False,
     swap_image: np.ndarray | None = None,
     loaded_model=None,
@@ -129,6 +130,8 @@ def explain(
     (:mod:`cxr_attention.grounding.single`). ``loaded_model``, the
     `cxr_attention.inference.model.LoadedModel` of ``model_id`` already in memory, saves loading
     it again (the app answers many questions with one model); without it the model is loaded here.
+    ``faithfulness_perturbations`` computes the curves for those perturbations only (None: the
+    schema's ``faithfulness.perturbations``).
 
     Returns
     -------
@@ -220,7 +223,14 @@ def explain(
 
         if faithfulness:
             explain_outputs.write_explain_faithfulness(
-                loaded, image, question, maps, out_dir / "faithfulness.csv", image_first=image_first
+                loaded,
+                image,
+                question,
+                maps,
+                out_dir / "faithfulness.csv",
+                image_first=image_first,
+                points_path=out_dir / "faithfulness_points.csv",
+                perturbations=faithfulness_perturbations,
             )
         if reliance:
             explain_outputs.write_explain_reliance(

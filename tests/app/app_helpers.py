@@ -40,8 +40,11 @@ def served(page) -> Iterator:
         page.close()
 
 
-def explain_directly(radiograph, question: str, out_dir, loaded, model_dir):
-    """The oracle: `explain()` called as the CLI calls it, outside the page, with its settings."""
+def explain_directly(radiograph, question: str, out_dir, loaded, model_dir, **options):
+    """The oracle: `explain()` called as the CLI calls it, outside the page, with its settings.
+
+    ``options``: explain's optional outputs (``faithfulness=True``, ``reliance=True``, ...).
+    """
     from cxr_attention.explain import explain
 
     settings = explain_settings()
@@ -56,6 +59,7 @@ def explain_directly(radiograph, question: str, out_dir, loaded, model_dir):
         image_first=settings.image_first,
         max_side=settings.max_side,
         loaded_model=loaded,
+        **options,
     )
     assert result.failure is None, result.failure
     return result

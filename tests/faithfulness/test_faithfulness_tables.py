@@ -10,6 +10,7 @@ from skimage.metrics import structural_similarity
 
 from cxr_attention.faithfulness.randomisation import cascade_counts
 from cxr_attention.faithfulness.reliance_tables import (
+    against_original,
     consistency_reliance_table,
     reliance_summary,
     swap_partners,
@@ -75,6 +76,24 @@ def test_reliance_summary_by_hand():
     assert summary.loc["blank", "p_yes_shift"] == pytest.approx((-0.6 - 0.6 + 0 + 0) / 4)
     assert summary.loc["blank", "n_patients"] == 2
     assert summary.loc["blank", "share_ci_low"] <= 0.5 <= summary.loc["blank", "share_ci_high"]
+
+
+def test_against_original_by_hand():
+    """One sample as ``explain --reliance`` writes it: the swapped image was not built (blank
+    answer), so it is left out; each other condition sits beside the original's 0.8 "yes"."""
+    rows = pd.DataFrame(
+        {
+            "sample_id": "upload",
+            "condition": ["original", "blank", "swapped", "occluded", "text_only"],
+            "answer": ["yes", "no", "", "yes", "no"],
+            "p_yes": [0.8, 0.3, np.nan, 0.9, 0.45],
+        }
+    )
+    table = against_original(rows).set_index("condition")
+    assert table.index.tolist() == ["blank", "occluded", "text_only"]
+    assert table["unchanged"].tolist() == [False, True, False]
+    np.testing.assert_allclose(table["p_yes_shift"], [-0.5, 0.1, -0.35])
+    assert (table["original_answer"] == "yes").all()
 
 
 def test_four_way_table_by_hand():

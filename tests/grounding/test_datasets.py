@@ -138,3 +138,27 @@ def test_nih_odd_header(tmp_path):
     assert second.finding == "Lung Opacity"
     # 1024 x 1024, 64 px cells: x 128-192 -> column 2, y 64-192 -> rows 1-2.
     assert _cells(second.region()) == [(1, 2), (2, 2)]
+
+
+def test_mask_at_scales_boxes_and_masks_onto_a_smaller_non_square_image(tmp_path):
+    """A 320 x 160 frame shown at 80 x 40 (a quarter): the MS-CXR box x 40-80, y 30-50 becomes
+    x 10-20, y 7.5-12.5, so columns 10-19 and rows 7-12 (rows 7 and 12 half inside, kept); a
+    CheXlocalize mask at y 32-48 becomes rows 8-11 exactly."""
+    csv = tmp_path / "boxes.csv"
+    header = ",".join(column for column in MS_CXR_COLUMNS if column != "path")
+    csv.write_text(f"{header}\n{DICOM},Pneumonia,opacity,40,30,40,20,320,160\n", encoding="utf-8")
+    (boxed,) = read_ms_cxr(csv)
+    expected = np.zeros((40, 80), dtype=bool)
+    expected[7:13, 10:20] = True  # y 7.5-12.5: rows 7 and 12 half inside, kept (>= 0.5)
+    np.testing.assert_array_equal(boxed.mask_at((40, 80)), expected)
+
+    frame = np.zeros((160, 320), dtype=np.uint8)
+    frame[32:48, 40:80] = 1  # y 32-48 -> 8-12 at a quarter, exactly
+    rle = coco_mask.encode(np.asfortranarray(frame))
+    rle["counts"] = rle["counts"].decode()
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"p1_study1_view1_frontal": {"Edema": rle}}), encoding="utf-8")
+    (masked,) = read_chexlocalize(path)
+    expected = np.zeros((40, 80), dtype=bool)
+    expected[8:12, 10:20] = True
+    np.testing.assert_array_equal(masked.mask_at((40, 80)), expected)

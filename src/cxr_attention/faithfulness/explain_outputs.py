@@ -1,13 +1,16 @@
 """``cxr-attention explain --faithfulness`` and ``--reliance``: the single image's tables.
 
 ``faithfulness.csv``: `EXPLAIN_FAITHFULNESS_COLUMNS`, one row per answer map, perturbation and
-curve (``deletion``, ``insertion``), with the schema's ``faithfulness`` settings.
+curve (``deletion``, ``insertion``), with the schema's ``faithfulness`` settings (the caller may
+choose fewer perturbations); ``faithfulness_points.csv``: every step of those curves
+(`deletion.POINT_COLUMNS`), the random orders' too, from which the areas were computed.
 ``reliance.csv``: `EXPLAIN_RELIANCE_COLUMNS`, one row per condition (``swapped`` blank without
 ``--swap-image``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +32,23 @@ EXPLAIN_RELIANCE_COLUMNS = ["condition", "answer", "p_yes", "margin"]
 
 
 def write_explain_faithfulness(
-    loaded, image: np.ndarray, question: str, maps, out_path: Path, *, image_first: bool
+    loaded,
+    image: np.ndarray,
+    question: str,
+    maps,
+    out_path: Path,
+    *,
+    image_first: bool,
+    points_path: Path | None = None,
+    perturbations: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Deletion and insertion areas of every answer map of ``maps`` (explain's maps list)."""
+    """Deletion and insertion areas of every answer map of ``maps`` (explain's maps list).
+
+    ``points_path``: also write the curves' steps there. ``perturbations``: a subset of the
+    schema's to compute (None: the schema's ``faithfulness.perturbations``).
+    """
+    import dataclasses
+
     from cxr_attention.faithfulness.deletion import sample_curves
     from cxr_attention.faithfulness.scoring import DecisionScorer
     from cxr_attention.faithfulness.settings import faithfulness_settings
@@ -40,14 +57,20 @@ def write_explain_faithfulness(
 
     defaults = schema_defaults()
     settings = faithfulness_settings(defaults["faithfulness"])
+    curve_settings = settings.curve_settings(defaults["seed"])
+    if perturbations is not None:
+        curve_settings = dataclasses.replace(curve_settings, perturbations=tuple(perturbations))
     inputs = build_inputs(loaded.processor, image, question, image_first=image_first)
     scorer = DecisionScorer(loaded.model, loaded.tokenizer, inputs, batch_size=settings.batch_size)
     answer_maps = [
         (record.map_id, record.method, grid) for record, grid in maps if record.source == "answer"
     ]
-    areas, _ = sample_curves(scorer, answer_maps, settings.curve_settings(defaults["seed"]))
-    table = areas[areas["curve"].isin(["deletion", "insertion"])][EXPLAIN_FAITHFULNESS_COLUMNS]
+    areas, points = sample_curves(scorer, answer_maps, curve_settings)
+    curves = ["deletion", "insertion"]
+    table = areas[areas["curve"].isin(curves)][EXPLAIN_FAITHFULNESS_COLUMNS]
     write_csv(table, out_path)
+    if points_path is not None:
+        write_csv(points[points["curve"].isin(curves)], points_path)
     return table
 
 

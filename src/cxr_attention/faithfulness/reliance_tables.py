@@ -12,6 +12,7 @@ __all__ = [
     "FOUR_WAY_COLUMNS",
     "RELIANCE_COLUMNS",
     "SUMMARY_COLUMNS",
+    "against_original",
     "consistency_reliance_table",
     "reliance_summary",
     "swap_partners",
@@ -91,12 +92,23 @@ def swap_partners(samples: pd.DataFrame, manifest: pd.DataFrame, *, seed: int) -
     return partners
 
 
-def _with_original(rows: pd.DataFrame) -> pd.DataFrame:
+def against_original(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the other conditions beside their sample's original image.
+
+    ``rows``: ``sample_id, condition, answer, p_yes`` (and any other columns, kept). Adds
+    ``original_answer``, ``original_p_yes``, ``unchanged`` (the same answer as with the original
+    image) and ``p_yes_shift`` (P(yes) minus the original's). Only yes / no answers count: a
+    condition that could not be built (blank answer) and a sample without an original answer are
+    left out.
+    """
     original = rows[rows["condition"] == "original"].set_index("sample_id")
     others = rows[(rows["condition"] != "original") & rows["answer"].isin(["yes", "no"])].copy()
     others["original_answer"] = others["sample_id"].map(original["answer"])
     others["original_p_yes"] = others["sample_id"].map(original["p_yes"])
-    return others[others["original_answer"].isin(["yes", "no"])]
+    others = others[others["original_answer"].isin(["yes", "no"])]
+    others["unchanged"] = others["answer"] == others["original_answer"]
+    others["p_yes_shift"] = others["p_yes"] - others["original_p_yes"]
+    return others
 
 
 def reliance_summary(
@@ -106,13 +118,13 @@ def reliance_summary(
 
     ``rows``: the per-sample table (`RELIANCE_COLUMNS`). CIs resample patients.
     """
-    others = _with_original(rows)
+    others = against_original(rows)
     out = []
     for condition, group in others.groupby("condition", sort=False):
         clusters = group["subject_id"].astype(str)
-        shift = group["p_yes"] - group["original_p_yes"]
+        shift = group["p_yes_shift"]
         kept = bootstrap_mean(
-            (group["answer"] == group["original_answer"]).astype(float),
+            group["unchanged"].astype(float),
             clusters,
             n_boot=n_boot,
             confidence=confidence,
@@ -146,13 +158,9 @@ def consistency_reliance_table(
     answer under at least one other condition (grey, swapped, occluded, no image). Shares are of
     all groups, with patient-level CIs.
     """
-    others = _with_original(rows)
+    others = against_original(rows)
     original = rows[(rows["condition"] == "original") & rows["answer"].isin(["yes", "no"])]
-    changed = (
-        others.assign(changed=others["answer"] != others["original_answer"])
-        .groupby("sample_id")["changed"]
-        .any()
-    )
+    changed = others.assign(changed=~others["unchanged"]).groupby("sample_id")["changed"].any()
     samples = original.assign(changed=original["sample_id"].map(changed).fillna(False))
     groups = samples.groupby(["dicom_id", "baseline_question_id"], sort=True).agg(
         subject_id=("subject_id", "first"),

@@ -51,6 +51,8 @@ CONTOUR_STYLES = {
     "body": ("body", "#00E5FF", "-"),
     "right_lung": ("patient's right lung", "#7CFC00", "--"),
     "left_lung": ("patient's left lung", "#FF4FD8", "--"),
+    # blue: absent from the inferno map and unlike the other contours
+    "annotation": ("annotation", "#1E6BFF", "-"),
 }
 
 
@@ -139,6 +141,7 @@ def draw_overlay(
     alpha: float = 0.6,
     body_mask: np.ndarray | None = None,
     lung_labels: np.ndarray | None = None,
+    annotation_mask: np.ndarray | None = None,
     legend: bool = True,
 ) -> ScalarMappable:
     """Draw ``image`` with ``grid_map`` stretched over it and the mask contours on ``ax``.
@@ -162,6 +165,9 @@ def draw_overlay(
         Non-zero inside the body.
     lung_labels : ndarray of shape (H, W), optional
         0 background, 1 patient's right lung, 2 patient's left lung.
+    annotation_mask : ndarray of shape (H, W), optional
+        Non-zero where radiologists marked the finding (boxes or a segmentation on this image,
+        e.g. :meth:`cxr_attention.grounding.datasets.Annotation.mask_at`); drawn as an outline.
     legend : bool
         Name the contours in a legend under the axes (see :func:`contour_handles` for a figure
         legend instead).
@@ -176,7 +182,7 @@ def draw_overlay(
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     height, width = image.shape[:2]
-    masks = _contour_masks(body_mask, lung_labels, (height, width))
+    masks = _contour_masks(body_mask, lung_labels, (height, width), annotation_mask)
 
     scale = min(1.0, MAX_DISPLAY_PIXELS / max(height, width))
     shown_size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -200,13 +206,16 @@ def draw_overlay(
         if small.any():
             xs = (np.arange(small.shape[1]) + 0.5) * width / small.shape[1]
             ys = (np.arange(small.shape[0]) + 0.5) * height / small.shape[0]
-            ax.contour(xs, ys, small, levels=[0.5], colors=colour, linewidths=1.0, linestyles=style)
+            line_width = 1.6 if name == "annotation" else 1.0  # the finding's outline stands out
+            ax.contour(
+                xs, ys, small, levels=[0.5], colors=colour, linewidths=line_width, linestyles=style
+            )
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
-    handles = contour_handles(body_mask, lung_labels)
+    handles = contour_handles(body_mask, lung_labels, annotation_mask)
     if legend and handles:
         ax.legend(
             handles=handles,
@@ -228,6 +237,7 @@ def plot_overlay(
     out_path: str | os.PathLike,
     body_mask: np.ndarray | None = None,
     lung_labels: np.ndarray | None = None,
+    annotation_mask: np.ndarray | None = None,
     clip: tuple[float, float] = (2, 98),
     alpha: float = 0.6,
     value_label: str = "attention share per token",
@@ -250,6 +260,8 @@ def plot_overlay(
         Non-zero inside the body; drawn as a contour.
     lung_labels : ndarray of shape (H, W), optional
         0 background, 1 patient's right lung, 2 patient's left lung; each lung drawn as a contour.
+    annotation_mask : ndarray of shape (H, W), optional
+        Non-zero inside the radiologists' annotation (boxes or a mask); drawn as an outline.
     clip : (low, high)
         Percentiles of the token values that bound the colour scale (see :func:`display_range`).
     alpha : float
@@ -281,6 +293,7 @@ def plot_overlay(
             alpha=alpha,
             body_mask=body_mask,
             lung_labels=lung_labels,
+            annotation_mask=annotation_mask,
         )
         colour_bar = figure.colorbar(
             mappable, ax=ax, shrink=0.85, extend=colour_bar_extend(limits, grid_map), pad=0.02
@@ -307,7 +320,11 @@ def colour_bar_extend(limits: DisplayRange, *maps: np.ndarray) -> str:
     )
 
 
-def contour_handles(body_mask: np.ndarray | None, lung_labels: np.ndarray | None) -> list[Line2D]:
+def contour_handles(
+    body_mask: np.ndarray | None,
+    lung_labels: np.ndarray | None,
+    annotation_mask: np.ndarray | None = None,
+) -> list[Line2D]:
     """Legend entries for the contours :func:`draw_overlay` draws from these masks."""
     present = []
     if body_mask is not None and np.any(np.asarray(body_mask) > 0):
@@ -317,6 +334,8 @@ def contour_handles(body_mask: np.ndarray | None, lung_labels: np.ndarray | None
         present += [
             name for name, value in (("right_lung", 1), ("left_lung", 2)) if np.any(labels == value)
         ]
+    if annotation_mask is not None and np.any(np.asarray(annotation_mask) > 0):
+        present.append("annotation")
     return [
         Line2D([], [], color=colour, linestyle=style, linewidth=1.0, label=label)
         for label, colour, style in (CONTOUR_STYLES[name] for name in present)
@@ -341,18 +360,25 @@ def add_contour_legend(
 
 
 def _contour_masks(
-    body_mask: np.ndarray | None, lung_labels: np.ndarray | None, shape: tuple[int, int]
+    body_mask: np.ndarray | None,
+    lung_labels: np.ndarray | None,
+    shape: tuple[int, int],
+    annotation_mask: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The masks to outline, as uint8 0/1 arrays of the image's shape."""
     masks: dict[str, np.ndarray] = {}
-    for name, array in (("body", body_mask), ("lungs", lung_labels)):
+    for name, array in (
+        ("body", body_mask),
+        ("lungs", lung_labels),
+        ("annotation", annotation_mask),
+    ):
         if array is None:
             continue
         array = np.asarray(array)
         if array.shape != shape:
             raise ValueError(f"{name} mask has shape {array.shape}, the image {shape}")
-        if name == "body":
-            masks["body"] = (array > 0).astype(np.uint8)
+        if name in ("body", "annotation"):
+            masks[name] = (array > 0).astype(np.uint8)
         else:
             masks["right_lung"] = (array == 1).astype(np.uint8)
             masks["left_lung"] = (array == 2).astype(np.uint8)

@@ -16,10 +16,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
-from cxr_attention.grounding.regions import Region, boxes_pixel_mask, region_from_boxes
+from cxr_attention.grounding.regions import (
+    Region,
+    box_pixel_weights,
+    boxes_pixel_mask,
+    region_from_boxes,
+)
 from cxr_attention.grounding.regions import region_from_mask as _region_from_mask
 from cxr_attention.io import InputError
 
@@ -179,6 +185,26 @@ class Annotation:
             return coco_mask.decode(self.rle).astype(bool)
         xyxy = [(x, y, x + w, y + h) for x, y, w, h in self.boxes]
         return boxes_pixel_mask(xyxy, (self.image_height, self.image_width))
+
+    def mask_at(self, shape: tuple[int, int]) -> np.ndarray:
+        """The annotation on an image of ``shape`` (rows, cols) showing its whole frame.
+
+        The preprocessed radiograph is such an image (an aspect-keeping resize of the source), so
+        this is where the annotation lies on it: each pixel's share inside the region (boxes
+        scaled along each axis, a mask area-averaged), kept when at least half inside.
+        """
+        height, width = (int(side) for side in shape)
+        if self.rle is not None:
+            cover = cv2.resize(
+                self.mask().astype(np.float32), (width, height), interpolation=cv2.INTER_AREA
+            )
+        else:
+            if self.image_width <= 0 or self.image_height <= 0:
+                raise ValueError(f"{self.annotation_id}: the image size is unknown")
+            scale = np.array([width / self.image_width, height / self.image_height] * 2)
+            scaled = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4) * scale
+            cover = box_pixel_weights(scaled, width, height)
+        return cover >= 0.5
 
     def region(self, grid_shape: tuple[int, int] = (16, 16)) -> Region:
         """The annotation on the token grid (see :mod:`cxr_attention.grounding.regions`)."""
