@@ -583,6 +583,37 @@ def test_table_page_shows_every_cell_and_says_when_it_is_cut(tmp_path):
     from cxr_attention.report.tables import render_table_page
 
     cut = render_table_page(table, title="maps", max_rows=2)
-    assert cut.count("<tr>") == 3 and "the first 2 shown" in cut
+    assert cut.count("<tr>") == 3 and "the first 2 shown (the CSV has every row)" in cut
     empty = render_table_page(table.iloc[:0], title="maps")
     assert "no rows" in empty
+
+
+def test_table_page_keeps_the_first_rows_that_fit_its_byte_bound():
+    from cxr_attention.report.tables import render_table_page
+
+    table = pd.DataFrame({"map_id": [f"m{i:05d}" for i in range(3000)], "note": ["x" * 200] * 3000})
+    page = render_table_page(table, title="maps", max_bytes=100_000, csv_name="metrics/maps.csv")
+    assert len(page.encode("utf-8")) <= 100_000
+    shown = page.count("<tr>") - 1  # less the header row
+    # A row's HTML, counted by hand: the bound holds at most 100 kB / this many rows, and the
+    # page keeps all but a few of those (the head, style and lead take a few rows' worth).
+    per_row = len("<tr><td>m00000</td><td>" + "x" * 200 + "</td></tr>\n")
+    assert 0.9 * 100_000 / per_row < shown < 100_000 / per_row
+    assert f"3000 rows, 2 columns; the first {shown} shown (metrics/maps.csv has every row)" in page
+    assert f"m{shown - 1:05d}" in page and f"m{shown:05d}" not in page
+
+
+def test_run_summary_lists_the_most_frequent_answers_and_counts_the_rest():
+    from cxr_attention.report.summary import _value_counts
+
+    answers = pd.DataFrame({"answer": ["yes"] * 5 + ["no"] * 3 + ["maybe"] * 3 + ["a", "b", None]})
+    # 6 distinct values (a missing answer counts as "(blank)"); the 3 most frequent, ties by value.
+    assert _value_counts(answers, "answer", limit=3) == {
+        "maybe": 3,
+        "no": 3,
+        "yes": 5,
+        "(other: 3 distinct values)": 3,
+    }
+    assert _value_counts(answers, "answer", limit=6) == {
+        "(blank)": 1, "a": 1, "b": 1, "maybe": 3, "no": 3, "yes": 5
+    }  # fmt: skip

@@ -39,7 +39,8 @@ def test_demo_report_shows_every_figure_kind_without_console_errors(demo_run: Pa
         assert any(name.startswith(kind) for name in shown), f"no {kind} figure in the report"
     for kind in SUMMARY_KINDS:
         assert f"{kind}.png" in shown, f"no {kind} plot in the report"
-    assert {"summary.html", "paper_comparison.html", "maps.html", "failures.csv"} <= set(shown)
-    # the every-map CSV grows with the study, so the report embeds its page of first rows only
-    assert "maps.csv" not in shown
+    assert {"summary.html", "paper_comparison.html", "maps.html", "failures.html"} <= set(shown)
+    # the every-map and every-failure CSVs grow with the study, so the report embeds their pages
+    # of first rows only
+    assert "maps.csv" not in shown and "failures.csv" not in shown
     assert (demo_run / "results/demo/paper_comparison.csv").is_file()

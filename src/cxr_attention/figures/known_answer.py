@@ -20,10 +20,19 @@ import pandas as pd
 from cxr_attention.figures._style import figure_style, new_figure, save_figure
 from cxr_attention.geometry import grid_to_image
 
-__all__ = ["HIT_THRESHOLD", "LesionPanel", "plot_method_hits", "plot_pointing_game_by_method"]
+__all__ = [
+    "HIT_THRESHOLD",
+    "MAX_HIT_PANELS",
+    "LesionPanel",
+    "plot_method_hits",
+    "plot_pointing_game_by_method",
+]
 
 #: A map hits when at least this share of its maximum lies inside the box.
 HIT_THRESHOLD = 0.5
+#: Panels drawn per hit figure at most (the first films; the title counts them all): the report
+#: embeds the figure, so its size must not grow with the planted films (issue 21).
+MAX_HIT_PANELS = 12
 _HIT, _MISS = "#1a7f37", "#cf222e"
 
 
@@ -42,15 +51,20 @@ class LesionPanel:
 def plot_method_hits(
     panels: Sequence[LesionPanel], method: str, out_path: str | os.PathLike
 ) -> Path:
-    """The method's maps over the planted films, each panel titled hit or miss."""
-    columns = max(min(len(panels), 4), 1)
-    rows = max(int(np.ceil(len(panels) / columns)), 1)
+    """The method's maps over the planted films, each panel titled hit or miss; the first
+    :data:`MAX_HIT_PANELS` are drawn, the title counts the hits of all of them."""
+    drawn = panels[:MAX_HIT_PANELS]
+    columns = max(min(len(drawn), 4), 1)
+    rows = max(int(np.ceil(len(drawn) / columns)), 1)
     with figure_style():
         figure = new_figure((3.0 * columns, 3.3 * rows + 0.5), layout="constrained")
         axes = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
         hits = sum(panel.pointing_game >= HIT_THRESHOLD for panel in panels)
-        figure.suptitle(f"{method}: {hits} of {len(panels)} maps point at the planted lesion")
-        for ax, panel in zip(axes, panels, strict=False):
+        title = f"{method}: {hits} of {len(panels)} maps point at the planted lesion"
+        if len(drawn) < len(panels):
+            title += f" (the first {len(drawn)} shown)"
+        figure.suptitle(title)
+        for ax, panel in zip(axes, drawn, strict=False):
             height, width = panel.image.shape
             ax.imshow(panel.image, cmap="gray", vmin=0, vmax=255)
             heat = grid_to_image(panel.grid_map, (height, width))
@@ -64,7 +78,7 @@ def plot_method_hits(
                 fontsize=8,
             )
             ax.set_axis_off()
-        for ax in axes[len(panels) :]:
+        for ax in axes[len(drawn) :]:
             ax.set_axis_off()
         if not panels:
             axes[0].text(0.5, 0.5, "no planted film was mapped", ha="center", va="center")

@@ -126,6 +126,7 @@ def write_known_answer(
         The summary table.
     """
     from cxr_attention.maps.registry import METHODS
+    from cxr_attention.metrics.selection import HEADLINE_ROWS, statistics_maps
     from cxr_attention.metrics.tables import read_answers, read_maps
 
     answers = read_answers(answers_csv)
@@ -156,7 +157,12 @@ def write_known_answer(
     write_csv(summary, out_dir / "summary.csv")
     with atomic_path(out_dir / "section.html", ".html") as tmp:
         tmp.write_text(render_known_answer_section(summary), encoding="utf-8")
-    _figures(map_rows, summary, methods, arrays, boxes, preprocess_csvs, Path(figures_dir))
+    # One map per film and method in the hit figures: the answer map over all layers, from the
+    # decision rows (an attention answer's per-layer and all-rows maps would repeat the film).
+    headline = statistics_maps(maps)
+    headline = headline[headline["rows"].isin(["", HEADLINE_ROWS])]
+    figured = map_rows[map_rows["map_id"].isin(set(headline["map_id"]))]
+    _figures(figured, summary, methods, arrays, boxes, preprocess_csvs, Path(figures_dir))
     return summary
 
 

@@ -31,6 +31,10 @@ __all__ = [
     "write_run_summary",
 ]
 
+MAX_ANSWER_ROWS = 20
+"""Distinct answers listed on the page at most: sentence answers are nearly all distinct, and the
+page is embedded in the report, whose size must not grow with the study (issue 21)."""
+
 
 def fingerprint(path: str | os.PathLike) -> dict[str, str]:
     """How to tell this version of an input: DVC's recorded md5, else the file's own md5.
@@ -149,7 +153,7 @@ def summarise_run(
         "exclusions": _value_counts(exclusions, "reason"),
         "data_version": [dict(v) for v in data_version],
         "counts": counts,
-        "answers": _value_counts(answers, "answer"),
+        "answers": _value_counts(answers, "answer", limit=MAX_ANSWER_ROWS),
         "strategies": _value_counts(answers, "strategy"),
         "methods": _value_counts(maps, "method"),
         "failures": failure_counts,
@@ -389,11 +393,19 @@ def _nunique(frame: pd.DataFrame, column: str) -> int:
     return int(frame[column].nunique()) if column in frame.columns else 0
 
 
-def _value_counts(frame: pd.DataFrame, column: str) -> dict[str, int]:
+def _value_counts(frame: pd.DataFrame, column: str, limit: int | None = None) -> dict[str, int]:
+    """Rows per value of ``column``, by value; past ``limit`` values, the ``limit`` most frequent
+    (ties by value) and one row counting the rest."""
     if column not in frame.columns:
         return {}
     counts = frame[column].fillna("(blank)").astype(str).value_counts()
-    return {str(k): int(v) for k, v in sorted(counts.items())}
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    if limit is None or len(ranked) <= limit:
+        return {str(k): int(v) for k, v in sorted(counts.items())}
+    kept = {str(k): int(v) for k, v in sorted(ranked[:limit])}
+    rest = ranked[limit:]
+    kept[f"(other: {len(rest)} distinct values)"] = int(sum(v for _, v in rest))
+    return kept
 
 
 def _interval(low: float, high: float) -> str:
