@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,6 @@ TAB_LABELS = (
 
 # What the tabs of later slices will show; said plainly so the page never pretends.
 _PLANNED_TABS = {
-    "Token-conditioned": "The map of each generated token of the answer, one token at a time.",
     "Checks": "The sanity checks of the maps (model and label randomisation, faithfulness).",
 }
 
@@ -73,15 +73,23 @@ def run_explain(
     image_path: Path,
     question: str,
     out_dir: Path,
+    *,
+    terms: Sequence[str] = (),
+    method: str | None = None,
 ) -> ExplainResult:
-    """`explain` of one question with the page's settings (every tab asks through this)."""
+    """`explain` of one question with the page's settings (every tab asks through this).
+
+    ``terms`` are mapped besides the question's own; ``method`` overrides the settings' (the
+    token-conditioned tab asks for ``all``).
+    """
     return explain(
         image_path,
         question=question.strip(),
         model_id=model_id,
         out_dir=out_dir,
         layers=settings.layers,
-        method=settings.method,
+        terms=terms,
+        method=settings.method if method is None else method,
         max_new_tokens=settings.max_new_tokens,
         image_first=settings.image_first,
         max_side=settings.max_side,
@@ -96,7 +104,7 @@ def build_app(
     *,
     results_dir: str | os.PathLike | None = None,
 ) -> gr.Blocks:
-    """The page: five tabs; "Question analysis", "Prompt sensitivity" and "Study browser" work.
+    """The page: five tabs; all but "Checks" work.
 
     Parameters
     ----------
@@ -171,6 +179,12 @@ def build_app(
                     api_name=QUESTION_API_NAME.lstrip("/"),
                 )
             for label in TAB_LABELS[1:]:
+                if label == "Token-conditioned":
+                    # imported here: the tab's module imports run_explain from this one
+                    from cxr_attention.app_token import token_conditioned_tab
+
+                    token_conditioned_tab(loaded_model, model_id, settings, session_dir)
+                    continue
                 if label == "Prompt sensitivity":
                     # imported here: the tab's module imports run_explain from this one
                     from cxr_attention.app_sensitivity import prompt_sensitivity_tab

@@ -40,8 +40,11 @@ def served(page) -> Iterator:
         page.close()
 
 
-def explain_directly(radiograph, question: str, out_dir, loaded, model_dir):
-    """The oracle: `explain()` called as the CLI calls it, outside the page, with its settings."""
+def explain_directly(
+    radiograph, question: str, out_dir, loaded, model_dir, *, terms=(), method=None
+):
+    """The oracle: `explain()` called as the CLI calls it, outside the page, with its settings
+    (``terms`` and ``method`` as ``--term`` and ``--method`` change them)."""
     from cxr_attention.explain import explain
 
     settings = explain_settings()
@@ -51,7 +54,8 @@ def explain_directly(radiograph, question: str, out_dir, loaded, model_dir):
         model_id=str(model_dir),
         out_dir=out_dir,
         layers=settings.layers,
-        method=settings.method,
+        terms=terms,
+        method=settings.method if method is None else method,
         max_new_tokens=settings.max_new_tokens,
         image_first=settings.image_first,
         max_side=settings.max_side,
