@@ -241,7 +241,9 @@ def token_conditioned_tab(
             outcomes = method_outcomes(maps, term)
             made = outcomes[outcomes["map_id"] != ""]
             if made.empty:
-                status += f"\n\nNo map of `{term}`: it has no word to match."
+                # locate_targets skips a term with no letter or digit, or one named like a map
+                # of the answer: explain made no target of it
+                status += f"\n\nNo map of `{term}`: explain makes no target of it."
             else:
                 status += (
                     f"\n\n`{term}` ({made['source'].iloc[0]}): {len(made)} of "

@@ -17,9 +17,12 @@ from PIL import Image
 from cxr_attention.app_token import (
     TOKEN_API_NAME,
     TOKEN_PICK_API_NAME,
+    cascade_label,
     render_map,
     term_map_title,
+    token_choices,
 )
+from cxr_attention.maps.records import MapRecord
 from cxr_attention.maps.registry import METHODS
 from cxr_attention.settings import schema_defaults
 from tests.app.app_helpers import explain_directly
@@ -158,3 +161,48 @@ def test_a_text_file_is_refused_in_the_page(client, tmp_path):
         handle_file(str(notes)), QUESTION, ABSENT_TERM, api_name=TOKEN_API_NAME
     )
     assert status.startswith("Cannot use notes.txt: ") and answer == "" and p_yes is None
+
+
+def test_a_term_explain_makes_no_target_of_is_said_so(client, radiograph):
+    from gradio_client import handle_file
+
+    status, *_, term_maps, methods, _, _ = client.predict(
+        handle_file(str(radiograph)), QUESTION, "?!", api_name=TOKEN_API_NAME
+    )
+    assert "No map of `?!`: explain makes no target of it." in status
+    assert not term_maps
+    assert (_frame(methods)["map_id"] == "").all()
+
+
+def test_the_cascade_label_names_the_path_or_says_why_there_is_none():
+    def label(method, cascade, reason=""):
+        return cascade_label({"method": method, "cascade": cascade, "fallback_reason": reason})
+
+    assert label("rollout", "False") == "rollout"
+    assert label("attention", "True") == "attention (the cascade's pick: its first choice)"
+    reason = "attention: term not found; term_attention: term not in the prompt"
+    assert label("gradcam", True, reason) == (
+        "gradcam (the cascade's pick: attention -> term_attention -> gradcam; " + reason + ")"
+    )
+    assert label("uniform", "True", reason) == (
+        "uniform (the cascade's pick: no other method gave a map)"
+    )
+
+
+def test_the_choices_are_the_questions_words_then_the_answers_word_tokens():
+    def token(position, text):
+        record = MapRecord(
+            "m", "s", "", "", text, "generated", (position,), "attention", "", "", "", 0.5, 0
+        )
+        return record, None
+
+    tokens = [token(0, " No"), token(1, ","), token(2, " it's"), token(3, "<end_of_turn>")]
+    assert token_choices("Is there a pleural-effusion?", tokens) == [
+        ("question: Is", "Is"),
+        ("question: there", "there"),
+        ("question: a", "a"),
+        ("question: pleural-effusion", "pleural-effusion"),
+        ("answer 0: No", "No"),
+        ("answer 2: it's", "it's"),
+        ("answer 3: <end_of_turn>", "<end_of_turn>"),
+    ]
