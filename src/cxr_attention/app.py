@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,11 +44,6 @@ TAB_LABELS = (
     "Checks",
 )
 
-# What the tabs of later slices will show; said plainly so the page never pretends.
-_PLANNED_TABS = {
-    "Token-conditioned": "The map of each generated token of the answer, one token at a time.",
-}
-
 
 @dataclass(frozen=True)
 class ExplainSettings:
@@ -73,6 +69,8 @@ def run_explain(
     question: str,
     out_dir: Path,
     *,
+    terms: Sequence[str] = (),
+    method: str | None = None,
     faithfulness: bool = False,
     faithfulness_perturbations: list[str] | None = None,
     reliance: bool = False,
@@ -81,7 +79,9 @@ def run_explain(
 ) -> ExplainResult:
     """`explain` of one question with the page's settings (every tab asks through this).
 
-    The keyword options are explain's optional outputs (the Checks tab asks for them).
+    ``terms`` are mapped besides the question's own; ``method`` overrides the settings' (the
+    token-conditioned tab asks for ``all``). The other keyword options are explain's optional
+    outputs (the Checks tab asks for them).
     """
     return explain(
         image_path,
@@ -89,7 +89,8 @@ def run_explain(
         model_id=model_id,
         out_dir=out_dir,
         layers=settings.layers,
-        method=settings.method,
+        terms=terms,
+        method=settings.method if method is None else method,
         max_new_tokens=settings.max_new_tokens,
         image_first=settings.image_first,
         max_side=settings.max_side,
@@ -109,7 +110,7 @@ def build_app(
     *,
     results_dir: str | os.PathLike | None = None,
 ) -> gr.Blocks:
-    """The page: five tabs; all but "Token-conditioned" work.
+    """The page: five tabs, each over the library.
 
     Parameters
     ----------
@@ -183,26 +184,18 @@ def build_app(
                     outputs=[status, answer, p_yes, overlay, metrics, session_dir],
                     api_name=QUESTION_API_NAME.lstrip("/"),
                 )
-            for label in TAB_LABELS[1:]:
-                if label == "Prompt sensitivity":
-                    # imported here: the tab's module imports run_explain from this one
-                    from cxr_attention.app_sensitivity import prompt_sensitivity_tab
+            # imported here: the tabs' modules import run_explain from this one
+            from cxr_attention.app_checks import checks_tab
+            from cxr_attention.app_sensitivity import prompt_sensitivity_tab
+            from cxr_attention.app_token import token_conditioned_tab
 
-                    prompt_sensitivity_tab(
-                        loaded_model, model_id, settings, session_dir, results_dir=results_dir
-                    )
-                    continue
-                if label == "Checks":
-                    from cxr_attention.app_checks import checks_tab
-
-                    checks_tab(loaded_model, model_id, settings, session_dir)
-                    continue
-                with gr.Tab(label, elem_id=f"tab-{label.lower().replace(' ', '-')}"):
-                    if label == "Study browser":
-                        build_study_browser(results_dir)
-                    else:
-                        text = f"**Not built yet.** This tab will show: {_PLANNED_TABS[label]}"
-                        gr.Markdown(text)
+            token_conditioned_tab(loaded_model, model_id, settings, session_dir)
+            prompt_sensitivity_tab(
+                loaded_model, model_id, settings, session_dir, results_dir=results_dir
+            )
+            with gr.Tab(TAB_LABELS[3], elem_id="tab-study-browser"):
+                build_study_browser(results_dir)
+            checks_tab(loaded_model, model_id, settings, session_dir)
     return app
 
 

@@ -40,11 +40,12 @@ def served(page) -> Iterator:
         page.close()
 
 
-def explain_directly(radiograph, question: str, out_dir, loaded, model_dir, **options):
-    """The oracle: `explain()` called as the CLI calls it, outside the page, with its settings.
-
-    ``options``: explain's optional outputs (``faithfulness=True``, ``reliance=True``, ...).
-    """
+def explain_directly(
+    radiograph, question: str, out_dir, loaded, model_dir, *, terms=(), method=None, **options
+):
+    """The oracle: `explain()` called as the CLI calls it, outside the page, with its settings
+    (``terms`` and ``method`` as ``--term`` and ``--method`` change them; ``options``: explain's
+    optional outputs, ``faithfulness=True``, ``reliance=True``, ...)."""
     from cxr_attention.explain import explain
 
     settings = explain_settings()
@@ -54,7 +55,8 @@ def explain_directly(radiograph, question: str, out_dir, loaded, model_dir, **op
         model_id=str(model_dir),
         out_dir=out_dir,
         layers=settings.layers,
-        method=settings.method,
+        terms=terms,
+        method=settings.method if method is None else method,
         max_new_tokens=settings.max_new_tokens,
         image_first=settings.image_first,
         max_side=settings.max_side,

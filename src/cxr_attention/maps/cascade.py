@@ -17,8 +17,9 @@ one tried: the map keeps its method and every earlier method's reason (``"attent
 ``uniform`` logs a warning.
 
 ``method`` can also force one method (falling back to ``uniform`` only, with the reason) or
-compute ``all`` of them (each method that succeeds gives its own map; the ``uniform`` map records
-why the others failed).
+compute ``all`` of them (each method that succeeds gives its own map; the cascade's pick of each
+target is marked, with the cascade's reasons; the ``uniform`` map records why the others failed).
+:func:`fallback_steps` reads a ``fallback_reason`` back into its ``(method, reason)`` steps.
 
 The answer's variants (every generated row; one map per captured layer) are rows of attention:
 ``attention`` alone makes them, with no fallback, whenever it is among the methods in play.
@@ -32,6 +33,7 @@ forward + backward, the term-independent ``activation_norm`` one map per sample.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -44,7 +46,10 @@ from cxr_attention.maps.records import NOTE_COLUMNS, MapRecord, SampleKey, map_i
 from cxr_attention.maps.registry import LAST_RESORT, METHODS, REGISTRY
 from cxr_attention.maps.targets import MapTarget
 
-__all__ = ["compute_maps", "compute_sample_maps"]
+__all__ = ["REASON_SEPARATOR", "compute_maps", "compute_sample_maps", "fallback_steps"]
+
+REASON_SEPARATOR = "; "
+"""Between the ``method: reason`` steps of a ``fallback_reason``."""
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +176,7 @@ def _cascade_picks(
 
 def _chain(params: MapParams, target: MapTarget) -> list[str]:
     """The methods tried in order for a forced method or the cascade."""
-    if params.method in ("cascade", "methods"):
+    if params.method in ("cascade", "methods", "all"):
         return [m for m in params.cascade if target.source in REGISTRY[m].cascade_sources]
     if REGISTRY[params.method].never_unavailable:
         return [params.method]
@@ -208,11 +213,15 @@ def _listed_methods(
 def _every_method(
     inputs: MapInputs, targets: Sequence[MapTarget], outcomes: _Outcomes
 ) -> list[tuple[MapTarget, MapRecord, np.ndarray]]:
-    """``all``: every method's map of every target; the last resort's lists the failures."""
+    """``all``: every method's map of every target; the cascade's pick of each target marked,
+    with the cascade's reasons (no extra work: every method's outcome is known); the last
+    resort's map lists why every other method failed (also when the cascade picked it)."""
     every = range(len(targets))
     results_of = {name: outcomes.ask(name, every) for name in METHODS}
+    picks = _cascade_picks(inputs.params, targets, outcomes)
     results = []
     for index, target in enumerate(targets):
+        picked, _, cascade_reasons = picks[index]
         failed = [
             f"{name}: {results_of[name][index].reason}"
             for name in METHODS
@@ -220,9 +229,11 @@ def _every_method(
         ]
         for name in METHODS:
             outcome = results_of[name][index]
-            if not isinstance(outcome, Unavailable):
-                reasons = failed if name == LAST_RESORT else []
-                results.append((target, *_record(inputs, target, name, outcome, reasons)))
+            if isinstance(outcome, Unavailable):
+                continue
+            reasons = failed if name == LAST_RESORT else cascade_reasons if name == picked else []
+            record, grid = _record(inputs, target, name, outcome, reasons, name == picked)
+            results.append((target, record, grid))
     return results
 
 
@@ -269,7 +280,7 @@ def _record(
         source=target.source,
         token_positions=target.token_positions,
         method=method,
-        fallback_reason="; ".join(reasons),
+        fallback_reason=REASON_SEPARATOR.join(reasons),
         layers=result.layers,
         heads=result.heads,
         image_mass=result.image_mass,
@@ -280,3 +291,31 @@ def _record(
         per_layer=target.layer is not None,
     )
     return record, grid_map
+
+
+def fallback_steps(fallback_reason: str) -> list[tuple[str, str]]:
+    """The ``(method, reason)`` steps of a maps table ``fallback_reason``, in order.
+
+    The inverse of how the cascade writes them (``"attention: term not found; gradcam: ..."``):
+    a step starts only where a registered method's name and ``": "`` follow the separator, so a
+    reason that itself contains ``"; "`` (an exception's message) stays whole.
+
+    Raises
+    ------
+    ValueError
+        The text does not start with a registered method's step.
+    """
+    if not fallback_reason:
+        return []
+    names = "|".join(re.escape(name) for name in sorted(METHODS, key=len, reverse=True))
+    starts = list(re.finditer(rf"(?:^|{re.escape(REASON_SEPARATOR)})({names}): ", fallback_reason))
+    if not starts or starts[0].start() != 0:
+        raise ValueError(
+            f"fallback_reason {fallback_reason!r} does not start with 'method: reason' "
+            f"(methods: {', '.join(METHODS)})"
+        )
+    ends = [step.start() for step in starts[1:]] + [len(fallback_reason)]
+    return [
+        (step.group(1), fallback_reason[step.end() : end])
+        for step, end in zip(starts, ends, strict=True)
+    ]

@@ -1,7 +1,8 @@
 """The maps stage: every sample of an inference shard -> its maps table rows and arrays.
 
-Also the single-image entry point behind ``cxr-attention explain`` (:func:`explain_maps`) and the
-writer both share (:func:`write_maps`).
+Also the single-image entry point behind ``cxr-attention explain`` (:func:`explain_maps`), the
+writer both share (:func:`write_maps`), and the map of each generated token of one capture
+(:func:`generated_token_maps`, the app's token-conditioned tab).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from cxr_attention.maps.methods.base import VisionSource
 from cxr_attention.maps.params import MapParams
 from cxr_attention.maps.records import MAP_COLUMNS, MapRecord, SampleKey
 from cxr_attention.maps.targets import MapTarget, layer_targets, locate_targets
+from cxr_attention.maps.terms import decode_with_offsets
 from cxr_attention.progress import Progress
 
-__all__ = ["explain_maps", "run_maps_shard", "write_maps"]
+__all__ = ["explain_maps", "generated_token_maps", "run_maps_shard", "write_maps"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,53 @@ def explain_maps(
     return compute_sample_maps(
         capture, targets, key, settings, vision=vision, aspect_ratio=capture.aspect_ratio
     )
+
+
+def generated_token_maps(
+    capture: Capture | Mapping[str, np.ndarray],
+    *,
+    tokenizer,
+    params: Mapping | MapParams | None = None,
+    key: SampleKey | None = None,
+) -> list[tuple[MapRecord, np.ndarray]]:
+    """The ``attention`` map of each generated token of one capture, in generation order.
+
+    Token ``i``'s map is the attention method's map of capture row ``i``, the decoding step that
+    produced ``generated_ids[i]`` (where the model looked while choosing to say it), with the
+    settings and finishing of :func:`explain_maps` (layers, heads, ``min_image_mass``, border
+    strip, renormalisation). A row the method cannot map (its image mass below
+    ``min_image_mass``, non-finite values) gets the ``uniform`` map with the reason, as a forced
+    method does. Row 0 is the answer's decision map.
+
+    Parameters
+    ----------
+    capture : Capture (or a mapping of its arrays)
+    tokenizer : transformers tokenizer
+        Decodes each token's text (its span of the decoded answer, :mod:`cxr_attention.maps.terms`).
+    params : mapping or MapParams, optional
+        The ``maps`` config section; its ``method`` is ignored (``attention`` is forced).
+    key : SampleKey, optional
+        Identifiers; each token's map id takes ``<sample_id>_token<i>`` (default ``explain``).
+
+    Returns
+    -------
+    list of (MapRecord, ndarray)
+        One per generated token: ``term`` the token's decoded text (may be empty for a piece
+        that decodes to nothing), ``source`` ``generated``, ``token_positions`` ``(i,)``.
+    """
+    settings = params if isinstance(params, MapParams) else MapParams.from_dict(params)
+    settings = dataclasses.replace(settings, method="attention")
+    capture = as_capture(capture)
+    key = key or SampleKey("explain")
+    text, spans = decode_with_offsets(tokenizer, capture.generated_ids)
+    results: list[tuple[MapRecord, np.ndarray]] = []
+    for index, (start, end) in enumerate(spans):
+        target = MapTarget(text[start:end], "generated", generated_positions=(index,))
+        token_key = dataclasses.replace(key, sample_id=f"{key.sample_id}_token{index}")
+        results += compute_sample_maps(
+            capture, [target], token_key, settings, aspect_ratio=capture.aspect_ratio
+        )
+    return results
 
 
 def write_maps(
