@@ -24,13 +24,12 @@ COMMITTED = Path(__file__).resolve().parents[1] / "models" / "known-answer"
 
 
 def main() -> None:
-    from cxr_attention.known_answer.train import DETECTOR_STEPS, TRAINING_STEPS
+    from cxr_attention.known_answer.train import TRAINING_STEPS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(COMMITTED), help="model folder to measure")
     parser.add_argument("--train", metavar="DIR", help="train into DIR first, then measure it")
     parser.add_argument("--steps", type=int, default=TRAINING_STEPS)
-    parser.add_argument("--detector-steps", type=int, default=DETECTOR_STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plants-per-side", type=int, default=3)
     args = parser.parse_args()
@@ -53,7 +52,6 @@ def main() -> None:
             films=training_films(),
             seed=args.seed,
             steps=args.steps,
-            detector_steps=args.detector_steps,
         )
         record["train_seconds"] = round(time.perf_counter() - start, 1)
         record["load_average_after_training"] = os.getloadavg()

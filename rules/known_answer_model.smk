@@ -14,7 +14,6 @@ rule known_answer_model:
     params:
         retrain=config["known_answer"]["retrain"],
         steps=config["known_answer"]["steps"],
-        detector_steps=config["known_answer"]["detector_steps"],
         seed=config["known_answer"]["training_seed"],
     script:
         "../scripts/known_answer_model.py"

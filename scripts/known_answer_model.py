@@ -13,6 +13,5 @@ with job_logging(snakemake.log[0]):
         committed=snakemake.input.committed,
         retrain=snakemake.params.retrain,
         steps=snakemake.params.steps,
-        detector_steps=snakemake.params.detector_steps,
         seed=snakemake.params.seed,
     )

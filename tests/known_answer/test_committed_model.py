@@ -62,21 +62,20 @@ def held_out_result(committed):
     return evaluate_known_answer_model(model, processor, images, seed=1, plants_per_side=3)
 
 
-def test_committed_model_answers_from_the_lesion(held_out_result):
+def test_committed_model_meets_the_accuracy_targets(held_out_result):
     # Always answering one word gets 3 of 21 (all yes) or 18 of 21 (all no) questions
-    # "Is there a nodule?" right, but never both kinds of film: demand both.
+    # "Is there a nodule?" right, but never both kinds of film: the targets demand both.
     assert held_out_result["planted_films"] >= 12
     assert held_out_result["any_clean"] >= 0.9
-    assert held_out_result["any_planted"] >= 0.75
+    assert held_out_result["any_planted"] >= 0.9
+    assert held_out_result["side"] >= 0.8
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 16's targets are not reached yet: the committed model's side answers and "
-    "Grad-CAM pointing fall short on held-out films (docs/known_answer.md)",
+    reason="issue 16's Grad-CAM target is not reached yet: the trained answer's gradient in the "
+    "detector's value has no fixed sign, so Grad-CAM's maximum leaves the lesion on some films "
+    "(docs/known_answer.md)",
 )
-def test_committed_model_meets_the_issue_targets(held_out_result):
-    assert held_out_result["any_clean"] >= 0.9
-    assert held_out_result["any_planted"] >= 0.9
-    assert held_out_result["side"] >= 0.8
+def test_committed_models_gradcam_points_at_the_lesion(held_out_result):
     assert held_out_result["gradcam_pointing_any"] >= 0.8

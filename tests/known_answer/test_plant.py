@@ -50,6 +50,27 @@ def test_lesion_lies_in_the_requested_lung_and_nothing_else_changes(films, name,
     assert np.hypot(peak_row - lesion.centre_y, peak_col - lesion.centre_x) < lesion.radius
 
 
+def test_stripes_run_at_their_frequency_inside_the_box(films):
+    from cxr_attention.known_answer.plant import STRIPE_CYCLES
+
+    image, lungs = films[FILMS[0]]
+    plain, lesion = plant_lesion(image, side="right", seed=2, contrast=0.3, lungs=lungs)
+    striped, same = plant_lesion(
+        image, side="right", seed=2, contrast=0.3, stripes=100.0, lungs=lungs
+    )
+    assert same == lesion
+    changed = striped != image
+    rows, cols = np.nonzero(changed)
+    assert rows.min() >= lesion.y and rows.max() < lesion.y + lesion.h
+    assert cols.min() >= lesion.x and cols.max() < lesion.x + lesion.w
+    # The centre row's difference from the plain opacity: its strongest frequency (numpy's FFT
+    # over the whole width) is STRIPE_CYCLES cycles per image width.
+    row = round(lesion.centre_y)
+    difference = striped[row].astype(float) - plain[row].astype(float)
+    spectrum = np.abs(np.fft.rfft(difference))
+    assert abs(int(np.argmax(spectrum[1:])) + 1 - STRIPE_CYCLES) <= 1
+
+
 def test_deterministic_per_seed(films):
     image, lungs = films[FILMS[0]]
     first = plant_lesion(image, seed=5, lungs=lungs)

@@ -21,16 +21,15 @@ def films(real_cxr: Path):
 
 
 def test_first_steps_losses_reproduce_exactly(films):
-    # Two detector steps, then two answer steps (both phases, and the switch between them).
     runs = [
-        train.training_losses(films, seed=4, steps=2, detector_steps=2, films_per_step=1)[2]
+        train.training_losses(films, threshold=17.0, seed=4, steps=3, films_per_step=1)[2]
         for _ in range(2)
     ]
-    assert len(runs[0]) == 4
+    assert len(runs[0]) == 3
     assert runs[0] == runs[1]
     assert all(np.isfinite(runs[0]))
     # The seed matters: another seed draws other weights and lesions.
-    other = train.training_losses(films, seed=5, steps=0, detector_steps=1, films_per_step=1)[2]
+    other = train.training_losses(films, threshold=17.0, seed=5, steps=1, films_per_step=1)[2]
     assert other[0] != runs[0][0]
 
 
@@ -43,7 +42,6 @@ def test_trained_model_saves_and_reloads_with_the_auto_classes(tmp_path: Path, r
         films=[real_cxr / "images" / FILMS[0]],
         seed=1,
         steps=1,
-        detector_steps=1,
     )
     processor = AutoProcessor.from_pretrained(out)
     model = AutoModelForImageTextToText.from_pretrained(out).eval()

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_attention.io import Failure, InputError, atomic_path, write_csv, write_failures
-from cxr_attention.known_answer.benchmark import LESION_CONTRAST, QUESTIONS
+from cxr_attention.known_answer.benchmark import LESION_CONTRAST, LESION_STRIPES, QUESTIONS
 from cxr_attention.known_answer.plant import BOX_COLUMNS, LESION_CATEGORY, box_row, plant_lesion
 from cxr_attention.preprocess.mimic import NO_FINDING
 
@@ -133,6 +133,7 @@ def write_known_answer_dataset(
                         side=side,
                         seed=seed + 2 * index + SIDES.index(side),
                         contrast=LESION_CONTRAST,
+                        stripes=LESION_STRIPES,
                     )
                 except ValueError as error:
                     reason = InputError(path, f"{side} lesion: {error}", error_type="no_room")

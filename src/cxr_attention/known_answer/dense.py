@@ -1,10 +1,7 @@
-"""Dense supervision of the known-answer model's image tokens: which tokens show the lesion.
+"""Which of the known-answer model's image tokens show the lesion.
 
-The yes/no answer is one bit per image: on its own it teaches the vision tower slowly (issue 16's
-probes all collapsed to the majority answer). Each image token also gets a target, the class of
-its 14 px cell (`TOKEN_CLASSES`: no lesion, or a lesion in the patient's right or left lung), and
-a training-only linear probe on the projected image features (what the language model reads)
-predicts it. The probe is discarded after training; the saved model is the plain Gemma 3 class.
+Each image token's class is that of its 14 px cell (`TOKEN_CLASSES`: no lesion, or a lesion in
+the patient's right or left lung); the detector's threshold is calibrated on these cells.
 
 Orientation: SigLIP flattens its patch grid row by row and the projector keeps that order (no
 pooling at 224 px), so token ``i`` is cell ``(i // 16, i % 16)`` of the squashed image, the same
@@ -13,15 +10,12 @@ grid as `cxr_attention.geometry.image_to_grid` of a mask (tested against the pla
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
-import torch
 
 from cxr_attention.geometry import image_to_grid
 from cxr_attention.known_answer.plant import PlantedLesion
 
-__all__ = ["TOKEN_CLASSES", "lesion_cells", "projected_features", "token_targets"]
+__all__ = ["TOKEN_CLASSES", "lesion_cells", "token_targets"]
 
 #: Image-token classes: index 0 no lesion; 1 and 2 the patient's right and left lung.
 TOKEN_CLASSES = ("none", "right", "left")
@@ -53,19 +47,3 @@ def token_targets(lesion: PlantedLesion | None, shape: tuple[int, int]) -> np.nd
     if lesion is not None:
         targets[lesion_cells(lesion, shape).reshape(-1)] = TOKEN_CLASSES.index(lesion.side)
     return targets
-
-
-@contextmanager
-def projected_features(model):
-    """Keep the multimodal projector's output (``(images, 256, hidden)``) during a forward.
-
-    Yields a list that holds the output once the forward has run.
-    """
-    kept: list[torch.Tensor] = []
-    handle = model.model.multi_modal_projector.register_forward_hook(
-        lambda _module, _inputs, output: kept.append(output)
-    )
-    try:
-        yield kept
-    finally:
-        handle.remove()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cxr_attention.known_answer.benchmark import LESION_CONTRAST, QUESTIONS
+from cxr_attention.known_answer.benchmark import LESION_CONTRAST, LESION_STRIPES, QUESTIONS
 from cxr_attention.known_answer.plant import DEFAULT_RADIUS, plant_lesion
 
 __all__ = ["box_cells", "evaluate_known_answer_model", "margin_gradcam"]
@@ -76,13 +76,15 @@ def evaluate_known_answer_model(
     plants_per_side: int = 1,
     radius: float = DEFAULT_RADIUS,
     contrast: float = LESION_CONTRAST,
+    stripes: float = LESION_STRIPES,
     gradcam: bool = True,
 ) -> dict[str, float]:
     """Accuracy of the first answer token and Grad-CAM pointing on clean and planted films.
 
     Each image is asked the three questions clean and with ``plants_per_side`` lesions (of
-    ``radius`` and ``contrast``, planted at full size by `plant_lesion`, seed ``seed + 1000 *
-    index + k``) in each lung; an image whose lung has no room is asked clean only.
+    ``radius``, ``contrast`` and ``stripes``, planted at full size by `plant_lesion`, seed
+    ``seed + 1000 * index + k``) in each lung; an image whose lung has no room is asked clean
+    only.
 
     Parameters
     ----------
@@ -132,6 +134,7 @@ def evaluate_known_answer_model(
                             seed=seed + 1000 * index + k,
                             radius=radius,
                             contrast=contrast,
+                            stripes=stripes,
                             lungs=lungs,
                         )
                     )

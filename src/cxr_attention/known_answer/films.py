@@ -71,7 +71,7 @@ def _fits(film: Film, side: str, radius: float) -> bool:
     return True
 
 
-def planted(film: Film, side: str, radius: float, contrast: float, seed: int):
+def planted(film: Film, side: str, radius: float, contrast: float, stripes: float, seed: int):
     """``film`` with a lesion in ``side`` and its record; the radius shrinks towards the
     evaluation's to fit."""
     while True:
@@ -82,6 +82,7 @@ def planted(film: Film, side: str, radius: float, contrast: float, seed: int):
                 seed=seed,
                 radius=radius,
                 contrast=contrast,
+                stripes=stripes,
                 lungs=film.lungs,
             )
         except ValueError:

@@ -49,6 +49,10 @@ ZONES = ("upper", "middle", "lower")
 # Lesion size and contrast: fractions of the film's long side, and of the way to white.
 DEFAULT_RADIUS = 0.045
 DEFAULT_CONTRAST = 0.35
+# The stripes' spatial frequency: cycles across the image's width. At the known-answer model's
+# 224 px input (16 patches of 14 px) that is 3 cycles per patch, a frequency the patch embedding
+# can tell from anatomy (`cxr_attention.known_answer.detector`).
+STRIPE_CYCLES = 48
 _EDGE = 0.25  # soft edge width, as a fraction of the radius
 _TAIL = 3.0  # the profile reaches 0 this many edge widths outside the radius
 
@@ -95,6 +99,7 @@ def plant_lesion(
     seed: int = 0,
     radius: float = DEFAULT_RADIUS,
     contrast: float = DEFAULT_CONTRAST,
+    stripes: float = 0.0,
     lungs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, PlantedLesion]:
     """Insert one round, soft-edged opacity inside a lung.
@@ -111,6 +116,9 @@ def plant_lesion(
         Radius where the opacity is half its peak, as a fraction of the image's long side.
     contrast : float
         Peak brightening in (0, 1]: the fraction of the way from the film's grey to white.
+    stripes : float
+        Peak amplitude, in grey levels, of vertical stripes (`STRIPE_CYCLES` across the width)
+        added inside the lesion with the same soft profile; 0 for a plain opacity.
     lungs : numpy.ndarray, optional
         The image's `lung_mask` (computed when omitted).
 
@@ -131,8 +139,11 @@ def plant_lesion(
         raise ValueError(f"expected a 2-D uint8 image, got {image.dtype} {image.shape}")
     if side is not None and side not in LUNG_LABELS:
         raise ValueError(f"side must be 'left' or 'right' (the patient's), got {side!r}")
-    if not 0 < contrast <= 1 or not 0 < radius < 0.5:
-        raise ValueError(f"need 0 < contrast <= 1 and 0 < radius < 0.5, got {contrast}, {radius}")
+    if not 0 < contrast <= 1 or not 0 < radius < 0.5 or stripes < 0:
+        raise ValueError(
+            f"need 0 < contrast <= 1, 0 < radius < 0.5 and stripes >= 0, got {contrast}, {radius}, "
+            f"{stripes}"
+        )
     lungs = lung_mask(image) if lungs is None else lungs
     rng = np.random.default_rng(seed)
     if side is None:
@@ -159,6 +170,11 @@ def plant_lesion(
     profile = _profile(np.hypot(rows, cols), radius_px, edge)
     patch = image[top : top + 2 * reach + 1, left : left + 2 * reach + 1].astype(np.float64)
     patch += (255.0 - patch) * contrast * profile
+    if stripes:
+        period = image.shape[1] / STRIPE_CYCLES
+        patch += (
+            stripes * profile * np.cos(2 * np.pi * np.arange(left, left + 2 * reach + 1) / period)
+        )
     planted = image.copy()
     planted[top : top + 2 * reach + 1, left : left + 2 * reach + 1] = np.clip(
         np.rint(patch), 0, 255
@@ -228,6 +244,7 @@ def plant(
     *,
     radius: float = DEFAULT_RADIUS,
     contrast: float = DEFAULT_CONTRAST,
+    stripes: float = 0.0,
 ) -> tuple[pd.DataFrame, list[Failure]]:
     """Plant one lesion into each image; write ``<stem>.png``, ``boxes.csv`` and ``failures.csv``.
 
@@ -245,7 +262,7 @@ def plant(
     side : {"left", "right"} or None
         The patient's side for every lesion; ``None`` draws one per image.
     seed : int
-    radius, contrast : float
+    radius, contrast, stripes : float
         As in `plant_lesion`.
 
     Returns
@@ -264,7 +281,9 @@ def plant(
     rows, failures = [], []
     for index, path in enumerate(images):
         try:
-            planted, lesion, shape = _plant_file(path, side, seed + index, radius, contrast)
+            planted, lesion, shape = _plant_file(
+                path, side, seed + index, radius=radius, contrast=contrast, stripes=stripes
+            )
         except InputError as error:
             failures.append(Failure.from_exception("plant", Path(path).stem, str(path), error))
             continue
@@ -277,19 +296,17 @@ def plant(
 
 
 def _plant_file(
-    path: str | os.PathLike, side: str | None, seed: int, radius: float, contrast: float
+    path: str | os.PathLike, side: str | None, seed: int, **lesion
 ) -> tuple[np.ndarray, PlantedLesion, tuple[int, int]]:
     """Read one film and plant its lesion; `InputError` names the file and the reason."""
     from cxr_attention.preprocess.decode import decode_image
 
     image, _ = decode_image(path)
     try:
-        planted, lesion = plant_lesion(
-            image, side=side, seed=seed, radius=radius, contrast=contrast
-        )
+        planted, record = plant_lesion(image, side=side, seed=seed, **lesion)
     except ValueError as error:
         raise InputError(path, str(error), error_type="no_room") from error
-    return planted, lesion, image.shape
+    return planted, record, image.shape
 
 
 def lesion_record(lesion: PlantedLesion) -> dict:

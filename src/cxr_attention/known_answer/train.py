@@ -1,22 +1,22 @@
-"""Train the known-answer model on the CPU: yes/no to a nodule question, from planted films.
+"""Build the known-answer model on the CPU: a set detector, a trained answer.
 
 Design (``docs/known_answer.md`` says what worked and what did not):
 
 1. **Wiring** (`wiring.set_wiring`, frozen): the first text layer's routing heads attend from the
    answer position to the image tokens whose ``LESION`` channel is positive, and to the
    question's side word.
-2. **Detector** (`DETECTOR_STEPS` steps): the vision tower and projector learn, per image token
-   (`dense.token_targets`), the ``LESION`` channel (does the token's cell show the lesion: a
-   weighted logistic loss) and the ``SIDE`` channel (patient's left or right, on lesion tokens).
-   A curriculum shrinks the lesion from `START_RADIUS` and fades it from `START_CONTRAST` to
-   the evaluation's size and contrast over the first `CURRICULUM_SHARE` of these steps.
-3. **Answer** (``steps`` steps): with the vision tower frozen, the text model (less the wiring)
-   learns the answer token (``yes`` / ``no``) and the ``<end_of_turn>`` after it.
+2. **Detector** (`detector.set_detector`, frozen): the vision tower marks the tokens whose patch
+   carries the planted lesion's stripes, on the channel of the token's side. Its one fitted
+   number, the threshold, comes from the training films (`calibrated_threshold`): films planted
+   at full size and passed through the processor, as the model will see them.
+3. **Answer** (``steps`` steps): the text model (less the wiring) learns the answer token
+   (``yes`` / ``no``) and the ``<end_of_turn>`` after it.
 
 Every step shows each drawn film three times: clean, with a lesion in the patient's left lung
 and one in the right (paired batches: only the lesion differs). Films are squashed to 224 x 224
-once (as the processor would); lesions are planted at that size each step and the pixels go
-through the processor's own image processor. Every random draw comes from ``seed``.
+once (as the processor would); lesions are planted at that size each step, with their stripes'
+amplitude drawn around the benchmark's, and the pixels go through the processor's own image
+processor. Every random draw comes from ``seed``.
 """
 
 from __future__ import annotations
@@ -28,28 +28,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr_attention.known_answer.benchmark import LESION_CONTRAST, QUESTIONS
-from cxr_attention.known_answer.dense import projected_features, token_targets
+from cxr_attention.known_answer.benchmark import LESION_CONTRAST, LESION_STRIPES, QUESTIONS
+from cxr_attention.known_answer.dense import token_targets
+from cxr_attention.known_answer.detector import calibrate_threshold, set_detector
 from cxr_attention.known_answer.films import Film, load_films, planted, training_films
 from cxr_attention.known_answer.model import IMAGE_SIZE, build_untrained_model
-from cxr_attention.known_answer.plant import DEFAULT_RADIUS
-from cxr_attention.known_answer.wiring import Channel, freeze_wiring, set_wiring
+from cxr_attention.known_answer.plant import DEFAULT_RADIUS, plant_lesion
+from cxr_attention.known_answer.wiring import freeze_wiring, set_wiring
 
 __all__ = [
+    "calibrated_threshold",
     "provide_known_answer_model",
     "train_known_answer_model",
     "training_losses",
 ]
 
-START_RADIUS = 0.09
-START_CONTRAST = 0.7
-CURRICULUM_SHARE = 0.6
-DETECTOR_STEPS = 1500
 TRAINING_STEPS = 300
 ANSWERS = ("no", "yes")
-# A lesion covers about 4 of 256 tokens: its tokens weigh this much more in the detector's loss.
-LESION_TOKEN_WEIGHT = 2.0
 SHIFT = 16
+# The stripes' amplitude of a training lesion, as a range of multiples of the benchmark's: the
+# answer learns to follow the detector over a range rather than at one saturated level.
+STRIPE_RANGE = (0.4, 1.6)
+# Lesions per lung and film that calibrate the detector's threshold.
+CALIBRATION_PLANTS = 2
 
 
 def _prompt(processor, question: str, image_first: bool) -> dict[str, torch.Tensor]:
@@ -61,18 +62,10 @@ def _prompt(processor, question: str, image_first: bool) -> dict[str, torch.Tens
     return {key: inputs[key] for key in ("input_ids", "token_type_ids")}
 
 
-def _curriculum(step: int, steps: int, start: float, end: float) -> float:
-    """From ``start`` (or ``end`` if larger) linearly down to ``end`` by `CURRICULUM_SHARE`."""
-    progress = min(1.0, step / max(1, int(steps * CURRICULUM_SHARE)))
-    start = max(start, end)
-    return start + (end - start) * progress
-
-
 def _augmented(film: Film, rng: np.random.Generator) -> Film:
     """The film mirrored left-right (lung labels swapped) half the time, shifted, with a gamma.
 
-    With two dozen training films the detector otherwise learns the films: it marked bright
-    structures of unseen films (a marker at the top edge, the aortic knob) as lesions.
+    Two dozen training films, each seen from many angles: the answer must not learn the films.
     """
     image, lungs = film.image, film.lungs
     if rng.random() < 0.5:
@@ -91,7 +84,7 @@ def _augmented(film: Film, rng: np.random.Generator) -> Film:
     return Film(film.name, np.ascontiguousarray(table[image]), np.ascontiguousarray(lungs))
 
 
-def _draw(films, rng, count, radius, contrast):
+def _draw(films, rng, count, radius, contrast, stripes):
     """``count`` films, each clean and with a lesion in either lung: images and token targets."""
     images, sides, cells = [], [], []
     for film_index in rng.choice(len(films), size=count, replace=False):
@@ -103,7 +96,10 @@ def _draw(films, rng, count, radius, contrast):
             else:
                 strength = min(1.0, float(rng.uniform(0.8, 1.2) * contrast))
                 size = float(rng.uniform(0.85, 1.15) * radius)
-                picture, lesion = planted(film, side, size, strength, int(rng.integers(2**31)))
+                amplitude = float(rng.uniform(*STRIPE_RANGE) * stripes)
+                picture, lesion = planted(
+                    film, side, size, strength, amplitude, int(rng.integers(2**31))
+                )
                 images.append(picture)
             sides.append(side)
             cells.append(token_targets(lesion, film.image.shape))
@@ -117,32 +113,6 @@ def _pixels(processor, images) -> torch.Tensor:
     return processor.image_processor(
         images=[Image.fromarray(image).convert("RGB") for image in images], return_tensors="pt"
     )["pixel_values"]
-
-
-def _detector_loss(features: torch.Tensor, cells: np.ndarray) -> torch.Tensor:
-    """Logistic losses of the ``LESION`` channel and of ``SIDE`` (on lesion tokens).
-
-    ``LESION`` is scored per token and, since the routing reads its maximum, per image as well:
-    the largest value off the lesion must be negative (hard negatives: a bright rib end, the
-    aortic knob) and the largest on it positive.
-    """
-    from torch.nn.functional import binary_cross_entropy_with_logits as logistic
-
-    classes = torch.from_numpy(cells)
-    on_lesion = classes > 0
-    lesion = features[..., Channel.LESION].float()
-    token_loss = logistic(lesion, on_lesion.float(), pos_weight=torch.tensor(LESION_TOKEN_WEIGHT))
-    off_max = lesion.masked_fill(on_lesion, -torch.inf).amax(-1)
-    image_loss = logistic(off_max, torch.zeros_like(off_max))
-    planted = on_lesion.any(-1)
-    if not planted.any():
-        return token_loss + image_loss
-    on_max = lesion.masked_fill(~on_lesion, -torch.inf).amax(-1)[planted]
-    image_loss = image_loss + logistic(on_max, torch.ones_like(on_max))
-    side_loss = logistic(
-        features[..., Channel.SIDE][on_lesion].float(), (classes[on_lesion] == 2).float()
-    )
-    return token_loss + image_loss + side_loss
 
 
 def _answer_loss(model, prompt, pixels, targets, end_of_turn) -> torch.Tensor:
@@ -181,81 +151,111 @@ def _optimizer(parameters, learning_rate: float, steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
 
 
+def calibrated_threshold(
+    paths: Sequence[str | os.PathLike],
+    *,
+    seed: int = 0,
+    radius: float = DEFAULT_RADIUS,
+    contrast: float = LESION_CONTRAST,
+    stripes: float = LESION_STRIPES,
+) -> float:
+    """The detector's threshold from the training films, seen as the model sees them.
+
+    Each film (decoded at full size) is taken clean and with `CALIBRATION_PLANTS` lesions per lung
+    (`plant_lesion`, seed ``seed + 10 * index + k``), through the processor; the threshold is
+    `detector.calibrate_threshold`'s midpoint between anatomy and lesions.
+    """
+    from PIL import Image
+
+    from cxr_attention.preprocess.decode import decode_image
+    from cxr_attention.preprocess.masks import lung_mask
+
+    model, processor, _ = build_untrained_model(seed)
+    set_detector(model, threshold=0.0)
+    images, on_lesion, planted_flags = [], [], []
+    for index, path in enumerate(paths):
+        image, _ = decode_image(path, max_side=2048)
+        lungs = lung_mask(image)
+        images.append(image)
+        on_lesion.append(np.zeros(256, bool))
+        planted_flags.append(False)
+        for k, side in enumerate(("left", "right") * CALIBRATION_PLANTS):
+            try:
+                picture, lesion = plant_lesion(
+                    image,
+                    side=side,
+                    seed=seed + 10 * index + k,
+                    radius=radius,
+                    contrast=contrast,
+                    stripes=stripes,
+                    lungs=lungs,
+                )
+            except ValueError:  # no room in that lung
+                continue
+            images.append(picture)
+            on_lesion.append(token_targets(lesion, image.shape) > 0)
+            planted_flags.append(True)
+    pixels = processor.image_processor(
+        images=[Image.fromarray(image).convert("RGB") for image in images], return_tensors="pt"
+    )["pixel_values"]
+    return calibrate_threshold(model, pixels, np.stack(on_lesion), planted_flags)
+
+
 def training_losses(
     films: Sequence[Film],
     *,
+    threshold: float,
     seed: int = 0,
     steps: int = TRAINING_STEPS,
-    detector_steps: int = DETECTOR_STEPS,
     films_per_step: int = 2,
     learning_rate: float = 3e-3,
     radius: float = DEFAULT_RADIUS,
     contrast: float = LESION_CONTRAST,
+    stripes: float = LESION_STRIPES,
     progress: Callable[[int, float], None] | None = None,
 ):
-    """Train a fresh model; return it, its processor and the loss of every step.
+    """Build a fresh model, train its answer; return it, its processor and each step's loss.
 
     Parameters
     ----------
     films : sequence of Film
         Training films (`films.load_films`).
+    threshold : float
+        The detector's threshold (`calibrated_threshold`).
     seed : int
         Seeds the weights, the films drawn, the lesions and the question order.
-    steps, detector_steps : int
-        Steps of the answer phase and, before it, of the detector phase.
+    steps : int
+        Steps of the answer's training.
     films_per_step : int
         Each step shows ``films_per_step`` films three times (clean, left, right).
     learning_rate : float
-        AdamW's peak rate of each phase.
-    radius, contrast : float
-        The lesion's final radius and its mean contrast (as in `plant_lesion`).
+        AdamW's peak rate.
+    radius, contrast, stripes : float
+        The lesion's radius, mean contrast and mean stripe amplitude (as in `plant_lesion`).
     progress : callable, optional
-        Called with (step, loss) after each step (detector steps first).
+        Called with (step, loss) after each step.
 
     Returns
     -------
     model, processor, losses : Gemma3ForConditionalGeneration, Gemma3Processor, list of float
-        ``losses``: the detector steps' losses, then the answer steps'.
     """
     if not films:
         raise ValueError("no training films")
     films_per_step = min(films_per_step, len(films))
     model, processor, token_ids = build_untrained_model(seed)
     set_wiring(model, processor.tokenizer)
+    set_detector(model, threshold)
     hooks = freeze_wiring(model)
+    fixed = [
+        *model.model.vision_tower.parameters(),
+        *model.model.multi_modal_projector.parameters(),
+    ]
+    for parameter in fixed:
+        parameter.requires_grad_(False)
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     model.train()
 
-    def update(loss, optimizer, scheduler, parameters):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(len(losses) - 1, losses[-1])
-
-    vision = [
-        *model.model.vision_tower.parameters(),
-        model.model.multi_modal_projector.mm_input_projection_weight,
-    ]
-    optimizer, scheduler = _optimizer(vision, learning_rate, detector_steps)
-    for step in range(detector_steps):
-        images, _, cells = _draw(
-            films,
-            rng,
-            films_per_step,
-            _curriculum(step, detector_steps, START_RADIUS, radius),
-            _curriculum(step, detector_steps, START_CONTRAST, contrast),
-        )
-        with projected_features(model) as features:
-            model.model.get_image_features(pixel_values=_pixels(processor, images))
-        update(_detector_loss(features[0], cells), optimizer, scheduler, vision)
-
-    for parameter in vision:
-        parameter.requires_grad_(False)
     text = [p for p in model.parameters() if p.requires_grad]
     answer_ids = torch.tensor([processor.tokenizer.convert_tokens_to_ids(a) for a in ANSWERS])
     prompts = {
@@ -266,18 +266,25 @@ def training_losses(
     optimizer, scheduler = _optimizer(text, learning_rate, steps)
     for step in range(steps):
         key = ("any", "left", "right")[step % 3]
-        images, sides, _ = _draw(films, rng, films_per_step, radius, contrast)
+        images, sides, _ = _draw(films, rng, films_per_step, radius, contrast, stripes)
         truths = [side is not None and key in ("any", side) for side in sides]
         targets = answer_ids[torch.tensor([int(truth) for truth in truths])]
         prompt = prompts[key, bool((step // 3) % 2)]
         loss = _answer_loss(
             model, prompt, _pixels(processor, images), targets, token_ids["<end_of_turn>"]
         )
-        update(loss, optimizer, scheduler, text)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(text, 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step, losses[-1])
 
     for hook in hooks:
         hook.remove()
-    for parameter in vision:
+    for parameter in fixed:
         parameter.requires_grad_(True)
     model.eval()
     return model, processor, losses
@@ -289,7 +296,6 @@ def train_known_answer_model(
     films: Sequence[str | os.PathLike],
     seed: int = 0,
     steps: int = TRAINING_STEPS,
-    detector_steps: int = DETECTOR_STEPS,
     progress: Callable[[int, float], None] | None = None,
 ) -> Path:
     """Train the known-answer model and save it like MedGemma (Auto classes, one folder).
@@ -300,8 +306,8 @@ def train_known_answer_model(
         Destination folder (model, processor and ``training_log.json``).
     films : sequence of paths
         Training radiographs (DICOM, JPEG or PNG); held-out films must not be among them.
-    seed, steps, detector_steps, progress
-        As in `training_losses`.
+    seed, steps, progress
+        As in `training_losses` (``seed`` also seeds the calibration's lesions).
 
     Returns
     -------
@@ -310,9 +316,10 @@ def train_known_answer_model(
     """
     from cxr_attention.io import write_json
 
+    threshold = calibrated_threshold(films, seed=seed)
     loaded = load_films(films)
     model, processor, losses = training_losses(
-        loaded, seed=seed, steps=steps, detector_steps=detector_steps, progress=progress
+        loaded, threshold=threshold, seed=seed, steps=steps, progress=progress
     )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -322,8 +329,9 @@ def train_known_answer_model(
         {
             "seed": seed,
             "steps": steps,
-            "detector_steps": detector_steps,
+            "threshold": threshold,
             "contrast": LESION_CONTRAST,
+            "stripes": LESION_STRIPES,
             "films": [film.name for film in loaded],
             "losses": losses,
         },
@@ -338,7 +346,6 @@ def provide_known_answer_model(
     committed: str | os.PathLike,
     retrain: bool,
     steps: int,
-    detector_steps: int,
     seed: int,
 ) -> Path:
     """The workflow's model folder: a copy of the committed weights, or a fresh training.
@@ -350,7 +357,7 @@ def provide_known_answer_model(
     committed : path
         The committed model folder (``models/known-answer``).
     retrain : bool
-        Train on `training_films` (``steps``, ``detector_steps``, ``seed``) instead of copying
+        Train on `training_films` (``steps``, ``seed``) instead of copying
         ``committed``.
     """
     import shutil
@@ -366,7 +373,6 @@ def provide_known_answer_model(
                 films=training_films(),
                 seed=seed,
                 steps=steps,
-                detector_steps=detector_steps,
             )
         else:
             shutil.copytree(committed, staging, dirs_exist_ok=True)

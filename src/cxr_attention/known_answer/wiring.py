@@ -2,14 +2,15 @@
 
 Training alone did not teach the tiny text model to route a few image tokens to the answer
 (``docs/known_answer.md``). So the routing is set, and frozen, in the first text layer; the
-vision tower is trained to mark the lesion's tokens in reserved channels; everything else (the
-values read, the MLPs, the second layer, the output) is trained on the yes/no answer.
+vision tower (`detector`, also set) marks the lesion's tokens in reserved channels; everything
+else (the values read, the MLPs, the second layer, the output) is trained on the yes/no answer.
 
 Reserved channels of the 64-wide residual stream (`Channel`):
 
-- ``LESION``: on image tokens, the detector's logit that the token's cell shows a lesion (trained,
-  `dense.token_targets`); on every text token -1.
-- ``SIDE``: on image tokens, the logit that a lesion there is in the patient's left lung; text 0.
+- ``LESION``: on image tokens, the detector's value (positive where the token's patch shows the
+  lesion, `detector`); on every text token -1.
+- ``SIDE``: on a lesion's image tokens, positive in the patient's left lung and negative in the
+  right; 0 on every other token.
 - ``TEXT``: +1 on every text token, 0 on image tokens (the projector's column is zero).
 - ``ASKED_SIDE``: +1 on the question's ``left`` word, -1 on ``right``, 0 elsewhere.
 - ``SIDE_WORD``: +1 on those two words, -1 on every other text token, 0 on image tokens.
