@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 RUN ?= demo
 
-.PHONY: demo test lint install pull slurm clean-demo app
+.PHONY: demo test lint install pull slurm clean-demo app screenshots
 
 # Ends with the report's path and the run's counts (images, failures, exclusions).
 demo: $(STAMP)
@@ -32,6 +32,11 @@ APP_MODEL := $(firstword $(wildcard resources/known-answer-model) models/known-a
 app: $(STAMP)
 	CUDA_VISIBLE_DEVICES= $(BIN)/cxr-attention app --model $(APP_MODEL) \
 		$(if $(wildcard results/$(RUN)),--results results/$(RUN))
+
+# docs/app/*.png, the screenshot of each tab in docs/app.md, taken by the app's browser tests
+# (Debian's chromium, the tiny model); `make test` runs the same tests without writing them.
+screenshots: $(STAMP)
+	CXR_ATTENTION_SCREENSHOTS=docs/app $(BIN)/python -m pytest -q tests/app/test_app_browser.py
 
 # Results from the DVC remote, marked up to date for Snakemake (DVC gives restored files new
 # modification times); `dvc status` first checks that they match dvc.lock.

@@ -29,6 +29,7 @@ __all__ = [
     "TAB_LABELS",
     "ExplainSettings",
     "build_app",
+    "radiograph_upload",
     "run_explain",
     "session_folder",
 ]
@@ -59,6 +60,11 @@ class ExplainSettings:
 def session_folder(session_dir: str | None) -> str:
     """The browser session's temporary folder: ``session_dir``, made on the session's first run."""
     return session_dir if session_dir is not None else tempfile.mkdtemp(prefix="cxr-attention-app-")
+
+
+def radiograph_upload(elem_id: str) -> gr.File:
+    """The upload widget of a radiograph (every tab that takes one uses this one)."""
+    return gr.File(label="Radiograph (PNG, JPEG or DICOM)", type="filepath", elem_id=elem_id)
 
 
 def run_explain(
@@ -159,11 +165,7 @@ def build_app(
             with gr.Tab(TAB_LABELS[0], elem_id="tab-question-analysis"):
                 with gr.Row():
                     with gr.Column():
-                        upload = gr.File(
-                            label="Radiograph (PNG, JPEG or DICOM)",
-                            type="filepath",
-                            elem_id="qa-image",
-                        )
+                        upload = radiograph_upload("qa-image")
                         question = gr.Textbox(
                             label="Yes/no question",
                             placeholder="Is there a pleural effusion?",

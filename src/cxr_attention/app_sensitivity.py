@@ -19,7 +19,12 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from cxr_attention.app import ExplainSettings, run_explain, session_folder
+from cxr_attention.app import (
+    ExplainSettings,
+    radiograph_upload,
+    run_explain,
+    session_folder,
+)
 from cxr_attention.metrics.answer_stats import consistency_table
 from cxr_attention.metrics.null_bands import calibrate_js_bands
 from cxr_attention.metrics.pairwise import js_band, js_divergence
@@ -182,9 +187,7 @@ def prompt_sensitivity_tab(
         )
         with gr.Row():
             with gr.Column():
-                upload = gr.File(
-                    label="Radiograph (PNG, JPEG or DICOM)", type="filepath", elem_id="ps-image"
-                )
+                upload = radiograph_upload("ps-image")
                 first = gr.Textbox(
                     label="Phrasing 1",
                     placeholder="Is there a pleural effusion?",

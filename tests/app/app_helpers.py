@@ -1,10 +1,15 @@
-"""What the app's tests share: the page's settings for the tiny model, and serving a page."""
+"""What the app's tests share: the page's settings for the tiny model, serving a page, and a
+synthetic run folder for the study browser."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from cxr_attention.app import ExplainSettings
 from cxr_attention.settings import schema_defaults
@@ -65,3 +70,72 @@ def explain_directly(
     )
     assert result.failure is None, result.failure
     return result
+
+
+# sample: (finding, strategy, answer, expected); the last one has no expected answer (unscored)
+SAMPLES = {
+    "s1": ("Edema", "baseline", "yes", "yes"),
+    "s2": ("Edema", "paraphrase", "no", "yes"),
+    "s3": ("Pneumothorax", "baseline", "no", "no"),
+    "s4": ("Pneumothorax", "paraphrase", "unclear", "no"),
+    "s5": ("Pneumothorax", "baseline", "yes", ""),
+}
+METHODS = ("attention", "gradcam")
+
+
+def planted_cell(index: int) -> tuple[int, int]:
+    return (3 * index + 1) % 16, (5 * index + 2) % 16
+
+
+def write_synthetic_run(run: Path) -> Path:
+    """A run folder written with pandas in the run's real column names: ``SAMPLES`` with an
+    answer map per method of ``METHODS`` and a prompt map, each grid's maximum planted at
+    `planted_cell`, one summary table and a ``report.html``."""
+    (run / "metrics").mkdir(parents=True)
+    (run / "maps").mkdir()
+    answers = pd.DataFrame(
+        [
+            {
+                "sample_id": sid,
+                "dicom_id": f"d{sid}",
+                "subject_id": "100",
+                "question_id": f"q.{strategy}",
+                "finding": finding,
+                "strategy": strategy,
+                "answer": answer,
+                "expected": expected,
+                "correct": "" if not expected else str(answer == expected),
+                "p_yes": 0.1 * (i + 1),
+            }
+            for i, (sid, (finding, strategy, answer, expected)) in enumerate(SAMPLES.items())
+        ]
+    )
+    answers.to_csv(run / "metrics" / "answers.csv", index=False)
+    rows, grids = [], {}
+    for i, sid in enumerate(SAMPLES):
+        for k, (source, method) in enumerate(
+            [*(("answer", m) for m in METHODS), ("prompt", "attention")]
+        ):
+            map_id = f"{sid}__{source}__{method}"
+            grid = np.full((16, 16), 1.0 / 256, dtype=np.float32)
+            grid[planted_cell(2 * i + k)] = 0.5
+            grids[map_id] = grid
+            rows.append(
+                {
+                    "map_id": map_id,
+                    "sample_id": sid,
+                    "dicom_id": f"d{sid}",
+                    "term": "",
+                    "source": source,
+                    "method": method,
+                    "entropy": 1.0 + i + 0.1 * k,
+                    "inside_body": 0.5 + 0.01 * i,
+                }
+            )
+    pd.DataFrame(rows).to_csv(run / "metrics" / "maps.csv", index=False)
+    np.savez(run / "maps" / "shard-000.npz", **grids)
+    pd.DataFrame({"finding": ["Edema", "Pneumothorax"], "accuracy": [0.5, 0.5]}).to_csv(
+        run / "metrics" / "accuracy_by_finding.csv", index=False
+    )
+    (run / "report.html").write_text("<html><body>synthetic report</body></html>")
+    return run

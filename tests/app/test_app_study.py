@@ -1,8 +1,9 @@
 """The app's study browser, called over HTTP as a browser would call it (gradio_client).
 
-The run folder is synthetic, written here with pandas in the run's real column names; the oracle
-for the samples table is a plain pandas filter of those same tables, and the shown map must have
-its brightest square where the maximum was planted in that map's grid.
+The run folder is synthetic (`tests.app.app_helpers.write_synthetic_run`, pandas tables in the
+run's real column names); the oracle for the samples table is a plain pandas filter of those same
+tables, and the shown map must have its brightest square where the maximum was planted in that
+map's grid.
 """
 
 from __future__ import annotations
@@ -19,21 +20,7 @@ from cxr_attention.app_study import (
     SAMPLES_API_NAME,
     SUMMARY_API_NAME,
 )
-from tests.app.app_helpers import served
-
-# sample: (finding, strategy, answer, expected); the last one has no expected answer (unscored)
-SAMPLES = {
-    "s1": ("Edema", "baseline", "yes", "yes"),
-    "s2": ("Edema", "paraphrase", "no", "yes"),
-    "s3": ("Pneumothorax", "baseline", "no", "no"),
-    "s4": ("Pneumothorax", "paraphrase", "unclear", "no"),
-    "s5": ("Pneumothorax", "baseline", "yes", ""),
-}
-METHODS = ("attention", "gradcam")
-
-
-def _planted_cell(index: int) -> tuple[int, int]:
-    return (3 * index + 1) % 16, (5 * index + 2) % 16
+from tests.app.app_helpers import SAMPLES, served, write_synthetic_run
 
 
 def _settings() -> ExplainSettings:
@@ -45,55 +32,7 @@ def _settings() -> ExplainSettings:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("results") / "synthetic"
-    (run / "metrics").mkdir(parents=True)
-    (run / "maps").mkdir()
-    answers = pd.DataFrame(
-        [
-            {
-                "sample_id": sid,
-                "dicom_id": f"d{sid}",
-                "subject_id": "100",
-                "question_id": f"q.{strategy}",
-                "finding": finding,
-                "strategy": strategy,
-                "answer": answer,
-                "expected": expected,
-                "correct": "" if not expected else str(answer == expected),
-                "p_yes": 0.1 * (i + 1),
-            }
-            for i, (sid, (finding, strategy, answer, expected)) in enumerate(SAMPLES.items())
-        ]
-    )
-    answers.to_csv(run / "metrics" / "answers.csv", index=False)
-    rows, grids = [], {}
-    for i, sid in enumerate(SAMPLES):
-        for k, (source, method) in enumerate(
-            [*(("answer", m) for m in METHODS), ("prompt", "attention")]
-        ):
-            map_id = f"{sid}__{source}__{method}"
-            grid = np.full((16, 16), 1.0 / 256, dtype=np.float32)
-            grid[_planted_cell(2 * i + k)] = 0.5
-            grids[map_id] = grid
-            rows.append(
-                {
-                    "map_id": map_id,
-                    "sample_id": sid,
-                    "dicom_id": f"d{sid}",
-                    "term": "",
-                    "source": source,
-                    "method": method,
-                    "entropy": 1.0 + i + 0.1 * k,
-                    "inside_body": 0.5 + 0.01 * i,
-                }
-            )
-    pd.DataFrame(rows).to_csv(run / "metrics" / "maps.csv", index=False)
-    np.savez(run / "maps" / "shard-000.npz", **grids)
-    pd.DataFrame({"finding": ["Edema", "Pneumothorax"], "accuracy": [0.5, 0.5]}).to_csv(
-        run / "metrics" / "accuracy_by_finding.csv", index=False
-    )
-    (run / "report.html").write_text("<html><body>synthetic report</body></html>")
-    return run
+    return write_synthetic_run(tmp_path_factory.mktemp("results") / "synthetic")
 
 
 @pytest.fixture(scope="module")
