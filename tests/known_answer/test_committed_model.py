@@ -71,11 +71,5 @@ def test_committed_model_meets_the_accuracy_targets(held_out_result):
     assert held_out_result["side"] >= 0.8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16's Grad-CAM target is not reached yet: the trained answer's gradient in the "
-    "detector's value has no fixed sign, so Grad-CAM's maximum leaves the lesion on some films "
-    "(docs/known_answer.md)",
-)
 def test_committed_models_gradcam_points_at_the_lesion(held_out_result):
     assert held_out_result["gradcam_pointing_any"] >= 0.8

@@ -10,7 +10,8 @@ Design (``docs/known_answer.md`` says what worked and what did not):
    number, the threshold, comes from the training films (`calibrated_threshold`): films planted
    at full size and passed through the processor, as the model will see them.
 3. **Answer** (``steps`` steps): the text model (less the wiring) learns the answer token
-   (``yes`` / ``no``) and the ``<end_of_turn>`` after it.
+   (``yes`` / ``no``) and the ``<end_of_turn>`` after it, and a margin that grows with the
+   lesion's stripes (`FAINTER`, `MONOTONE_GAP`).
 
 Every step shows each drawn film three times: clean, with a lesion in the patient's left lung
 and one in the right (paired batches: only the lesion differs). Films are squashed to 224 x 224
@@ -49,6 +50,11 @@ SHIFT = 16
 # The stripes' amplitude of a training lesion, as a range of multiples of the benchmark's: the
 # answer learns to follow the detector over a range rather than at one saturated level.
 STRIPE_RANGE = (0.4, 1.6)
+# Each planted case is also shown with its stripes this much fainter, same place: the yes - no
+# margin must exceed the fainter one's by `MONOTONE_GAP` (a hinge), so the answer grows with the
+# detector's evidence and its gradient there keeps one sign (Grad-CAM reads that gradient).
+FAINTER = 0.6
+MONOTONE_GAP = 1.0
 # Lesions per lung and film that calibrate the detector's threshold.
 CALIBRATION_PLANTS = 2
 
@@ -85,8 +91,9 @@ def _augmented(film: Film, rng: np.random.Generator) -> Film:
 
 
 def _draw(films, rng, count, radius, contrast, stripes):
-    """``count`` films, each clean and with a lesion in either lung: images and token targets."""
-    images, sides, cells = [], [], []
+    """``count`` films, each clean and with a lesion in either lung: images, sides, token targets
+    and, per planted case, the same lesion with fainter stripes."""
+    images, sides, cells, fainter = [], [], [], []
     for film_index in rng.choice(len(films), size=count, replace=False):
         film = _augmented(films[int(film_index)], rng)
         for side in (None, "left", "right"):
@@ -97,13 +104,13 @@ def _draw(films, rng, count, radius, contrast, stripes):
                 strength = min(1.0, float(rng.uniform(0.8, 1.2) * contrast))
                 size = float(rng.uniform(0.85, 1.15) * radius)
                 amplitude = float(rng.uniform(*STRIPE_RANGE) * stripes)
-                picture, lesion = planted(
-                    film, side, size, strength, amplitude, int(rng.integers(2**31))
-                )
+                seed = int(rng.integers(2**31))
+                picture, lesion = planted(film, side, size, strength, amplitude, seed)
                 images.append(picture)
+                fainter.append(planted(film, side, size, strength, FAINTER * amplitude, seed)[0])
             sides.append(side)
             cells.append(token_targets(lesion, film.image.shape))
-    return images, sides, np.stack(cells)
+    return images, sides, np.stack(cells), fainter
 
 
 def _pixels(processor, images) -> torch.Tensor:
@@ -115,10 +122,13 @@ def _pixels(processor, images) -> torch.Tensor:
     )["pixel_values"]
 
 
-def _answer_loss(model, prompt, pixels, targets, end_of_turn) -> torch.Tensor:
-    """Cross-entropy of the answer token and 0.1 x that of ``<end_of_turn>`` after it."""
-    count = len(targets)
-    input_ids = torch.cat([prompt["input_ids"].expand(count, -1), targets[:, None]], dim=1)
+def _answer_loss(model, prompt, pixels, targets, end_of_turn, answer_ids, pairs) -> torch.Tensor:
+    """Cross-entropy of the answer token, 0.1 x that of ``<end_of_turn>`` after it, and the
+    monotonicity hinge over ``pairs`` (index of a yes case, index of its fainter copy; the
+    copies come after the ``targets``' images in ``pixels``)."""
+    count = len(pixels)
+    padded = torch.cat([targets, targets.new_full((count - len(targets),), int(answer_ids[0]))])
+    input_ids = torch.cat([prompt["input_ids"].expand(count, -1), padded[:, None]], dim=1)
     token_type_ids = torch.cat(
         [prompt["token_type_ids"].expand(count, -1), torch.zeros(count, 1, dtype=torch.long)],
         dim=1,
@@ -131,11 +141,17 @@ def _answer_loss(model, prompt, pixels, targets, end_of_turn) -> torch.Tensor:
         logits_to_keep=2,
         use_cache=False,
     ).logits
-    answer_loss = torch.nn.functional.cross_entropy(logits[:, 0].float(), targets)
+    shown = len(targets)
+    answer_loss = torch.nn.functional.cross_entropy(logits[:shown, 0].float(), targets[:shown])
     stop_loss = torch.nn.functional.cross_entropy(
-        logits[:, 1].float(), torch.full((count,), end_of_turn)
+        logits[:shown, 1].float(), torch.full((shown,), end_of_turn)
     )
-    return answer_loss + 0.1 * stop_loss
+    if not pairs:
+        return answer_loss + 0.1 * stop_loss
+    margin = (logits[:, 0, answer_ids[1]] - logits[:, 0, answer_ids[0]]).float()
+    strong, faint = (torch.tensor(index) for index in zip(*pairs, strict=True))
+    hinge = torch.relu(MONOTONE_GAP - (margin[strong] - margin[faint])).mean()
+    return answer_loss + 0.1 * stop_loss + hinge
 
 
 def _optimizer(parameters, learning_rate: float, steps: int):
@@ -266,12 +282,20 @@ def training_losses(
     optimizer, scheduler = _optimizer(text, learning_rate, steps)
     for step in range(steps):
         key = ("any", "left", "right")[step % 3]
-        images, sides, _ = _draw(films, rng, films_per_step, radius, contrast, stripes)
+        images, sides, _, fainter = _draw(films, rng, films_per_step, radius, contrast, stripes)
         truths = [side is not None and key in ("any", side) for side in sides]
         targets = answer_ids[torch.tensor([int(truth) for truth in truths])]
+        planted_cases = [index for index, side in enumerate(sides) if side is not None]
+        pairs = [(index, len(images) + k) for k, index in enumerate(planted_cases) if truths[index]]
         prompt = prompts[key, bool((step // 3) % 2)]
         loss = _answer_loss(
-            model, prompt, _pixels(processor, images), targets, token_ids["<end_of_turn>"]
+            model,
+            prompt,
+            _pixels(processor, images + fainter),
+            targets,
+            token_ids["<end_of_turn>"],
+            answer_ids,
+            pairs,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
