@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
 from cxr_attention.app_study import build_study_browser
 from cxr_attention.explain import ExplainResult, explain
@@ -126,71 +125,25 @@ def build_app(
         The model folder or hub id it was loaded from (written to ``answer.json``).
     settings : ExplainSettings
     results_dir : path, optional
-        A run folder for the study browser (no model needed to browse it) and for the prompt
-        sensitivity tab's null band (its ``metrics/js_null.csv``).
+        A run folder for the study browser (no model needed to browse it), for the question
+        analysis tab's manifest images and for the prompt sensitivity tab's null band (its
+        ``metrics/js_null.csv``).
     """
-
-    def answer_question(upload, question, session_dir):
-        session_dir = session_folder(session_dir)
-        no_result = ("", None, None, None)  # answer, P(yes), overlay, metrics
-        if upload is None:
-            return ("Upload a radiograph (PNG, JPEG or DICOM) first.", *no_result, session_dir)
-        if not (question or "").strip():
-            return ("Type a yes/no question first.", *no_result, session_dir)
-        out_dir = Path(tempfile.mkdtemp(prefix="question-", dir=session_dir))
-        image_path = Path(upload)  # gr.File(type="filepath"): the uploaded copy
-        result = run_explain(loaded_model, model_id, settings, image_path, question, out_dir)
-        if result.failure is not None:
-            message = f"Cannot use {image_path.name}: {result.failure}"
-            gr.Warning(message)
-            return (message, *no_result, session_dir)
-        status = f"Model answer: {result.generated_text!r}"
-        if result.mask_flags:
-            status += f"\n\nLung masks flagged ({result.mask_flags}): lung metrics left blank."
-        metrics = pd.read_csv(out_dir / "metrics.csv")
-        return (
-            status,
-            result.answer,
-            result.p_yes,
-            str(out_dir / "overlay.png"),
-            metrics,
-            session_dir,
-        )
 
     # No usage reports leave the machine: the page handles medical images.
     with gr.Blocks(title="cxr-attention", analytics_enabled=False) as app:
         gr.Markdown(f"# Where the model looks\nModel: `{model_id}`")
         session_dir = gr.State(None, delete_callback=_remove_folder)
         with gr.Tabs():
-            with gr.Tab(TAB_LABELS[0], elem_id="tab-question-analysis"):
-                with gr.Row():
-                    with gr.Column():
-                        upload = radiograph_upload("qa-image")
-                        question = gr.Textbox(
-                            label="Yes/no question",
-                            placeholder="Is there a pleural effusion?",
-                            elem_id="qa-question",
-                        )
-                        run = gr.Button("Run", variant="primary", elem_id="qa-run")
-                    with gr.Column():
-                        status = gr.Markdown(elem_id="qa-status")
-                        answer = gr.Textbox(label="Answer", interactive=False, elem_id="qa-answer")
-                        p_yes = gr.Number(label="P(yes)", interactive=False, elem_id="qa-p-yes")
-                        overlay = gr.Image(
-                            label="Map of the answer", type="filepath", elem_id="qa-overlay"
-                        )
-                metrics = gr.Dataframe(label="Metrics", interactive=False, elem_id="qa-metrics")
-                run.click(
-                    answer_question,
-                    inputs=[upload, question, session_dir],
-                    outputs=[status, answer, p_yes, overlay, metrics, session_dir],
-                    api_name=QUESTION_API_NAME.lstrip("/"),
-                )
             # imported here: the tabs' modules import run_explain from this one
             from cxr_attention.app_checks import checks_tab
+            from cxr_attention.app_question import question_analysis_tab
             from cxr_attention.app_sensitivity import prompt_sensitivity_tab
             from cxr_attention.app_token import token_conditioned_tab
 
+            question_analysis_tab(
+                loaded_model, model_id, settings, session_dir, results_dir=results_dir
+            )
             token_conditioned_tab(loaded_model, model_id, settings, session_dir)
             prompt_sensitivity_tab(
                 loaded_model, model_id, settings, session_dir, results_dir=results_dir

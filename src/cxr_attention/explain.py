@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_QUESTION_BANK",
     "ExplainResult",
     "explain",
+    "map_metrics_table",
     "parse_question_answer",
     "question_terms",
 ]
@@ -145,7 +146,6 @@ def explain(
         ``model_id`` is neither a model folder nor a hub id that resolves; raised before any
         work.
     """
-    from cxr_attention.metrics.catalogue import LUNG_METRIC_COLUMNS
     from cxr_attention.model_source import check_model_source
     from cxr_attention.preprocess.pipeline import preprocess_image
 
@@ -206,10 +206,12 @@ def explain(
         method=method,
     )
     write_maps(maps, out_dir / "maps.csv", out_dir / "maps.npz")
-    metrics = _map_metrics(maps, body, lungs)
-    if images["mask_flags"]:
-        # An implausible lung mask gives the lung metrics no meaning (docs/masks.md).
-        metrics[list(LUNG_METRIC_COLUMNS)] = np.nan
+    metrics = map_metrics_table(
+        [(record.map_id, grid) for record, grid in maps],
+        body,
+        lungs,
+        mask_flags=images["mask_flags"],
+    )
     if boxes is not None:
         from cxr_attention.grounding.single import image_box_metrics
 
@@ -250,15 +252,29 @@ def explain(
     )
 
 
-def _map_metrics(maps, body: np.ndarray, lungs: np.ndarray) -> pd.DataFrame:
-    from cxr_attention.metrics.catalogue import METRIC_COLUMNS
+def map_metrics_table(
+    maps: Iterable[tuple[str, np.ndarray]],
+    body: np.ndarray,
+    lungs: np.ndarray,
+    *,
+    mask_flags: str = "",
+) -> pd.DataFrame:
+    """The per-map metrics table (``metrics.csv``) of ``(map_id, grid)`` pairs on one image.
+
+    With ``mask_flags`` (the lung mask is implausible) the lung metrics are left blank: they
+    have no meaning then (docs/masks.md).
+    """
+    from cxr_attention.metrics.catalogue import LUNG_METRIC_COLUMNS, METRIC_COLUMNS
     from cxr_attention.metrics.per_map import map_metrics
 
     rows = [
-        {"map_id": record.map_id, **map_metrics(grid, body_mask=body, lung_labels=lungs)}
-        for record, grid in maps
+        {"map_id": map_id, **map_metrics(grid, body_mask=body, lung_labels=lungs)}
+        for map_id, grid in maps
     ]
-    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    if mask_flags:
+        metrics[list(LUNG_METRIC_COLUMNS)] = np.nan
+    return metrics
 
 
 def _overlay(image, body, lungs, maps, question: str, answer: str, out_path: Path) -> None:
