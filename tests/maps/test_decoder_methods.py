@@ -72,6 +72,28 @@ def _grid(values, scored):
     return normalise_map(rows[:, scored.image_positions].mean(axis=0).reshape(16, 16))
 
 
+def _answered(margin):
+    """The margin for the answer the model gave (its forward is at the unperturbed input): a
+    "no" is scored as -margin."""
+    return margin if float(margin.detach()[0]) >= 0 else -margin
+
+
+def test_answer_scores_explain_the_answer_given(tiny):
+    # The tiny model leans to "no" on this prompt: the answer's score is -margin there, and is
+    # positive at the unperturbed input whatever the lean (decision_sign).
+    from cxr_attention.maps.methods.decoder_forward import decision_sign
+
+    model, eager, processor, inputs = tiny
+    sample = _inputs(model, processor, inputs)
+    tokens = yes_no_tokens(processor.tokenizer)
+    scored = scored_target(sample, ANSWER)
+    with torch.no_grad():
+        logits = _eager_forward(eager, inputs, scored).logits
+    margin = float(yes_no_margin_from_logits(logits[:, -1], tokens)[0])
+    assert decision_sign(sample, tokens) == (1.0 if margin >= 0 else -1.0)
+    assert float(scored.score(logits)[0]) == pytest.approx(abs(margin), rel=1e-4)
+
+
 def _result(results) -> np.ndarray:
     (result,) = results
     assert isinstance(result, MapResult), result
@@ -167,7 +189,7 @@ def test_relevancy_map_equals_chefer_on_the_eager_attentions(tiny):
         with torch.enable_grad():
             output = _eager_forward(eager, inputs, scored, output_attentions=True)
             if target.source == "answer":
-                score = yes_no_margin_from_logits(output.logits[:, -1], tokens)
+                score = _answered(yes_no_margin_from_logits(output.logits[:, -1], tokens))
             else:  # the forced term's two token logits, where each is predicted
                 start = len(inputs["input_ids"][0]) - 1
                 score = output.logits[0, start, 300] + output.logits[0, start + 1, 301]
@@ -193,7 +215,9 @@ def test_decoder_gradcam_equals_gradcam_of_the_eager_hidden_states(tiny, layer):
     assert result.layers == "|".join(map(str, layers))
     with torch.enable_grad():
         output = _eager_forward(eager, inputs, scored, output_hidden_states=True)
-        score = yes_no_margin_from_logits(output.logits[:, -1], yes_no_tokens(processor.tokenizer))
+        score = _answered(
+            yes_no_margin_from_logits(output.logits[:, -1], yes_no_tokens(processor.tokenizer))
+        )
         # hidden_states[i] enters decoder layer i
         hidden = [output.hidden_states[i] for i in layers]
         grads = torch.autograd.grad(score.sum(), hidden)

@@ -8,6 +8,8 @@ margin written out by hand, numpy means of the captured rows.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -101,7 +103,7 @@ def test_term_attention_is_the_terms_own_rows_and_needs_the_image_first(tiny):
 
 
 def test_gradcam_of_the_answer_is_the_decision_margin(tiny_model_dir, capture):
-    from cxr_attention.inference.scoring import yes_no_tokens
+    from cxr_attention.inference.scoring import YesNoTokens, yes_no_tokens
 
     model, processor = load_tiny(tiny_model_dir, eager=False)
     tokens = yes_no_tokens(processor.tokenizer)
@@ -113,16 +115,45 @@ def test_gradcam_of_the_answer_is_the_decision_margin(tiny_model_dir, capture):
     by_id = {record.map_id: (record, grid) for record, grid in results}
     _, grid = by_id["s__answer__answer__gradcam"]
 
-    def margin(logits):  # written out: log P(yes forms) - log P(no forms) at the decision step
+    def raw_margin(logits):  # written out: log P(yes forms) - log P(no forms), decision step
         row = logits[:, 0].float()
         return torch.logsumexp(row[:, list(tokens.yes_ids)], -1) - torch.logsumexp(
             row[:, list(tokens.no_ids)], -1
         )
 
+    # The model's own lean at the decision step, from a plain forward of the prompt: the map
+    # explains the answer given, so a "no" is scored as -margin.
+    prompt = torch.as_tensor(np.asarray(capture["input_ids"]).reshape(1, -1))
+    with torch.no_grad():
+        logits = model(
+            input_ids=prompt,
+            pixel_values=torch.as_tensor(capture["pixel_values"]),
+            token_type_ids=(prompt == model.config.image_token_id).long(),
+            logits_to_keep=1,
+        ).logits
+    sign = 1.0 if float(raw_margin(logits)[0]) >= 0 else -1.0
+
+    def margin(logits):
+        return sign * raw_margin(logits)
+
     oracle = _captum_grid(
         model, capture["input_ids"], capture["pixel_values"], [0], [0], score=margin
     )
     np.testing.assert_allclose(grid, oracle / oracle.sum(), rtol=1e-4, atol=1e-7)
+    # Calling yes "no" and no "yes" flips the margin and its sign: the same map.
+    swapped = YesNoTokens(tokens.no_ids, tokens.yes_ids, tokens.no_strings, tokens.yes_strings)
+    flipped = [
+        dataclasses.replace(t, yes_no=swapped) if t.source == "answer" else t for t in targets
+    ]
+    again = compute_sample_maps(
+        capture,
+        flipped,
+        SampleKey("s"),
+        MapParams(method="gradcam"),
+        vision=VisionSource(lambda: (model, capture["pixel_values"])),
+    )
+    (swapped_grid,) = [g for r, g in again if r.map_id == "s__answer__answer__gradcam"]
+    np.testing.assert_allclose(swapped_grid, grid, rtol=1e-4, atol=1e-7)
     # not the old score: the sum of every generated token's logit
     old = _captum_grid(
         model,

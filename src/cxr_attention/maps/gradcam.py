@@ -88,16 +88,20 @@ class DecisionMarginTarget:
     ----------
     tokens : YesNoTokens
         The yes and no tokens (:func:`cxr_attention.inference.scoring.yes_no_tokens`).
+    sign : float
+        +1 scores the margin for yes, -1 for no (the answer the model gave:
+        `cxr_attention.maps.methods.decoder_forward.decision_sign`).
     """
 
-    def __init__(self, tokens):
+    def __init__(self, tokens, sign: float = 1.0):
         self.tokens = tokens
+        self.sign = float(sign)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits (B, rows, vocab)`` -> margin ``(B,)`` in float32."""
         from cxr_attention.inference.scoring import yes_no_margin_from_logits
 
-        return yes_no_margin_from_logits(logits[:, 0].float(), self.tokens)
+        return self.sign * yes_no_margin_from_logits(logits[:, 0].float(), self.tokens)
 
 
 def teacher_forcing(

@@ -5,7 +5,8 @@ and ``relative_attention`` rerun the language model on one sample and score one 
 
 - the answer: the decision margin, log P(yes) - log P(no)
   (:func:`~cxr_attention.inference.scoring.yes_no_margin_from_logits`) at the decision step, the
-  last prompt position (its next token is the first answer token);
+  last prompt position (its next token is the first answer token), signed by the model's own
+  answer (`decision_sign`): the map explains the answer given, "no" as well as "yes";
 - a term: the sum of the logits of the term's tokens, teacher-forced (the generated text up to
   the term, or the term's tokens forced as the start of the answer), each read at the position
   that predicts it: Grad-CAM's term target (:func:`cxr_attention.maps.gradcam.teacher_forcing`).
@@ -32,6 +33,7 @@ from cxr_attention.maps.targets import MapTarget
 __all__ = [
     "DecoderMethod",
     "ScoredTarget",
+    "decision_sign",
     "decoder_layer_indices",
     "failure",
     "image_features",
@@ -76,11 +78,13 @@ def scored_target(inputs: MapInputs, target: MapTarget) -> ScoredTarget:
     prompt = np.asarray(capture.input_ids, dtype=np.int64).reshape(-1)
     image_positions = np.asarray(capture.image_token_positions, dtype=np.int64).reshape(-1)
     if target.source == "answer":
+        from cxr_attention.inference.scoring import yes_no_margin_from_logits
+
+        tokens = _yes_no_tokens(inputs)
+        sign = decision_sign(inputs, tokens)
 
         def margin(logits):
-            from cxr_attention.inference.scoring import yes_no_margin_from_logits
-
-            return yes_no_margin_from_logits(logits[:, -1].float(), _yes_no_tokens(inputs))
+            return sign * yes_no_margin_from_logits(logits[:, -1].float(), tokens)
 
         return ScoredTarget(prompt, (prompt.size - 1,), 1, margin, image_positions)
     if target.source == "generated":
@@ -94,6 +98,28 @@ def scored_target(inputs: MapInputs, target: MapTarget) -> ScoredTarget:
     return ScoredTarget(
         np.concatenate([prompt, continuation]), rows, keep, token_target, image_positions
     )
+
+
+def decision_sign(inputs: MapInputs, tokens) -> float:
+    """+1 when the model leans to yes at the decision step (margin >= 0), -1 when to no.
+
+    Answer maps score the margin times this sign, so that every method explains the answer the
+    model gave (a map of the raw margin would show, for a "no", where the evidence against it
+    lies). One forward of the prompt per sample and set of ``tokens`` (cached).
+    """
+    key = ("decision_sign", tokens.yes_ids, tokens.no_ids)
+    if key not in inputs.shared:
+        import torch
+
+        from cxr_attention.inference.scoring import yes_no_margin_from_logits
+
+        model, _ = inputs.model_and_pixels()
+        prompt = np.asarray(inputs.capture.input_ids, dtype=np.int64).reshape(-1)
+        with torch.no_grad():
+            logits = run_model(model, prompt, image_features(inputs), logits_to_keep=1).logits
+        margin = float(yes_no_margin_from_logits(logits[:, -1].float(), tokens)[0])
+        inputs.shared[key] = 1.0 if margin >= 0 else -1.0
+    return inputs.shared[key]
 
 
 def _yes_no_tokens(inputs: MapInputs):

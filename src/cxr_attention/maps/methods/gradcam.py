@@ -20,8 +20,8 @@ class GradCAM(MapMethod):
     label = "Grad-CAM"
     colour = "#D55E00"
     description = (
-        "Grad-CAM on the vision tower for the answer's yes/no decision margin (or the term's "
-        "tokens)"
+        "Grad-CAM on the vision tower for the answer's yes/no decision margin, signed by the "
+        "answer given (or the term's tokens)"
     )
     needs = "vision"
     term_conditioned = True
@@ -84,11 +84,16 @@ def _request(inputs: MapInputs, target: MapTarget):
         if target.yes_no is None:
             return Unavailable("the tokenizer has no single-token yes and no")
         from cxr_attention.maps.gradcam import DecisionMarginTarget
+        from cxr_attention.maps.methods.decoder_forward import decision_sign
 
         following = np.asarray(inputs.capture.generated_ids).reshape(-1)
         if not following.size:
             return Unavailable("no generated token (no decision step)")
-        return following, (0,), DecisionMarginTarget(target.yes_no)
+        try:
+            sign = decision_sign(inputs, target.yes_no)
+        except MapUnavailable as error:
+            return Unavailable(error.reason)
+        return following, (0,), DecisionMarginTarget(target.yes_no, sign)
     if target.source == "generated":
         following = np.asarray(inputs.capture.generated_ids).reshape(-1)
         return following, target.generated_positions

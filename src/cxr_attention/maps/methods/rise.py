@@ -7,9 +7,10 @@ cell (RISE's smooth masks). A mask ``M`` keeps each image token's embedding in p
 ``M x + (1 - M) mean(x)`` (the mean embedding is the same baseline as ``integrated_gradients``).
 The map is the score averaged over the masks weighted by each token's kept share,
 ``sum_k s_k M_k / sum_k M_k``, shifted so that its minimum is zero. The score is the decision
-margin for the answer, signed so that it grows with the model's own answer (the sign of the
-unmasked margin), and the term's teacher-forced token logits for a term. Masks are drawn from the
-run's seed (the same masks for every map); ``maps.perturbation_max_rows`` masks run per pass.
+margin for the answer, signed so that it grows with the model's own answer
+(`decoder_forward.decision_sign`), and the term's teacher-forced token logits for a term. Masks
+are drawn from the run's seed (the same masks for every map); ``maps.perturbation_max_rows``
+masks run per pass.
 """
 
 from __future__ import annotations
@@ -110,5 +111,4 @@ class Rise(DecoderMethod):
         )
         if not np.isfinite(scores).all():
             raise MapUnavailable("non-finite scores")
-        sign = -1.0 if target.source == "answer" and scores[0] < 0 else 1.0
-        return MapResult(rise_saliency(masks, sign * scores[1:]), layers="embeddings")
+        return MapResult(rise_saliency(masks, scores[1:]), layers="embeddings")
