@@ -25,7 +25,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from cxr_attention.app import ExplainSettings, run_explain, session_folder
+from cxr_attention.app import ExplainSettings, radiograph_upload, run_explain, session_folder
 from cxr_attention.faithfulness.deletion import PERTURBATIONS
 from cxr_attention.faithfulness.reliance import RELIANCE_CONDITIONS
 from cxr_attention.faithfulness.reliance_tables import against_original
@@ -336,9 +336,7 @@ def checks_tab(
         )
         with gr.Row():
             with gr.Column():
-                upload = gr.File(
-                    label="Radiograph (PNG, JPEG or DICOM)", type="filepath", elem_id="chk-image"
-                )
+                upload = radiograph_upload("chk-image")
                 question = gr.Textbox(
                     label="Yes/no question",
                     placeholder="Is there a pleural effusion?",

@@ -24,7 +24,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from cxr_attention.app import ExplainSettings, run_explain, session_folder
+from cxr_attention.app import ExplainSettings, radiograph_upload, run_explain, session_folder
 from cxr_attention.captures import load_capture
 from cxr_attention.maps.cascade import fallback_steps
 from cxr_attention.maps.registry import LAST_RESORT, METHODS
@@ -281,9 +281,7 @@ def token_conditioned_tab(
         )
         with gr.Row():
             with gr.Column():
-                upload = gr.File(
-                    label="Radiograph (PNG, JPEG or DICOM)", type="filepath", elem_id="tok-image"
-                )
+                upload = radiograph_upload("tok-image")
                 question = gr.Textbox(
                     label="Yes/no question",
                     placeholder="Is there a pleural effusion?",
