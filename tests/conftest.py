@@ -38,3 +38,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cxr_attention.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium (Playwright's own browser download is not reachable here)."""
+    from cxr_attention.report.browser import find_chromium
+
+    found = find_chromium()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but no Chromium on PATH: install Debian's `chromium` package")
+        pytest.skip(
+            "needs headless Chromium (Debian: apt-get install chromium); set CI=true to fail"
+        )
+    return found

@@ -28,6 +28,7 @@ __all__ = [
     "TAB_LABELS",
     "ExplainSettings",
     "build_app",
+    "question_box",
     "radiograph_upload",
     "run_explain",
     "session_folder",
@@ -64,6 +65,13 @@ def session_folder(session_dir: str | None) -> str:
 def radiograph_upload(elem_id: str) -> gr.File:
     """The upload widget of a radiograph (every tab that takes one uses this one)."""
     return gr.File(label="Radiograph (PNG, JPEG or DICOM)", type="filepath", elem_id=elem_id)
+
+
+def question_box(elem_id: str) -> gr.Textbox:
+    """The free-text yes/no question (every tab that asks one uses this one)."""
+    return gr.Textbox(
+        label="Yes/no question", placeholder="Is there a pleural effusion?", elem_id=elem_id
+    )
 
 
 def run_explain(

@@ -25,7 +25,13 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from cxr_attention.app import ExplainSettings, radiograph_upload, run_explain, session_folder
+from cxr_attention.app import (
+    ExplainSettings,
+    question_box,
+    radiograph_upload,
+    run_explain,
+    session_folder,
+)
 from cxr_attention.faithfulness.deletion import PERTURBATIONS
 from cxr_attention.faithfulness.reliance import RELIANCE_CONDITIONS
 from cxr_attention.faithfulness.reliance_tables import against_original
@@ -337,11 +343,7 @@ def checks_tab(
         with gr.Row():
             with gr.Column():
                 upload = radiograph_upload("chk-image")
-                question = gr.Textbox(
-                    label="Yes/no question",
-                    placeholder="Is there a pleural effusion?",
-                    elem_id="chk-question",
-                )
+                question = question_box("chk-question")
                 perturbations = gr.CheckboxGroup(
                     choices=list(PERTURBATIONS),
                     value=list(defaults["perturbations"]),

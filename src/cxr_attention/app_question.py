@@ -30,6 +30,7 @@ from cxr_attention.app import (
     QUESTION_API_NAME,
     TAB_LABELS,
     ExplainSettings,
+    question_box,
     radiograph_upload,
     run_explain,
     session_folder,
@@ -335,11 +336,7 @@ def question_analysis_tab(
                         interactive=manifest is not None,
                         elem_id="qa-manifest",
                     )
-                question = gr.Textbox(
-                    label="Yes/no question",
-                    placeholder="Is there a pleural effusion?",
-                    elem_id="qa-question",
-                )
+                question = question_box("qa-question")
                 with gr.Accordion("Or choose a question of the bank", open=False):
                     gr.Markdown(bank_note, elem_id="qa-bank-note")
                     with gr.Row():

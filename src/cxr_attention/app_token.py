@@ -24,7 +24,13 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from cxr_attention.app import ExplainSettings, radiograph_upload, run_explain, session_folder
+from cxr_attention.app import (
+    ExplainSettings,
+    question_box,
+    radiograph_upload,
+    run_explain,
+    session_folder,
+)
 from cxr_attention.captures import load_capture
 from cxr_attention.maps.cascade import fallback_steps
 from cxr_attention.maps.registry import LAST_RESORT, METHODS
@@ -282,11 +288,7 @@ def token_conditioned_tab(
         with gr.Row():
             with gr.Column():
                 upload = radiograph_upload("tok-image")
-                question = gr.Textbox(
-                    label="Yes/no question",
-                    placeholder="Is there a pleural effusion?",
-                    elem_id="tok-question",
-                )
+                question = question_box("tok-question")
                 term = gr.Textbox(
                     label="Term (typed, or picked below)",
                     placeholder="effusion",

@@ -26,7 +26,6 @@ from PIL import Image
 from cxr_attention.app import TAB_LABELS, build_app
 from cxr_attention.app_study import MAP_PIXELS_PER_CELL
 from cxr_attention.io import atomic_path
-from cxr_attention.report.browser import find_chromium
 from tests.app.app_helpers import (
     SAMPLES,
     explain_settings,
@@ -41,18 +40,6 @@ PHRASINGS = ("Is there a pleural effusion?", "Is fluid present in the pleural sp
 # The tiny model on a shared CPU: one explain() takes seconds, two phrasings twice that.
 WAIT_MS = 180_000
 VIEWPORT = {"width": 1280, "height": 900}
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    found = find_chromium()
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but no Chromium on PATH: install Debian's `chromium` package")
-        pytest.skip(
-            "needs headless Chromium (Debian: apt-get install chromium); set CI=true to fail"
-        )
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_attention.report.browser import check_report, find_chromium
+from cxr_attention.report.browser import check_report
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -264,18 +264,6 @@ model:
   id: resources/tiny-medgemma
 seed: 0
 """
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    found = find_chromium()
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but no Chromium on PATH: install Debian's `chromium` package")
-        pytest.skip(
-            "needs headless Chromium (Debian: apt-get install chromium); set CI=true to fail"
-        )
-    return found
 
 
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:

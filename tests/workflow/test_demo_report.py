@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-
-from cxr_attention.report.browser import check_report, find_chromium
+from cxr_attention.report.browser import check_report
 
 # File-name stems of each figure kind (src/cxr_attention/figures/samples.py and summary.py).
 SAMPLE_KINDS = ("overlay__", "panels__", "sensitivity__", "layers__")
@@ -19,16 +16,6 @@ SUMMARY_KINDS = (
     "js_histogram",
     "method_usage",
 )
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    found = find_chromium()
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must install Debian's chromium (.ci/run does)")
-        pytest.skip("needs Debian's chromium package (apt-get install chromium)")
-    return found
 
 
 def test_demo_report_shows_every_figure_kind_without_console_errors(demo_run: Path, chromium):
