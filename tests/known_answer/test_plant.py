@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_attention.known_answer.plant import BOX_COLUMNS, LUNG_LABELS, plant, plant_lesion
+from cxr_attention.known_answer.plant import (
+    BOX_COLUMNS,
+    LUNG_LABELS,
+    NoRoomForLesion,
+    plant,
+    plant_lesion,
+    planted_cases,
+)
 from cxr_attention.preprocess.decode import decode_image
 from cxr_attention.preprocess.masks import lung_mask
 
@@ -93,8 +100,24 @@ def test_size_and_contrast_are_parameters(films):
 
 def test_bad_side_is_refused(films):
     image, lungs = films[FILMS[0]]
-    with pytest.raises(ValueError, match="patient"):
+    with pytest.raises(ValueError, match="patient") as refused:
         plant_lesion(image, side="upper", lungs=lungs)
+    assert not isinstance(refused.value, NoRoomForLesion)  # a bad parameter is never skipped
+
+
+def test_planted_cases_leave_out_only_the_sides_without_room(real_cxr: Path):
+    # mhh_86ee6e6c's left lung is too small for the lesion (see the plant test below); its right
+    # lung is not. Oracle: plant_lesion called directly with the same side and seed.
+    image, _ = decode_image(real_cxr / "images" / "mhh_86ee6e6c.png")
+    lungs = lung_mask(image)
+    with pytest.raises(NoRoomForLesion, match="left lung has no place"):
+        plant_lesion(image, side="left", seed=0, lungs=lungs)
+    cases = planted_cases(image, [("left", 0), ("right", 7), ("left", 1)], lungs=lungs)
+    expected, expected_lesion = plant_lesion(image, side="right", seed=7, lungs=lungs)
+    assert len(cases) == 1
+    assert cases[0][1] == expected_lesion and np.array_equal(cases[0][0], expected)
+    with pytest.raises(ValueError, match="contrast"):  # bad parameters still stop the caller
+        planted_cases(image, [("right", 7)], lungs=lungs, contrast=2.0)
 
 
 def test_plant_writes_same_size_pngs_and_ms_cxr_boxes(tmp_path: Path, real_cxr: Path, films):

@@ -35,7 +35,13 @@ import pandas as pd
 
 from cxr_attention.io import Failure, InputError, atomic_path, write_csv, write_failures
 from cxr_attention.known_answer.benchmark import LESION_CONTRAST, LESION_STRIPES, QUESTIONS
-from cxr_attention.known_answer.plant import BOX_COLUMNS, LESION_CATEGORY, box_row, plant_lesion
+from cxr_attention.known_answer.plant import (
+    BOX_COLUMNS,
+    LESION_CATEGORY,
+    NoRoomForLesion,
+    box_row,
+    plant_lesion,
+)
 from cxr_attention.preprocess.mimic import NO_FINDING
 
 __all__ = [
@@ -135,7 +141,7 @@ def write_known_answer_dataset(
                         contrast=LESION_CONTRAST,
                         stripes=LESION_STRIPES,
                     )
-                except ValueError as error:
+                except NoRoomForLesion as error:
                     reason = InputError(path, f"{side} lesion: {error}", error_type="no_room")
                     failures.append(Failure.from_exception("plant", dicom_id, str(path), reason))
                     continue

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cxr_attention.known_answer.benchmark import LESION_CONTRAST, LESION_STRIPES, QUESTIONS
-from cxr_attention.known_answer.plant import DEFAULT_RADIUS, plant_lesion
+from cxr_attention.known_answer.plant import DEFAULT_RADIUS, planted_cases
 
 __all__ = ["box_cells", "evaluate_known_answer_model", "margin_gradcam"]
 
@@ -123,23 +123,15 @@ def evaluate_known_answer_model(
     }
     for index, image in enumerate(images):
         lungs = lung_mask(image)
-        cases = [(image, None)]
-        for side in ("left", "right"):
-            for k in range(plants_per_side):
-                try:
-                    cases.append(
-                        plant_lesion(
-                            image,
-                            side=side,
-                            seed=seed + 1000 * index + k,
-                            radius=radius,
-                            contrast=contrast,
-                            stripes=stripes,
-                            lungs=lungs,
-                        )
-                    )
-                except ValueError:
-                    continue
+        plan = [
+            (side, seed + 1000 * index + k)
+            for side in ("left", "right")
+            for k in range(plants_per_side)
+        ]
+        planted = planted_cases(
+            image, plan, radius=radius, contrast=contrast, stripes=stripes, lungs=lungs
+        )
+        cases = [(image, None), *planted]
         for picture, lesion in cases:
             side = None if lesion is None else lesion.side
             inputs = build_inputs(processor, picture, list(QUESTIONS.values()), image_first=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr_attention.known_answer.benchmark import IMAGE_SIZE
-from cxr_attention.known_answer.plant import DEFAULT_RADIUS, plant_lesion
+from cxr_attention.known_answer.plant import DEFAULT_RADIUS, NoRoomForLesion, plant_lesion
 
 __all__ = ["Film", "demo_films", "load_films", "planted", "training_films"]
 
@@ -66,7 +66,7 @@ def load_films(paths: Sequence[str | os.PathLike]) -> list[Film]:
 def _fits(film: Film, side: str, radius: float) -> bool:
     try:
         plant_lesion(film.image, side=side, radius=radius, lungs=film.lungs)
-    except ValueError:
+    except NoRoomForLesion:
         return False
     return True
 
@@ -85,7 +85,7 @@ def planted(film: Film, side: str, radius: float, contrast: float, stripes: floa
                 stripes=stripes,
                 lungs=film.lungs,
             )
-        except ValueError:
+        except NoRoomForLesion:
             if radius <= DEFAULT_RADIUS:
                 raise
             radius = max(DEFAULT_RADIUS, radius * 0.8)

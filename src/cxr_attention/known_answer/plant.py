@@ -33,9 +33,11 @@ __all__ = [
     "BOX_COLUMNS",
     "LESION_CATEGORY",
     "LUNG_LABELS",
+    "NoRoomForLesion",
     "PlantedLesion",
     "plant",
     "plant_lesion",
+    "planted_cases",
 ]
 
 # MS-CXR's local-alignment columns, less `path` (a planted film has no MIMIC path).
@@ -55,6 +57,11 @@ DEFAULT_CONTRAST = 0.35
 STRIPE_CYCLES = 48
 _EDGE = 0.25  # soft edge width, as a fraction of the radius
 _TAIL = 3.0  # the profile reaches 0 this many edge widths outside the radius
+
+
+class NoRoomForLesion(ValueError):
+    """The requested lung (or any lung) has no place that holds the whole lesion: a property of
+    the film, not a bad parameter, so callers may skip that side."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +137,10 @@ def plant_lesion(
 
     Raises
     ------
+    NoRoomForLesion
+        No place in the requested lung (or no lung at all) holds the whole lesion.
     ValueError
-        A bad parameter, or no place in the requested lung holds the whole lesion.
+        A bad parameter.
     """
     from cxr_attention.preprocess.masks import lung_mask
 
@@ -149,7 +158,7 @@ def plant_lesion(
     if side is None:
         found = [name for name, label in LUNG_LABELS.items() if (lungs == label).any()]
         if not found:
-            raise ValueError("the lung mask found no lung to plant a lesion in")
+            raise NoRoomForLesion("the lung mask found no lung to plant a lesion in")
         side = found[int(rng.integers(len(found)))]
     lung = lungs == LUNG_LABELS[side]
 
@@ -158,7 +167,7 @@ def plant_lesion(
     reach = int(np.ceil(radius_px + _TAIL * edge))
     centres = _inner_points(lung, reach)
     if not centres[0].size:
-        raise ValueError(
+        raise NoRoomForLesion(
             f"the patient's {side} lung has no place for a lesion of radius {radius_px:.0f} px "
             f"(box {2 * reach + 1} px)"
         )
@@ -196,6 +205,21 @@ def plant_lesion(
         contrast=float(contrast),
     )
     return planted, lesion
+
+
+def planted_cases(
+    image: np.ndarray, plan: Sequence[tuple[str, int]], **lesion
+) -> list[tuple[np.ndarray, PlantedLesion]]:
+    """``image`` with one lesion per ``(side, seed)`` of ``plan`` (`plant_lesion`; ``lesion``:
+    its keyword arguments), as ``(planted, lesion)`` pairs in plan order; a side whose lung has
+    no room for the lesion is left out."""
+    cases = []
+    for side, seed in plan:
+        try:
+            cases.append(plant_lesion(image, side=side, seed=seed, **lesion))
+        except NoRoomForLesion:
+            continue
+    return cases
 
 
 def _profile(distance: np.ndarray, radius: float, edge: float) -> np.ndarray:
@@ -304,7 +328,7 @@ def _plant_file(
     image, _ = decode_image(path)
     try:
         planted, record = plant_lesion(image, side=side, seed=seed, **lesion)
-    except ValueError as error:
+    except NoRoomForLesion as error:
         raise InputError(path, str(error), error_type="no_room") from error
     return planted, record, image.shape
 

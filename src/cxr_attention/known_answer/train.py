@@ -34,7 +34,7 @@ from cxr_attention.known_answer.dense import token_targets
 from cxr_attention.known_answer.detector import calibrate_threshold, set_detector
 from cxr_attention.known_answer.films import Film, load_films, planted, training_films
 from cxr_attention.known_answer.model import IMAGE_SIZE, build_untrained_model
-from cxr_attention.known_answer.plant import DEFAULT_RADIUS, plant_lesion
+from cxr_attention.known_answer.plant import DEFAULT_RADIUS, planted_cases
 from cxr_attention.known_answer.wiring import freeze_wiring, set_wiring
 
 __all__ = [
@@ -195,19 +195,13 @@ def calibrated_threshold(
         images.append(image)
         on_lesion.append(np.zeros(256, bool))
         planted_flags.append(False)
-        for k, side in enumerate(("left", "right") * CALIBRATION_PLANTS):
-            try:
-                picture, lesion = plant_lesion(
-                    image,
-                    side=side,
-                    seed=seed + 10 * index + k,
-                    radius=radius,
-                    contrast=contrast,
-                    stripes=stripes,
-                    lungs=lungs,
-                )
-            except ValueError:  # no room in that lung
-                continue
+        plan = [
+            (side, seed + 10 * index + k)
+            for k, side in enumerate(("left", "right") * CALIBRATION_PLANTS)
+        ]
+        for picture, lesion in planted_cases(
+            image, plan, radius=radius, contrast=contrast, stripes=stripes, lungs=lungs
+        ):
             images.append(picture)
             on_lesion.append(token_targets(lesion, image.shape) > 0)
             planted_flags.append(True)
@@ -285,8 +279,10 @@ def training_losses(
         images, sides, _, fainter = _draw(films, rng, films_per_step, radius, contrast, stripes)
         truths = [side is not None and key in ("any", side) for side in sides]
         targets = answer_ids[torch.tensor([int(truth) for truth in truths])]
-        planted_cases = [index for index, side in enumerate(sides) if side is not None]
-        pairs = [(index, len(images) + k) for k, index in enumerate(planted_cases) if truths[index]]
+        planted_indices = [index for index, side in enumerate(sides) if side is not None]
+        pairs = [
+            (index, len(images) + k) for k, index in enumerate(planted_indices) if truths[index]
+        ]
         prompt = prompts[key, bool((step // 3) % 2)]
         loss = _answer_loss(
             model,
