@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -280,3 +282,12 @@ def _inference_keys():
     from cxr_attention.inference.runner import PARAMS
 
     return PARAMS
+
+
+def test_the_questions_job_does_not_depend_on_the_grounding_metrics():
+    """An edit to the grounding metrics reruns the grounding stage, never the model's questions."""
+    from cxr_attention.codegraph import library_closure
+
+    code = library_closure("scripts/questions.py")
+    assert "src/cxr_attention/grounding/phrases.py" in code
+    assert not {"regions.py", "datasets.py", "stage.py"} & {Path(f).name for f in code}

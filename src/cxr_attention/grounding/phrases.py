@@ -14,7 +14,7 @@ import os
 
 import pandas as pd
 
-from cxr_attention.grounding.datasets import read_ms_cxr
+from cxr_attention.grounding.annotation_files import ms_cxr_finding, ms_cxr_groups
 from cxr_attention.io import ConfigError
 from cxr_attention.questions.bank import QuestionBank, question_frame
 
@@ -63,20 +63,23 @@ def phrase_question_table(
             f"grounding.phrase_question: {template!r} must hold {_PLACEHOLDER} exactly once"
         )
     rows, seen = [], set()
-    for annotation in read_ms_cxr(ms_cxr_csv):
-        term = phrase_term(annotation.phrase)
-        if not term or (annotation.image_id, term.casefold()) in seen:
+    # The groups read_ms_cxr makes its annotations of (pandas alone: module docstring of
+    # annotation_files), so the finding is the one the grounding stage matches.
+    for (dicom_id, category, phrase), _ in ms_cxr_groups(ms_cxr_csv):
+        term = phrase_term(phrase)
+        if not term or (dicom_id, term.casefold()) in seen:
             continue
-        seen.add((annotation.image_id, term.casefold()))
+        seen.add((dicom_id, term.casefold()))
+        finding = ms_cxr_finding(category)
         question_id = f"{PHRASE_KIND}.{len(rows)}"
         answer_terms = ""
-        if bank is not None and annotation.finding in {f.name for f in bank.findings}:
-            answer_terms = "|".join(bank.finding(annotation.finding).terms)
+        if bank is not None and finding in {f.name for f in bank.findings}:
+            answer_terms = "|".join(bank.finding(finding).terms)
         rows.append(
             {
                 "question_id": question_id,
-                "dicom_id": annotation.image_id,
-                "finding": annotation.finding,
+                "dicom_id": dicom_id,
+                "finding": finding,
                 "strategy": "baseline",
                 "baseline_question_id": question_id,
                 "variant_index": 0,
