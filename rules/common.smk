@@ -192,6 +192,21 @@ def get_known_answer_section(wildcards):
 GROUNDING_DATASETS = ("ms_cxr", "chexlocalize", "vindr_cxr", "nih")
 
 
+def get_phrase_questions(wildcards):
+    """MS-CXR's file when its phrases are asked (grounding.ms_cxr_phrases), else nothing."""
+    grounding = config["grounding"]
+    if grounding["activate"] and grounding["ms_cxr"] and grounding["ms_cxr_phrases"]:
+        return {"phrases": grounding["ms_cxr"]}
+    return {}
+
+
+def get_phrase_question(wildcards):
+    """The phrase question's template when phrases are asked (else no params change reruns)."""
+    if get_phrase_questions(wildcards):
+        return config["grounding"]["phrase_question"]
+    return ""
+
+
 def get_grounding_annotations(wildcards):
     """The annotation files the config names (dataset -> path)."""
     return {

@@ -6,6 +6,7 @@ rule grounding:
     input:
         unpack(get_grounding_annotations),
         maps="results/{run}/metrics/maps.csv",
+        questions="results/{run}/questions.csv",
         arrays=shard_outputs("results/{run}/maps/shard-{shard}.npz"),
         preprocess=shard_outputs("results/{run}/preprocess/shard-{shard}.csv"),
         code=code("grounding"),

@@ -21,6 +21,7 @@ if config["model"]["build_tiny"]:
 
 rule questions:
     input:
+        unpack(get_phrase_questions),
         source=get_question_source,
         code=code("questions"),
     output:
@@ -31,6 +32,7 @@ rule questions:
         "../envs/model.yaml"
     params:
         settings=section("questions"),
+        phrase_question=get_phrase_question,
     script:
         "../scripts/questions.py"
 

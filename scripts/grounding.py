@@ -7,6 +7,7 @@ with job_logging(snakemake.log[0]):
     settings = snakemake.params.settings
     run_grounding(
         maps_csv=snakemake.input.maps,
+        questions_csv=snakemake.input.questions,
         maps_npz=list(snakemake.input.arrays),
         preprocess_csvs=list(snakemake.input.preprocess),
         annotation_files={name: snakemake.input.get(name) for name in snakemake.params.datasets},

@@ -142,7 +142,8 @@ def _build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--boxes",
         metavar="FILE",
-        help="MS-CXR-format boxes CSV: adds box_* grounding columns for rows of this image",
+        help="MS-CXR-format boxes CSV: adds box_* grounding columns for rows of this image, "
+        "and their phrases (label_text) as terms",
     )
     explain.add_argument(
         "--faithfulness",

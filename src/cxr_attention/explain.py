@@ -128,7 +128,9 @@ def explain(
     """Answer ``question`` about ``image_path`` and write the study's outputs for it to ``out_dir``.
 
     ``boxes``, an MS-CXR-format CSV, adds the ``box_*`` grounding columns to ``metrics.csv``
-    (:mod:`cxr_attention.grounding.single`). ``loaded_model``, the
+    (:mod:`cxr_attention.grounding.single`), and the phrases of the image's rows as terms: each
+    gets its term maps (from the question's or the answer's tokens where it occurs there, else
+    the counterfactual map of the phrase's tokens). ``loaded_model``, the
     `cxr_attention.inference.model.LoadedModel` of ``model_id`` already in memory, saves loading
     it again (the app answers many questions with one model); without it the model is loaded here.
     ``faithfulness_perturbations`` computes the curves for those perturbations only (None: the
@@ -199,9 +201,14 @@ def explain(
         out_dir / "answer.json",
     )
 
+    phrases = []
+    if boxes is not None:
+        from cxr_attention.grounding.single import image_phrases
+
+        phrases = image_phrases(boxes, Path(image_path).stem)
     maps = explain_maps(
         arrays,
-        terms=list(dict.fromkeys([*terms, *question_terms(question)])),
+        terms=list(dict.fromkeys([*terms, *question_terms(question), *phrases])),
         loaded_model=loaded,
         method=method,
     )

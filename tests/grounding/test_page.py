@@ -50,3 +50,17 @@ def test_page_has_one_table_per_dataset_with_contamination_and_baselines(tmp_pat
 def test_empty_summary_says_so():
     page = render_grounding_page(_summary().iloc[0:0])
     assert "No map of this run matched an annotation" in page
+
+
+def test_phrase_rows_sit_between_the_term_maps_and_the_baselines():
+    summary = _summary()
+    extra = summary[summary["map_kind"] == "answer"].copy()
+    phrase = extra.assign(map_kind="phrase")
+    term = extra.assign(map_kind="term")
+    page = render_grounding_page(pd.concat([summary, phrase, term], ignore_index=True))
+    ms_cxr = page.split("<h2>vindr_cxr</h2>")[0]
+    positions = [
+        ms_cxr.index(label)
+        for label in ("(answer map)", "(term map)", "(phrase map)", "baseline: uniform")
+    ]
+    assert positions == sorted(positions)

@@ -69,6 +69,8 @@ def test_no_rows_for_the_image_leaves_the_columns_blank(tmp_path):
 def test_explain_boxes_adds_the_columns_for_every_map(tiny_model_dir, tmp_path):
     # The top half of the 447 x 512 film: rows 0-7 of the grid, area share 1/2.
     csv = _boxes_csv(tmp_path / "boxes.csv", [(DEMO_IMAGE.stem, 0, 0, 447, 256, 447, 512)])
+    # A phrase that is none of the question's finding terms (``enlarged heart`` is one).
+    csv.write_text(csv.read_text().replace("Enlarged heart", "mildly enlarged heart shadow"))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "cxr_attention.cli", "explain", str(DEMO_IMAGE)]
     command += ["--question", "Is the heart enlarged?", "--model", str(tiny_model_dir)]
@@ -76,8 +78,12 @@ def test_explain_boxes_adds_the_columns_for_every_map(tiny_model_dir, tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     metrics = pd.read_csv(out / "metrics.csv")
-    maps = pd.read_csv(out / "maps.csv")
+    maps = pd.read_csv(out / "maps.csv", keep_default_na=False)
     assert metrics["map_id"].tolist() == maps["map_id"].tolist()
+    # The rows' phrase is a term too: not in the question, so its counterfactual maps.
+    phrase_maps = maps[maps["term"] == "mildly enlarged heart shadow"]
+    assert not phrase_maps.empty
+    assert set(phrase_maps["source"]) == {"absent"}
     assert set(BOX_COLUMNS) <= set(metrics.columns)
     assert metrics["box_area"].to_numpy() == pytest.approx(0.5)
     with np.load(out / "maps.npz") as arrays:

@@ -20,6 +20,15 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cxr_attention.grounding.annotation_files import (
+    MS_CXR_COLUMNS,
+    MS_CXR_FINDINGS,
+    MS_CXR_REQUIRED_COLUMNS,
+    ms_cxr_finding,
+    ms_cxr_groups,
+)
+from cxr_attention.grounding.annotation_files import numeric_columns as _numbers
+from cxr_attention.grounding.annotation_files import read_annotation_csv as _read_csv
 from cxr_attention.grounding.regions import (
     Region,
     box_pixel_weights,
@@ -46,38 +55,10 @@ __all__ = [
     "read_vindr",
 ]
 
-MS_CXR_COLUMNS = (
-    "dicom_id",
-    "category_name",
-    "label_text",
-    "path",
-    "x",
-    "y",
-    "w",
-    "h",
-    "image_width",
-    "image_height",
-)
-# What an MS-CXR-format file must hold: `path` only gives the patient (`plant` writes no path).
-MS_CXR_REQUIRED_COLUMNS = tuple(column for column in MS_CXR_COLUMNS if column != "path")
 VINDR_COLUMNS = ("image_id", "class_name", "x_min", "y_min", "x_max", "y_max")
 # NIH's released images are all 1024 x 1024 PNGs, the frame of BBox_List_2017.csv.
 NIH_IMAGE_SIDE = 1024
 
-# Dataset label -> the question bank's finding. MS-CXR's eight categories are CheXpert names.
-MS_CXR_FINDINGS = {
-    name: name
-    for name in (
-        "Atelectasis",
-        "Cardiomegaly",
-        "Consolidation",
-        "Edema",
-        "Lung Opacity",
-        "Pleural Effusion",
-        "Pneumonia",
-        "Pneumothorax",
-    )
-}
 # CheXlocalize's ten pathologies; "Airspace Opacity" is CheXpert's "Lung Opacity" renamed.
 CHEXLOCALIZE_FINDINGS = {
     "Airspace Opacity": "Lung Opacity",
@@ -215,26 +196,6 @@ class Annotation:
         return region_from_boxes(self.boxes, self.image_width, self.image_height, grid_shape)
 
 
-def _read_csv(path: str | os.PathLike, columns: tuple[str, ...], **kwargs) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path, **kwargs)
-    except (OSError, ValueError) as error:
-        raise InputError(path, f"cannot read the CSV: {error}") from error
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise InputError(path, f"missing columns {missing}; found {list(frame.columns)}")
-    return frame
-
-
-def _numbers(frame: pd.DataFrame, columns, path) -> pd.DataFrame:
-    values = frame[list(columns)].apply(pd.to_numeric, errors="coerce")
-    bad = values.isna().any(axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(path, f"row {row + 2}: non-numeric {list(columns)}")
-    return values
-
-
 def read_ms_cxr(path: str | os.PathLike) -> list[Annotation]:
     """MS-CXR's local-alignment CSV: one annotation per (image, category, phrase), all its boxes.
 
@@ -245,24 +206,18 @@ def read_ms_cxr(path: str | os.PathLike) -> list[Annotation]:
     names the nine other columns) leaves the patient blank: the stage takes it from the run's
     tables.
     """
-    frame = _read_csv(path, MS_CXR_REQUIRED_COLUMNS, dtype={"dicom_id": str, "path": str})
-    if "path" not in frame.columns:
-        frame["path"] = ""
-    numbers = _numbers(frame, ("x", "y", "w", "h", "image_width", "image_height"), path)
-    frame = frame.assign(**numbers)
     annotations = []
-    groups = frame.groupby(["dicom_id", "category_name", "label_text"], sort=False)
-    for index, ((dicom_id, category, phrase), rows) in enumerate(groups):
+    for index, ((dicom_id, category, phrase), rows) in enumerate(ms_cxr_groups(path)):
         match = re.search(r"/p(\d+)/s\d+/", str(rows["path"].iloc[0]))
         annotations.append(
             Annotation(
                 dataset="ms_cxr",
                 annotation_id=f"ms_cxr.{index}",
-                image_id=str(dicom_id),
+                image_id=dicom_id,
                 patient_id=match.group(1) if match else "",
-                finding=MS_CXR_FINDINGS.get(category, str(category)),
-                label=str(category),
-                phrase=str(phrase),
+                finding=ms_cxr_finding(category),
+                label=category,
+                phrase=phrase,
                 image_width=int(rows["image_width"].iloc[0]),
                 image_height=int(rows["image_height"].iloc[0]),
                 boxes=tuple(map(tuple, rows[["x", "y", "w", "h"]].to_numpy(float).tolist())),

@@ -2,7 +2,8 @@
 
 Every row of the boxes file whose ``dicom_id`` is the image's file stem counts: their boxes form
 one region (their union), and every map gets the ``box_*`` columns of
-:func:`cxr_attention.grounding.regions.box_metrics`.
+:func:`cxr_attention.grounding.regions.box_metrics`. Their phrases (``label_text``) are also
+target terms of the image's maps (:func:`image_phrases`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from cxr_attention.grounding.datasets import read_ms_cxr
+from cxr_attention.grounding.phrases import phrase_term
 from cxr_attention.grounding.regions import box_metrics, region_from_boxes
 
-__all__ = ["BOX_COLUMNS", "image_box_metrics"]
+__all__ = ["BOX_COLUMNS", "image_box_metrics", "image_phrases"]
 
 BOX_COLUMNS = (
     "box_pointing_game",
@@ -33,6 +35,12 @@ BOX_COLUMNS = (
 _ASPECT_TOLERANCE = 0.01
 
 logger = logging.getLogger(__name__)
+
+
+def image_phrases(boxes_csv: str | os.PathLike, image_stem: str) -> list[str]:
+    """The phrases of the file's rows for this image, as target terms (file order, once each)."""
+    terms = [phrase_term(a.phrase) for a in read_ms_cxr(boxes_csv) if a.image_id == image_stem]
+    return list(dict.fromkeys(term for term in terms if term))
 
 
 def image_box_metrics(

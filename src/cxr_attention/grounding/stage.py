@@ -2,8 +2,10 @@
 
 A map is scored against an annotation when its image is the annotation's (``dicom_id`` = the
 annotation's ``image_id``, the image file's stem) and its question asks about the annotation's
-finding. Every map method the maps stage wrote counts (the answer's map and each term's), and
-three baselines are scored beside them on every annotation:
+finding. Every map method the maps stage wrote counts (the answer's map and each term's). The
+maps of an MS-CXR phrase question (:mod:`cxr_attention.grounding.phrases`) are scored against
+that phrase's annotation only: the phrase's term map as ``phrase``, the question's answer maps
+as ``phrase_answer``. Three baselines are scored beside them on every annotation:
 
 - ``baseline_lungs``: uniform within this image's lungs (its lung mask on the grid);
 - ``baseline_lung_prior``: the mean lung-mask grid over every image of the run (where lungs
@@ -36,6 +38,7 @@ from cxr_attention.grounding.datasets import (
     read_nih_boxes,
     read_vindr,
 )
+from cxr_attention.grounding.phrases import phrase_term, phrases_of_questions
 from cxr_attention.grounding.regions import (
     Region,
     auprc,
@@ -197,11 +200,15 @@ def run_grounding(
     bootstrap_samples: int,
     confidence: float,
     contamination: Mapping[str, str] | None = None,
+    questions_csv: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Score every map of every annotated image against its annotations; write the tables.
 
     ``contamination`` replaces the built-in note of a dataset (:data:`CONTAMINATION`) where its
     file holds other images than the released ones (the demo's planted boxes).
+    ``questions_csv``, the run's question table, tells the phrase questions' maps (scored against
+    their own phrase's annotation only) from the finding questions' maps; without it every map
+    counts as a finding question's.
 
     Returns the summary (also written to ``summary_csv``).
     """
@@ -212,6 +219,13 @@ def run_grounding(
         for a in load_annotations(annotation_files)
     ]
     maps = read_maps(maps_csv)
+    phrase_of = {}
+    if questions_csv is not None:
+        phrase_of = phrases_of_questions(read_table(questions_csv, text=True))
+    # The phrase a map's question asks about ("" for a finding question).
+    maps["question_phrase"] = maps.get("question_id", pd.Series("", index=maps.index)).map(
+        lambda question_id: phrase_of.get(question_id, "").casefold()
+    )
     tables = [PreprocessTable(path) for path in preprocess_csvs]
     failures: list[Failure] = []
     grid_shape = (16, 16)
@@ -221,8 +235,11 @@ def run_grounding(
     rows: list[dict] = []
     with MapStore(maps_npz) as store:
         for annotation in annotations:
+            phrase = phrase_term(annotation.phrase).casefold()
             candidates = maps[
-                (maps["dicom_id"] == annotation.image_id) & (maps["finding"] == annotation.finding)
+                (maps["dicom_id"] == annotation.image_id)
+                & (maps["finding"] == annotation.finding)
+                & ((maps["question_phrase"] == "") | (maps["question_phrase"] == phrase))
             ]
             if candidates.empty:
                 continue
@@ -243,6 +260,8 @@ def run_grounding(
                     failures.append(_failure(annotation, record.map_id, "missing_map", "no array"))
                     continue
                 kind = "answer" if record.source == "answer" else "term"
+                if record.question_phrase:
+                    kind = "phrase_answer" if kind == "answer" else "phrase"
                 identity = {"map_id": record.map_id, "method": record.method}
                 identity |= {"map_kind": kind, "term": record.term}
                 scored.append((identity, [store[record.map_id]]))

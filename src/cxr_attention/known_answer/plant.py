@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_attention.grounding.datasets import MS_CXR_REQUIRED_COLUMNS
+from cxr_attention.grounding.annotation_files import MS_CXR_REQUIRED_COLUMNS
 from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_png
 
 __all__ = [

@@ -1,7 +1,8 @@
 """The grounding page of the report: per dataset, every map method beside the baselines.
 
 One table per dataset, headed by its contamination note (were its images in MedGemma's training
-data?), rows = map method and kind (the answer's map, the terms' maps, the baselines), columns =
+data?), rows = map method and kind (the answer's map, the terms' maps, MS-CXR's phrase maps, the
+baselines), columns =
 the grounding metrics as ``mean [low, high]`` (patient-level bootstrap), and ``n``. MedFocus
 reports union-box IoU and F1 in percent; here they are fractions.
 """
@@ -25,14 +26,16 @@ _BASELINE_LABELS = {
     "baseline_lung_prior": "baseline: lung prior (mean lung mask of the run)",
     "baseline_random": "baseline: random maps",
 }
-_KIND_ORDER = {"answer": 0, "term": 1, "baseline": 2}
+_KIND_ORDER = {"answer": 0, "term": 1, "phrase": 2, "phrase_answer": 3, "baseline": 4}
+_KIND_LABELS = {"phrase_answer": "answer map of the phrase question"}
 _EXPLANATION = (
     "pointing_game: share of the map's maximum inside the annotation; mass: share of the map "
     "inside; area: share of the image inside (what a uniform map scores); lift = mass / area; "
     "cnr: (mean inside - mean outside) / sqrt(var inside + var outside); iou_*: IoU of the map "
     "cut at a min-max threshold, Otsu's threshold or its 0.9 quantile; auprc: average precision "
     "of the map's values for pixels inside; medfocus_*: MedFocus's union-box IoU and F1 (their "
-    "table gives percent). docs/grounding.md defines each."
+    "table gives percent). Phrase maps: the map of an MS-CXR phrase as a term of a question "
+    "asking about it, scored against that phrase's boxes. docs/grounding.md defines each."
 )
 
 
@@ -48,7 +51,7 @@ def _cell(row: pd.Series) -> str:
 def _label(method: str, kind: str) -> str:
     if kind == "baseline":
         return _BASELINE_LABELS.get(method, method)
-    return f"{METHOD_LABELS.get(method, method)} ({kind} map)"
+    return f"{METHOD_LABELS.get(method, method)} ({_KIND_LABELS.get(kind, f'{kind} map')})"
 
 
 def render_grounding_page(summary: pd.DataFrame) -> str:
