@@ -65,7 +65,7 @@ rule known_answer_report:
 # against random orders, Spearman after cascading randomisation (docs/known_answer.md).
 rule known_answer_ranking:
     input:
-        preprocess=shard_outputs("results/{run}/preprocess/shard-{shard}.csv"),
+        files=f"{KNOWN_ANSWER_DATA}/mimic-cxr-jpg/files",
         boxes=f"{KNOWN_ANSWER_DATA}/boxes.csv",
         plantings=f"{KNOWN_ANSWER_DATA}/plantings.csv",
         model=get_model_folder,
@@ -92,6 +92,7 @@ rule known_answer_ranking:
             if key not in MACHINE_KNOBS["maps"]
         },
         inference=section("inference", "layers", "max_new_tokens", "image_first"),
+        max_side=config["preprocess"]["max_side"],
         statistics=section("metrics"),
         seed=config["seed"],
     script:

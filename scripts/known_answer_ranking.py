@@ -6,7 +6,8 @@ from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):
     run_method_ranking(
-        preprocess_csvs=snakemake.input.preprocess,
+        files_dir=snakemake.input.files,
+        max_side=snakemake.params.max_side,
         plantings_csv=snakemake.input.plantings,
         boxes_csv=snakemake.input.boxes,
         model_id=snakemake.params.model_id,

@@ -146,17 +146,21 @@ def test_gradcam_points_at_the_lesion_and_ranks_above_random(ranked):
 
 
 def _sample_rows(values: dict[str, tuple[float, float, float]], reason: dict[str, str]):
+    """Two patients' films; a method named in ``reason`` has no map on patient b's film (on
+    neither when ``values`` lacks it)."""
     rows = []
     for patient in ("a", "b"):
         for method in METHODS:
             pointing, deletion, spearman = values.get(method, (math.nan,) * 3)
+            if patient == "b" and method in reason:
+                pointing, deletion, spearman = (math.nan,) * 3
             rows.append(
                 {
                     "dicom_id": f"film-{patient}",
                     "subject_id": patient,
                     "side": "left",
                     "method": method,
-                    "reason": reason.get(method, ""),
+                    "reason": reason[method] if method in reason and math.isnan(pointing) else "",
                     "pointing_game": pointing,
                     "area_share": 0.04,
                     "deletion_vs_random": deletion,
@@ -171,9 +175,8 @@ def test_ranks_follow_each_criterions_direction_and_missing_values_rank_last():
     values["gradcam"] = (1.0, -3.0, 0.1)  # best on all three
     values["random"] = (0.0, 0.0, 1.0)  # worst of those with values
     del values["head_selected"]
-    ranking = method_ranking(
-        _sample_rows(values, {"head_selected": "no heads"}), n_boot=50, confidence=0.95, seed=0
-    )
+    reasons = {"head_selected": "no heads", "rise": "all-zero map"}
+    ranking = method_ranking(_sample_rows(values, reasons), n_boot=50, confidence=0.95, seed=0)
     by_key = ranking.set_index(["method", "criterion"])
     n = len(METHODS)
     for criterion in CRITERIA:
@@ -186,3 +189,6 @@ def test_ranks_follow_each_criterions_direction_and_missing_values_rank_last():
     assert by_key.loc[("head_selected", "overall"), "reason"] == "no heads"
     assert by_key.loc[("gradcam", "pointing_game"), "chance"] == pytest.approx(0.04)
     assert by_key.loc[("gradcam", "pointing_game"), "n_patients"] == 2
+    # rise has a map on one film of two: its value is that film's, and the reason says so
+    assert by_key.loc[("rise", "pointing_game"), "n"] == 1
+    assert by_key.loc[("rise", "overall"), "reason"] == "no map on 1 of 2 films: all-zero map"

@@ -29,12 +29,13 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cxr_attention.io import atomic_path, read_table, write_csv
+from cxr_attention.io import InputError, atomic_path, read_table, write_csv
 from cxr_attention.known_answer.benchmark import QUESTIONS
 from cxr_attention.known_answer.scores import lesion_map_scores
 from cxr_attention.maps.registry import METHODS
@@ -271,9 +272,10 @@ def method_ranking(
 ) -> pd.DataFrame:
     """The ranking table (`RANKING_COLUMNS`) from the per-film rows (`SAMPLE_COLUMNS`).
 
-    One row per (method, criterion), methods in registry order, then one ``overall`` row per
-    method (value: the mean of its three ranks). ``chance``: the mean box area share for the
-    pointing game, 0 for the other two. ``reason``: why a method gave no map (its first film's).
+        One row per (method, criterion), methods in registry order, then one ``overall`` row per
+        method (value: the mean of its three ranks). ``chance``: the mean box area share for the
+        pointing game, 0 for the other two. ``reason``: why a method gave no map (its first film's
+    reason, and on how many films when it gave maps on others).
     """
     rows = []
     chance = {
@@ -284,6 +286,10 @@ def method_ranking(
     for method in METHODS:
         of_method = samples[samples["method"] == method]
         reasons = [r for r in of_method["reason"].fillna("").astype(str) if r]
+        reason = ""
+        if reasons:  # every film's reason would repeat one: the first, and how many films
+            some = f"no map on {len(reasons)} of {len(of_method)} films: "
+            reason = reasons[0] if len(reasons) == len(of_method) else some + reasons[0]
         for criterion, (better, _) in CRITERIA.items():
             estimate = bootstrap_mean(
                 pd.to_numeric(of_method[criterion], errors="coerce").to_numpy(),
@@ -303,7 +309,7 @@ def method_ranking(
                     "n": estimate.n,
                     "n_patients": estimate.n_clusters,
                     "chance": chance[criterion],
-                    "reason": reasons[0] if reasons and estimate.n == 0 else "",
+                    "reason": reason,
                 }
             )
     table = pd.DataFrame(rows)
@@ -393,7 +399,8 @@ def _estimate_text(estimate) -> str:
 
 def run_method_ranking(
     *,
-    preprocess_csvs: Sequence[str | os.PathLike],
+    files_dir: str | os.PathLike,
+    max_side: int | None,
     plantings_csv: str | os.PathLike,
     boxes_csv: str | os.PathLike,
     model_id: str,
@@ -412,8 +419,11 @@ def run_method_ranking(
 
     Parameters
     ----------
-    preprocess_csvs : sequence of path-like
-        ``preprocess/shard-<k>.csv``: the planted films as the run preprocessed them.
+    files_dir : path-like
+        The known-answer dataset's ``files/`` tree (MIMIC-CXR-JPG layout): the planted films,
+        whether or not the run's selection drew them.
+    max_side : int or None
+        The films' long side as the preprocessing decodes them (``preprocess.max_side``).
     plantings_csv, boxes_csv : path-like
         The known-answer dataset's ``plantings.csv`` and ``boxes.csv``.
     held_out : sequence of str
@@ -427,24 +437,27 @@ def run_method_ranking(
         The ranking table.
     """
     from cxr_attention.inference.model import load_model
-    from cxr_attention.preprocessed import PreprocessTable
+    from cxr_attention.preprocess.decode import decode_image
+    from cxr_attention.preprocess.mimic import image_path
 
     options = ranking_settings(settings)
-    plantings = read_table(plantings_csv, required=["dicom_id", "subject_id", "side"], text=True)
+    plantings = read_table(
+        plantings_csv, required=["dicom_id", "subject_id", "study_id", "side"], text=True
+    )
     boxes = read_table(boxes_csv, text=True).drop_duplicates("dicom_id").set_index("dicom_id")
     chosen = ranking_samples(plantings, held_out, options.samples, seed)
-    tables = [PreprocessTable(path) for path in preprocess_csvs]
     loaded = load_model(model_id, min_free_gpu_gb=min_free_gpu_gb) if len(chosen) else None
     frames = []
     for film in chosen.itertuples(index=False):
-        table = next((t for t in tables if film.dicom_id in t), None)
-        if table is None or film.dicom_id not in boxes.index:
-            logger.warning("method ranking: %s has no preprocessed image or box", film.dicom_id)
-            continue
+        if film.dicom_id not in boxes.index:
+            raise InputError(f"{boxes_csv}: no box of the planted film {film.dicom_id}")
         box = boxes.loc[film.dicom_id]
+        path = image_path(
+            Path(files_dir).parent, "jpg", film.subject_id, film.study_id, film.dicom_id
+        )
         scored = sample_method_scores(
             loaded,
-            table[film.dicom_id].image(),
+            decode_image(path, max_side=max_side)[0],
             {key: float(box[key]) for key in ("x", "y", "w", "h", "image_width", "image_height")},
             settings=options,
             maps_params=maps_params,
