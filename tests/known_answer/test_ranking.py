@@ -174,6 +174,7 @@ def test_ranks_follow_each_criterions_direction_and_missing_values_rank_last():
     values = {method: (0.5, -1.0, 0.5) for method in METHODS}
     values["gradcam"] = (1.0, -3.0, 0.1)  # best on all three
     values["random"] = (0.0, 0.0, 1.0)  # worst of those with values
+    values["rollout"] = (0.5, -1.00001, 0.5)  # as shown (3 digits) a tie with attention's
     del values["head_selected"]
     reasons = {"head_selected": "no heads", "rise": "all-zero map"}
     ranking = method_ranking(_sample_rows(values, reasons), n_boot=50, confidence=0.95, seed=0)

@@ -18,8 +18,9 @@ map (the decision map, `cxr_attention.maps.shard.explain_maps` with ``method="al
 
 Each criterion's mean has a 95% cluster-bootstrap interval over patients
 (`cxr_attention.metrics.bootstrap.bootstrap_mean`); methods are ranked per criterion (1 = best;
-a method without a value ranks last) and overall by the mean of their three ranks. A method that
-gives no answer map keeps its rows, with the reason (`cxr_attention.maps.cascade.fallback_steps`).
+values equal to the 3 significant digits shown share a rank; a method without a value ranks
+last) and overall by the mean of their three ranks. A method that gives no answer map keeps its
+rows, with the reason (`cxr_attention.maps.cascade.fallback_steps`).
 """
 
 from __future__ import annotations
@@ -316,11 +317,12 @@ def method_ranking(
     table["rank"] = np.nan
     for criterion, (better, _) in CRITERIA.items():
         chosen = table["criterion"] == criterion
-        table.loc[chosen, "rank"] = (
-            table.loc[chosen, "value"]
-            .rank(ascending=better == "lower", method="min", na_option="bottom")
-            .to_numpy()
-        )
+        # values equal to the 3 significant digits shown share a rank: the last digits of a
+        # curve's area are float noise, not an order
+        shown = table.loc[chosen, "value"].map(lambda v: float(f"{v:.3g}"))
+        table.loc[chosen, "rank"] = shown.rank(
+            ascending=better == "lower", method="min", na_option="bottom"
+        ).to_numpy()
     mean_rank = table.groupby("method", sort=False)["rank"].mean()
     overall = pd.DataFrame(
         {
