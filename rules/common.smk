@@ -182,9 +182,13 @@ def get_report_inputs(wildcards):
 
 
 def get_known_answer_section(wildcards):
-    """The known-answer table for the summary page, when lesions were planted."""
+    """The known-answer table and method ranking for the summary page, when lesions were
+    planted."""
     if config["known_answer"]["activate"]:
-        return [f"results/{RUN}/known_answer/section.html"]
+        return [
+            f"results/{RUN}/known_answer/section.html",
+            f"results/{RUN}/known_answer/method_ranking.html",
+        ]
     return []
 
 

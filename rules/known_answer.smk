@@ -59,3 +59,41 @@ rule known_answer_report:
         seed=config["seed"],
     script:
         "../scripts/known_answer_report.py"
+
+
+# Every registered map method ranked on the planted held-out films: pointing game, deletion
+# against random orders, Spearman after cascading randomisation (docs/known_answer.md).
+rule known_answer_ranking:
+    input:
+        files=f"{KNOWN_ANSWER_DATA}/mimic-cxr-jpg/files",
+        boxes=f"{KNOWN_ANSWER_DATA}/boxes.csv",
+        plantings=f"{KNOWN_ANSWER_DATA}/plantings.csv",
+        model=get_model_folder,
+        code=code("known_answer_ranking"),
+    output:
+        ranking="results/{run}/known_answer/method_ranking.csv",
+        samples="results/{run}/known_answer/method_ranking_samples.csv",
+        section="results/{run}/known_answer/method_ranking.html",
+    log:
+        "logs/{run}/known_answer_ranking.log",
+    benchmark:
+        "benchmarks/{run}/known_answer_ranking.tsv"
+    conda:
+        "../envs/model.yaml"
+    resources:
+        gpu=1,
+        min_free_gpu_gb=machine("model", "min_free_gpu_gb"),
+    params:
+        model_id=config["model"]["id"],
+        settings=config["known_answer"]["ranking"],
+        maps={
+            key: value
+            for key, value in config["maps"].items()
+            if key not in MACHINE_KNOBS["maps"]
+        },
+        inference=section("inference", "layers", "max_new_tokens", "image_first"),
+        max_side=config["preprocess"]["max_side"],
+        statistics=section("metrics"),
+        seed=config["seed"],
+    script:
+        "../scripts/known_answer_ranking.py"

@@ -38,10 +38,12 @@ REPO = Path(__file__).resolve().parents[2]
 # The demo on this machine: two cores, and the single "GPU" the inference and maps rules share.
 LOCAL_RUN = ("--cores", "2", "--resources", "gpu=1")
 # The demo, smaller, so that the suite can run it several times on two cores: 4 of its 41 images
-# (2 per shard), its Lung Lesion and nodule questions; every rule still runs.
+# (2 per shard), its Lung Lesion and nodule questions, 2 planted films for the method ranking;
+# every rule still runs.
 TEST_SIZE = {
     "selection": {"sample_size": 4},
     "questions": {"findings": ["Lung Lesion"]},
+    "known_answer": {"ranking": {"samples": 2}},
 }
 # Folders a checkout may hold that are state or output, never part of the workflow.
 _NOT_COPIED = {".git", ".venv", ".snakemake", "results", "resources", "logs", "benchmarks"}

@@ -31,3 +31,19 @@ def test_demo_report_shows_every_figure_kind_without_console_errors(demo_run: Pa
     # of first rows only
     assert "maps.csv" not in shown and "failures.csv" not in shown
     assert (demo_run / "results/demo/paper_comparison.csv").is_file()
+
+
+def test_demo_report_ranks_every_map_method_on_the_known_answer_benchmark(demo_run: Path):
+    import pandas as pd
+
+    from cxr_attention.maps.registry import METHODS
+
+    ranking = pd.read_csv(demo_run / "results/demo/known_answer/method_ranking.csv")
+    assert list(dict.fromkeys(ranking["method"])) == list(METHODS)
+    overall = ranking[ranking["criterion"] == "overall"]
+    assert sorted(overall["rank"]) == sorted(overall["value"].rank(method="min"))
+    pointing = ranking[ranking["criterion"] == "pointing_game"].set_index("method")
+    assert (pointing["n"] > 0).any()  # the planted films are ranked whatever the selection drew
+    summary = (demo_run / "results/demo/report/summary.html").read_text()
+    assert "Method ranking on the planted lesions" in summary
+    assert all(method in summary for method in METHODS)

@@ -93,7 +93,8 @@ def test_question_bank_edit_reruns_inference_and_after_not_preprocessing(finishe
 # Modules of one map method and of the question bank.
 MAP_METHOD_MODULE = "src/cxr_attention/maps/methods/attention.py"
 QUESTION_BANK_MODULE = "src/cxr_attention/questions/bank.py"
-# Rules downstream of maps (reference_compat and the paper page replay the map methods too).
+# Rules downstream of maps (reference_compat, the paper page and the known-answer ranking replay
+# the map methods too).
 AFTER_MAPS = {
     "map_metrics",
     "sample_figures",
@@ -109,6 +110,7 @@ AFTER_MAPS = {
     "grounding",
     "grounding_page",
     "known_answer_report",
+    "known_answer_ranking",
     "table_pages",
     "run_summary",
     "report",

@@ -5,7 +5,8 @@ A map that survives randomising the weights it claims to explain reflects the in
 prompt's layout), not the model. Each step answers the question again with the randomised model
 (capture and maps through the study's own code, `inference.runner.answer_one` and
 `maps.shard.explain_maps`) and compares every method's answer map with the original model's by
-Spearman rank correlation and SSIM (`similarity.map_similarity`). The weights are restored after
+Spearman rank correlation and SSIM (`similarity.map_similarity`); the answer's decision map
+only, not its per-layer or every-row variants. The weights are restored after
 each step.
 """
 
@@ -74,6 +75,7 @@ def cascading_randomisation(
     maps_params: Mapping | None,
     steps: int,
     seed: int,
+    kept_maps: dict | None = None,
 ) -> list[dict]:
     """Similarity of each method's answer map to the original after each cascade step.
 
@@ -91,6 +93,8 @@ def cascading_randomisation(
     steps : int
         `cascade_counts` steps per part.
     seed : int
+    kept_maps : dict, optional
+        Filled with ``(method, part, layers_randomised)`` -> that step's answer map.
 
     Returns
     -------
@@ -122,8 +126,11 @@ def cascading_randomisation(
                     arrays, terms=[], loaded_model=loaded, method="all", params=maps_params
                 )
             for record, grid in maps:
-                if record.source != "answer" or record.method not in original_maps:
+                decision = record.rows == "decision" and not record.per_layer
+                if record.source != "answer" or not decision or record.method not in original_maps:
                     continue
+                if kept_maps is not None:
+                    kept_maps[(record.method, part, count)] = grid
                 rho, ssim = map_similarity(original_maps[record.method], grid)
                 rows.append(
                     {

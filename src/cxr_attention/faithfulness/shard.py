@@ -18,14 +18,14 @@ import pandas as pd
 from cxr_attention.faithfulness.samples import SAMPLE_KEYS, subsample
 from cxr_attention.io import Failure, InputError, read_table, write_csv, write_failures
 
-__all__ = ["run_faithfulness_shard"]
+__all__ = ["capture_inputs", "run_faithfulness_shard"]
 
 logger = logging.getLogger(__name__)
 
 _KEYS = SAMPLE_KEYS
 
 
-def _sample_inputs(loaded, capture, pixels):
+def capture_inputs(loaded, capture, pixels):
     """The processor's inputs of a stored capture: its exact prompt, the image's pixels."""
     import torch
 
@@ -99,14 +99,17 @@ def run_faithfulness_shard(
         answer_maps = [
             (record.map_id, record.method, grid)
             for record, grid in maps
-            if record.source == "answer" and record.method in options.methods
+            if record.source == "answer"
+            and record.rows == "decision"
+            and not record.per_layer  # one map per method: the decision map
+            and record.method in options.methods
         ]
         if not answer_maps:
             continue
         scorer = DecisionScorer(
             loaded.model,
             loaded.tokenizer,
-            _sample_inputs(loaded, capture, pixels),
+            capture_inputs(loaded, capture, pixels),
             batch_size=options.batch_size,
         )
         sample_areas, sample_points = sample_curves(scorer, answer_maps, curve_settings)
