@@ -15,11 +15,16 @@ from torch import nn
 
 from cxr_attention.captures import Capture
 from cxr_attention.inference.scoring import yes_no_margin_from_logits, yes_no_tokens
-from cxr_attention.maps.grid import normalise_map
+from cxr_attention.maps.grid import MapUnavailable, normalise_map
 from cxr_attention.maps.methods.attention import Attention
 from cxr_attention.maps.methods.attention_nosink import AttentionNoSink
 from cxr_attention.maps.methods.base import MapInputs, MapResult, VisionSource
-from cxr_attention.maps.methods.decoder_forward import image_features, run_model, scored_target
+from cxr_attention.maps.methods.decoder_forward import (
+    decoder_layer_indices,
+    image_features,
+    run_model,
+    scored_target,
+)
 from cxr_attention.maps.methods.decoder_gradcam import DecoderGradCAM
 from cxr_attention.maps.methods.integrated_gradients import integrated_gradients
 from cxr_attention.maps.methods.relative_attention import (
@@ -203,6 +208,22 @@ def test_relevancy_map_equals_chefer_on_the_eager_attentions(tiny):
 
 
 # --- decoder Grad-CAM ------------------------------------------------------------------------
+
+
+def test_last_global_layer_of_a_model_without_one_is_unavailable_not_a_crash(tiny):
+    # The known-answer model's two decoder layers are both sliding-window: "last_global" must be
+    # a map with a reason, not a ValueError from an empty max().
+    model = tiny[0]
+    text_config = model.config.get_text_config()
+    kinds = list(text_config.layer_types)
+    last_full = max(i for i, kind in enumerate(kinds) if kind == "full_attention")
+    assert decoder_layer_indices(model, "last_global") == [last_full]
+    text_config.layer_types = ["sliding_attention"] * len(kinds)
+    try:
+        with pytest.raises(MapUnavailable, match="no global"):
+            decoder_layer_indices(model, "last_global")
+    finally:
+        text_config.layer_types = kinds
 
 
 @pytest.mark.parametrize("layer", ["last_global", (2, 4)])

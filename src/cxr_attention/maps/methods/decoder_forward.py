@@ -212,7 +212,10 @@ def decoder_layer_indices(model, spec) -> list[int]:
         return list(range(n_layers))
     if spec == "last_global":
         types = list(getattr(config, "layer_types", None) or ["full_attention"] * n_layers)
-        return [max(i for i, kind in enumerate(types) if kind == "full_attention")]
+        global_layers = [i for i, kind in enumerate(types) if kind == "full_attention"]
+        if not global_layers:  # small models may hold sliding-window layers only
+            raise MapUnavailable(f"no global (full-attention) layer among the model's {n_layers}")
+        return [global_layers[-1]]
     values = [spec] if isinstance(spec, int) else list(spec)
     if not values or any(not -n_layers <= int(v) < n_layers for v in values):
         raise MapUnavailable(f"decoder layers {values} outside the model's {n_layers}")
