@@ -39,7 +39,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cxr_attention.captures import Capture, as_capture
-from cxr_attention.maps.grid import normalise_map, strip_outer_ring
+from cxr_attention.maps.grid import MapUnavailable, normalise_map, strip_outer_ring
+from cxr_attention.maps.methods.attention_nosink import sample_sinks, sink_mass
 from cxr_attention.maps.methods.base import MapInputs, MapResult, Unavailable, VisionSource
 from cxr_attention.maps.params import MapParams
 from cxr_attention.maps.records import NOTE_COLUMNS, MapRecord, SampleKey, map_id
@@ -271,6 +272,7 @@ def _record(
         grid_map = strip_outer_ring(grid_map, inputs.params.strip_border)
     grid_map = normalise_map(grid_map)
     key = inputs.key
+    sinks = _sinks(inputs)
     record = MapRecord(
         map_id=map_id(key.sample_id, target.slug, target.source, method),
         sample_id=key.sample_id,
@@ -284,6 +286,7 @@ def _record(
         layers=result.layers,
         heads=result.heads,
         image_mass=result.image_mass,
+        sink_mass=sink_mass(grid_map, sinks),
         **{column: result.notes.get(column, empty) for column, empty in NOTE_COLUMNS.items()},
         rows=target.rows,
         counterfactual=target.counterfactual,
@@ -291,6 +294,20 @@ def _record(
         per_layer=target.layer is not None,
     )
     return record, grid_map
+
+
+def _sinks(inputs: MapInputs) -> np.ndarray | None:
+    """The sample's sink tokens for the ``sink_mass`` column, or None (logged once per sample)
+    when they cannot be computed: no model or pixels, or a failed forward."""
+    if "sinks_unavailable" in inputs.shared:
+        return None
+    try:
+        return sample_sinks(inputs)
+    except (MapUnavailable, RuntimeError) as error:
+        reason = error.reason if isinstance(error, MapUnavailable) else f"model failure: {error}"
+        inputs.shared["sinks_unavailable"] = reason
+        logger.info("sink_mass of %s is NaN: %s", inputs.key.sample_id, reason)
+        return None
 
 
 def fallback_steps(fallback_reason: str) -> list[tuple[str, str]]:
