@@ -401,17 +401,15 @@ def test_sink_mass_is_each_maps_share_on_the_high_norm_tokens(tiny):
     planted = np.zeros_like(arrays["attention"])
     planted[..., sink] = 0.5
     focused["attention"] = planted
-    (on_sink,) = compute_sample_maps(
-        Capture.from_arrays(focused),
-        [target],
-        SampleKey("s"),
-        MapParams(method="attention"),
-        vision=vision,
+    focused_maps = compute_sample_maps(
+        Capture.from_arrays(focused), [target], SampleKey("s"), params, vision=vision
     )
-    assert on_sink[0].sink_mass == pytest.approx(1.0)
+    on_sink = next(record for record, _ in focused_maps if record.method == "attention")
+    assert on_sink.sink_mass == pytest.approx(1.0)
 
-    # no model: the sinks cannot be computed
-    (blind,) = compute_sample_maps(
-        Capture.from_arrays(arrays), [target], SampleKey("s"), MapParams(method="attention")
-    )
-    assert np.isnan(blind[0].sink_mass)
+    # no model, or no method in play that runs it (capture-only maps): no sinks
+    for settings, source in ((params, None), (MapParams(method="attention"), vision)):
+        blind = compute_sample_maps(
+            Capture.from_arrays(arrays), [target], SampleKey("s"), settings, vision=source
+        )
+        assert all(np.isnan(record.sink_mass) for record, _ in blind)

@@ -116,12 +116,17 @@ def compute_sample_maps(
             (target, *_record(inputs, target, *picks[index], cascade=params.method == "cascade"))
             for index, target in enumerate(primary)
         ]
-    in_play = {"all": METHODS, "methods": params.methods, "cascade": params.cascade}
-    if VARIANT_METHOD in in_play.get(params.method, (params.method,)):
+    if VARIANT_METHOD in _in_play(params):
         maps.extend(_variant_maps(inputs, [t for t in targets if t.variant]))
     rank = {id(target): index for index, target in enumerate(targets)}
     maps.sort(key=lambda made: rank[id(made[0])])  # target order; stable within a target
     return [(record, grid) for _, record, grid in maps]
+
+
+def _in_play(params: MapParams) -> tuple[str, ...]:
+    """The methods ``params.method`` may ask for."""
+    in_play = {"all": METHODS, "methods": params.methods, "cascade": params.cascade}
+    return tuple(in_play.get(params.method, (params.method,)))
 
 
 VARIANT_METHOD = "attention"
@@ -298,8 +303,12 @@ def _record(
 
 def _sinks(inputs: MapInputs) -> np.ndarray | None:
     """The sample's sink tokens for the ``sink_mass`` column, or None (logged once per sample)
-    when they cannot be computed: no model or pixels, or a failed forward."""
+    when they are not computed: no method in play runs the model (the capture-only maps stage
+    stays CPU work), no model or pixels, or a failed forward."""
     if "sinks_unavailable" in inputs.shared:
+        return None
+    if not any(REGISTRY[name].needs == "vision" for name in _in_play(inputs.params)):
+        inputs.shared["sinks_unavailable"] = "no method in play runs the model"
         return None
     try:
         return sample_sinks(inputs)

@@ -38,8 +38,9 @@ is not in the answer; ``cascade``: the map the fallback cascade picks for its ta
 target); ``per_layer``: a one-layer variant of the decision map (``layers`` names the layer);
 ``sink_mass``: the share of the map on the sample's attention-sink tokens (image tokens whose
 hidden-state norm is above the 99th percentile of the image's tokens,
-:func:`~cxr_attention.maps.methods.attention_nosink.sample_sinks`), NaN where the sinks cannot be
-computed (no model or pixels) or the map is not on the image-token grid."""
+:func:`~cxr_attention.maps.methods.attention_nosink.sample_sinks`), NaN where the sinks are not
+computed (no method in play runs the model; no model or pixels) or the map is not on the
+image-token grid."""
 
 
 @dataclass(frozen=True)
