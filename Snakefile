@@ -32,6 +32,11 @@ include: "rules/report.smk"
 include: "rules/known_answer_model.smk"
 
 
+if HEAD_CALIBRATION:
+
+    include: "rules/heads.smk"
+
+
 if config["paper"]["activate"]:
 
     include: "rules/paper.smk"

@@ -9,7 +9,9 @@ from snakemake.utils import validate
 from cxr_attention.codegraph import library_closure
 from cxr_attention.figures.report_samples import report_sample_quota
 from cxr_attention.io import ConfigError
+from cxr_attention.maps.params import WORKFLOW_KEYS
 from cxr_attention.model_source import check_model_source
+from cxr_attention.preprocess.selection import calibration_images
 from cxr_attention.settings import MACHINE_KNOBS, study_settings, without_machine_knobs
 
 validate(config, "../config/config.schema.json")
@@ -29,6 +31,33 @@ MODEL_IS_BUILT = (
 if workflow.is_main_process and not MODEL_IS_BUILT:
     try:
         check_model_source(config["model"]["id"])
+    except ConfigError as error:
+        print(f"Configuration error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+# head_selected's heads chosen on the calibration split (rules/heads.smk): when a study's maps or
+# faithfulness use the method and maps.localization_heads does not set them by hand.
+HEAD_CALIBRATION = config["maps"]["localization_heads"] is None and (
+    "head_selected" in config["maps"]["methods"] + config["maps"]["cascade"]
+    or (
+        config["faithfulness"]["activate"]
+        and "head_selected" in config["faithfulness"]["methods"]
+    )
+)
+# A calibration split without images stops the run before any job, naming the key. Tables the
+# workflow writes itself (the known-answer data) are checked by the calibration job instead.
+if (
+    workflow.is_main_process
+    and HEAD_CALIBRATION
+    and not config["data"]["root"].startswith(KNOWN_ANSWER_DATA)
+):
+    try:
+        calibration_images(
+            config["data"],
+            config["selection"],
+            config["maps"]["head_calibration"],
+            config["seed"],
+        )
     except ConfigError as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -65,6 +94,21 @@ def machine(section_name, key):
     """A machine knob as a resource: it tunes the job to the machine and reruns nothing."""
     assert key in MACHINE_KNOBS[section_name], key
     return str(config[section_name][key])
+
+
+def maps_settings():
+    """The maps section as the maps code takes it (maps.params.MapParams): without the machine
+    knobs (resources) and the keys the workflow alone reads (maps.params.WORKFLOW_KEYS).
+    """
+    skipped = set(MACHINE_KNOBS["maps"]) | set(WORKFLOW_KEYS)
+    return {key: value for key, value in config["maps"].items() if key not in skipped}
+
+
+def get_localization_heads(wildcards):
+    """The heads chosen on the calibration split, when head_selected needs them."""
+    if HEAD_CALIBRATION:
+        return f"results/{RUN}/heads/localization_heads.json"
+    return []
 
 
 def mimic_table(name):

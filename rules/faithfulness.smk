@@ -8,6 +8,7 @@ rule faithfulness:
         captures="results/{run}/inference/shard-{shard}",
         images="results/{run}/preprocess/shard-{shard}.csv",
         model=get_model_folder,
+        heads=get_localization_heads,
         code=code("faithfulness"),
     output:
         areas="results/{run}/faithfulness/shard-{shard}.csv",
@@ -26,11 +27,7 @@ rule faithfulness:
     params:
         model_id=config["model"]["id"],
         settings=config["faithfulness"],
-        maps={
-            key: value
-            for key, value in config["maps"].items()
-            if key not in MACHINE_KNOBS["maps"]
-        },
+        maps=maps_settings(),
         inference=section("inference", "layers", "max_new_tokens", "image_first"),
         seed=config["seed"],
     script:

@@ -8,6 +8,7 @@ rule maps:
         questions="results/{run}/questions.csv",
         images="results/{run}/preprocess/shard-{shard}.csv",
         model=get_model_folder,
+        heads=get_localization_heads,
         code=code("maps"),
     output:
         table="results/{run}/maps/shard-{shard}.csv",
@@ -25,12 +26,9 @@ rule maps:
         gradcam_max_rows=machine("maps", "gradcam_max_rows"),
     params:
         model_id=config["model"]["id"],
-        # The maps stage's own settings (maps.cascade.MapParams), less the machine knobs.
-        settings={
-            key: value
-            for key, value in config["maps"].items()
-            if key not in MACHINE_KNOBS["maps"]
-        },
+        # The maps stage's own settings (maps.params.MapParams), less the machine knobs; the
+        # heads chosen on the calibration split come as the input `heads`.
+        settings=maps_settings(),
         seed=config["seed"],
     script:
         "../scripts/maps.py"

@@ -1,6 +1,7 @@
 """Deletion / insertion curves and randomisation checks of one shard's subsample."""
 
 from cxr_attention.faithfulness.shard import run_faithfulness_shard
+from cxr_attention.maps.methods.head_selected import with_localization_heads
 from cxr_attention.workflow import job_logging
 
 with job_logging(snakemake.log[0]):
@@ -14,7 +15,8 @@ with job_logging(snakemake.log[0]):
         out_randomisation=snakemake.output.randomisation,
         failures_csv=snakemake.output.failures,
         settings=snakemake.params.settings,
-        maps_params=snakemake.params.maps,
+        # head_selected's heads: chosen on the calibration split unless set by hand
+        maps_params=with_localization_heads(snakemake.params.maps, snakemake.input.get("heads")),
         inference=snakemake.params.inference,
         seed=snakemake.params.seed,
         min_free_gpu_gb=float(snakemake.resources.min_free_gpu_gb),

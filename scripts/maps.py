@@ -9,6 +9,8 @@ with job_logging(snakemake.log[0]):
         captures_dir=snakemake.input.captures,
         questions_csv=snakemake.input.questions,
         images_csv=snakemake.input.images,
+        # the heads chosen on the calibration split, when head_selected needs them
+        localization_heads_json=snakemake.input.get("heads"),
         model_id=snakemake.params.model_id,
         out_csv=snakemake.output.table,
         out_npz=snakemake.output.arrays,

@@ -3,6 +3,7 @@ and ``all`` methods; the shard runner and the explain writer."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 
@@ -59,9 +60,13 @@ def _maps(capture, processor, terms, params=None, *, model=None):
         one_at_a_time += compute_maps(capture, target, key, params, vision=vision)
     # The batched path (Grad-CAM shared across targets) must give the same maps and reasons.
     results = compute_sample_maps(capture, targets, key, params, vision=_fresh(vision))
-    assert [r for r, _ in results] == [r for r, _ in one_at_a_time]
-    for (_, batched), (_, single) in zip(results, one_at_a_time, strict=True):
+    # sink_mass is read off the grid, so it agrees as closely as the grids do
+    assert [dataclasses.replace(r, sink_mass=0.0) for r, _ in results] == [
+        dataclasses.replace(r, sink_mass=0.0) for r, _ in one_at_a_time
+    ]
+    for (record, batched), (alone, single) in zip(results, one_at_a_time, strict=True):
         np.testing.assert_allclose(batched, single, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(record.sink_mass, alone.sink_mass, rtol=0, atol=1e-4)
     # the answer's decision map under "", its every-row variant under "#all"
     return {(r.term if r.rows != "all" else "#all", r.method): (r, g) for r, g in results}
 

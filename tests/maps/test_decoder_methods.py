@@ -15,6 +15,7 @@ from torch import nn
 
 from cxr_attention.captures import Capture
 from cxr_attention.inference.scoring import yes_no_margin_from_logits, yes_no_tokens
+from cxr_attention.maps.cascade import compute_sample_maps
 from cxr_attention.maps.grid import MapUnavailable, normalise_map
 from cxr_attention.maps.methods.attention import Attention
 from cxr_attention.maps.methods.attention_nosink import AttentionNoSink
@@ -389,3 +390,47 @@ def test_attention_nosink_drops_the_high_norm_tokens_of_the_eager_hidden_states(
     np.testing.assert_allclose(result.grid, expected, rtol=1e-4, atol=1e-8)  # the cascade
     # renormalises
     assert result.image_mass == pytest.approx(plain.image_mass * expected.sum(), rel=1e-4)
+
+
+def test_sink_mass_is_each_maps_share_on_the_high_norm_tokens(tiny):
+    model, eager, processor, inputs = tiny
+    arrays = forced_capture(eager, inputs, [300, 301, 302], layers=(3, 5))
+    vision = VisionSource(lambda: (model, inputs["pixel_values"]), tokenizer=processor.tokenizer)
+    params = MapParams(method="methods", methods=("attention", "activation_norm", "uniform"))
+    target = MapTarget("", "answer", generated_positions=(0, 1, 2))
+    maps = compute_sample_maps(
+        Capture.from_arrays(arrays), [target], SampleKey("s"), params, vision=vision
+    )
+    # oracle: the eager model's own hidden states, thresholded here
+    with torch.no_grad():
+        hidden = eager(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    image = inputs["input_ids"][0] == model.config.image_token_id
+    sinks = np.zeros(256, bool)
+    for layer in (3, 5):  # every captured layer: maps.layers' default
+        norms = hidden[layer][0, image].norm(dim=-1).numpy()
+        sinks |= norms > np.percentile(norms, 99)
+    assert {record.method for record, _ in maps} == {"attention", "activation_norm", "uniform"}
+    for record, grid in maps:
+        expected = grid.reshape(-1).astype(np.float64)[sinks].sum() / grid.sum()
+        assert record.sink_mass == pytest.approx(expected, rel=1e-5, abs=1e-9), record.method
+    uniform = next(record for record, _ in maps if record.method == "uniform")
+    assert uniform.sink_mass == pytest.approx(sinks.sum() / 256)
+
+    # all attention on one sink token: that map is all sink
+    sink = int(np.flatnonzero(sinks)[0])
+    focused = dict(arrays)
+    planted = np.zeros_like(arrays["attention"])
+    planted[..., sink] = 0.5
+    focused["attention"] = planted
+    focused_maps = compute_sample_maps(
+        Capture.from_arrays(focused), [target], SampleKey("s"), params, vision=vision
+    )
+    on_sink = next(record for record, _ in focused_maps if record.method == "attention")
+    assert on_sink.sink_mass == pytest.approx(1.0)
+
+    # no model, or no method in play that runs it (capture-only maps): no sinks
+    for settings, source in ((params, None), (MapParams(method="attention"), vision)):
+        blind = compute_sample_maps(
+            Capture.from_arrays(arrays), [target], SampleKey("s"), settings, vision=source
+        )
+        assert all(np.isnan(record.sink_mass) for record, _ in blind)

@@ -3,7 +3,10 @@ planted table, and ``head_selected``'s map from the chosen heads' captured atten
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from cxr_attention.captures import Capture
@@ -60,9 +63,9 @@ def test_select_heads_finds_the_planted_localization_heads():
         samples.append((f"s{sample}", _capture(attention)))
     table = head_table(samples)
     assert list(table.columns) == HEAD_COLUMNS and len(table) == 6 * 8
-    assert select_heads(table, k=2) == [(4, 2), (3, 3)]
+    assert select_heads(table, k=2, share_quantile=0.75) == [(4, 2), (3, 3)]
     with pytest.raises(ValueError, match="k >= 1"):
-        select_heads(table, k=0)
+        select_heads(table, k=0, share_quantile=0.75)
 
 
 def test_head_selected_averages_the_chosen_heads():
@@ -81,3 +84,51 @@ def test_head_selected_averages_the_chosen_heads():
         MapInputs(_capture(attention), MapParams(), SampleKey("s")), [target]
     )
     assert isinstance(none, Unavailable) and "localization_heads" in none.reason
+
+
+def test_write_head_selection_writes_the_head_table_and_the_planted_heads(tmp_path):
+    from scipy.stats import entropy
+
+    from cxr_attention.captures import write_capture
+    from cxr_attention.maps.methods.head_selected import (
+        read_localization_heads,
+        with_localization_heads,
+        write_head_selection,
+    )
+
+    rng = np.random.default_rng(1)
+    rows, attentions = [], {}
+    for sample in range(5):
+        attention = (rng.random((2, 4, 3, 4)) * 0.05).astype(np.float32)
+        attention[1, 0] = np.eye(4, dtype=np.float32)[sample % 4] * 0.7  # layer 4 head 0
+        attention[0, 2, :, sample % 4] += 0.6  # layer 3 head 2: sharp, a little less so
+        name = f"s{sample}"
+        write_capture(tmp_path / f"{name}.npz", _capture(attention))
+        rows.append({"sample_id": name, "dicom_id": f"d{sample // 2}", "capture": f"{name}.npz"})
+        attentions[name] = attention.astype(np.float64)
+    pd.DataFrame(rows).to_csv(tmp_path / "answers.csv", index=False)
+    calibration = {"split": "validate", "images": 3, "k": 2, "share_quantile": 0.75}
+    heads = write_head_selection(
+        answers_csv=tmp_path / "answers.csv",
+        captures_dir=tmp_path,
+        out_table=tmp_path / "heads.csv",
+        out_heads=tmp_path / "localization_heads.json",
+        calibration=calibration,
+    )
+    assert heads == [(4, 0), (3, 2)]
+    assert read_localization_heads(tmp_path / "localization_heads.json") == ((4, 0), (3, 2))
+    chosen = json.loads((tmp_path / "localization_heads.json").read_text())
+    assert (chosen["split"], chosen["images"], chosen["samples"]) == ("validate", 3, 5)
+    table = pd.read_csv(tmp_path / "heads.csv", dtype={"sample_id": str})
+    assert list(table.columns) == HEAD_COLUMNS and len(table) == 5 * 2 * 4
+    # oracle: each head's mean row, its sum and its normalised entropy (scipy)
+    for row in table.itertuples(index=False):
+        mean_row = attentions[row.sample_id][row.layer - 3, row.head].mean(axis=0)
+        assert row.image_share == pytest.approx(mean_row.sum(), rel=1e-5)
+        assert row.spatial_entropy == pytest.approx(entropy(mean_row) / np.log(4), abs=1e-5)
+    # the maps settings take the chosen heads unless they are set by hand
+    path = tmp_path / "localization_heads.json"
+    assert with_localization_heads({}, path)["localization_heads"] == ((4, 0), (3, 2))
+    by_hand = with_localization_heads({"localization_heads": [[3, 1]]}, path)
+    assert by_hand["localization_heads"] == [[3, 1]]
+    assert with_localization_heads({"min_image_mass": 0.1}, []) == {"min_image_mass": 0.1}

@@ -27,7 +27,13 @@ from cxr_attention.preprocess.mimic import (
     image_path,
     read_mimic_tables,
 )
-from cxr_attention.preprocess.selection import BalanceRequest, select_manifest, write_manifest
+from cxr_attention.preprocess.selection import (
+    BalanceRequest,
+    calibration_images,
+    select_manifest,
+    write_calibration_manifest,
+    write_manifest,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO = REPO_ROOT / "data" / "demo"
@@ -480,3 +486,50 @@ def test_from_vqa_table_selects_exactly_the_images_it_names(tmp_path):
     expected = {*by_dicom, *metadata.loc[metadata["study_id"] == study, "dicom_id"][:1]}
     assert set(manifest["dicom_id"]) == expected  # sample_size is ignored
     assert len(manifest) == len(expected)
+
+
+# --- the localization heads' calibration images (maps.head_calibration) ----------------------
+
+
+def test_calibration_images_come_from_the_named_split_and_no_study_patient(planted, tmp_path):
+    root, raw, _ = planted
+    data = {"root": str(root), "layout": "jpg", "labels": "chexpert"}
+    selection = {"splits": ["validate"], "views": ["PA", "AP"], "sample_size": 10, "shards": 1}
+    study = write_manifest(data=data, selection=selection, seed=0, out_csv=tmp_path / "m.csv")
+    calibration = {"split": "validate", "images": 10_000}
+    out = tmp_path / "heads.csv"
+    every = write_calibration_manifest(
+        data=data,
+        selection=selection,
+        calibration=calibration,
+        seed=0,
+        study_manifest_csv=tmp_path / "m.csv",
+        out_csv=out,
+    )
+    # oracle: the planted tables read with pandas
+    images = raw["metadata"].merge(raw["split"][["dicom_id", "split"]], on="dicom_id")
+    expected = images[
+        (images["split"] == "validate")
+        & images["ViewPosition"].isin(["PA", "AP"])
+        & ~images["subject_id"].isin(study["subject_id"])
+    ]
+    assert sorted(every["dicom_id"]) == sorted(expected["dicom_id"])
+    assert len(every) > 10 and set(every["shard"]) == {0}
+    assert not set(every["subject_id"]) & set(study["subject_id"])
+    pd.testing.assert_frame_equal(read_table(out), every, check_dtype=False)
+    # a draw of 5, the same for the same seed, another for another seed
+    five = calibration_images(data, selection, {"split": "validate", "images": 5}, 0)
+    assert len(five) == 5 and set(five["dicom_id"]) <= set(images["dicom_id"])
+    again = calibration_images(data, selection, {"split": "validate", "images": 5}, 0)
+    pd.testing.assert_frame_equal(five, again)
+    other = calibration_images(data, selection, {"split": "validate", "images": 5}, 1)
+    assert set(other["dicom_id"]) != set(five["dicom_id"])
+
+
+def test_an_empty_calibration_split_is_a_config_error_naming_the_key(planted, tmp_path):
+    root, raw, _ = planted
+    no_validate = dict(raw, split=raw["split"].assign(split="train"))
+    root = _write(no_validate, tmp_path / "tables")
+    data = {"root": str(root), "layout": "jpg", "labels": "chexpert"}
+    with pytest.raises(ConfigError, match=r"maps\.head_calibration\.split.*'validate'"):
+        calibration_images(data, {"views": ["PA"]}, {"split": "validate", "images": 3}, 0)

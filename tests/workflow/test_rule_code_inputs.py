@@ -30,7 +30,13 @@ def _modulefinder_closure(script: Path) -> set[str]:
     }
 
 
-RULES = [rule for rule in loaded_workflow().rules if rule.script]
+# The demo's rules, and the head calibration's, which only a study using head_selected has.
+HEADS_STUDY = Path(__file__).with_name("heads_study.yaml")
+RULES = [rule for rule in loaded_workflow().rules if rule.script] + [
+    rule
+    for rule in loaded_workflow(configfiles=[HEADS_STUDY]).rules
+    if rule.script and rule.name.startswith("heads")
+]
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[rule.name for rule in RULES])

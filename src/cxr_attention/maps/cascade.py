@@ -39,7 +39,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cxr_attention.captures import Capture, as_capture
-from cxr_attention.maps.grid import normalise_map, strip_outer_ring
+from cxr_attention.maps.grid import MapUnavailable, normalise_map, strip_outer_ring
+from cxr_attention.maps.methods.attention_nosink import sample_sinks, sink_mass
 from cxr_attention.maps.methods.base import MapInputs, MapResult, Unavailable, VisionSource
 from cxr_attention.maps.params import MapParams
 from cxr_attention.maps.records import NOTE_COLUMNS, MapRecord, SampleKey, map_id
@@ -115,12 +116,17 @@ def compute_sample_maps(
             (target, *_record(inputs, target, *picks[index], cascade=params.method == "cascade"))
             for index, target in enumerate(primary)
         ]
-    in_play = {"all": METHODS, "methods": params.methods, "cascade": params.cascade}
-    if VARIANT_METHOD in in_play.get(params.method, (params.method,)):
+    if VARIANT_METHOD in _in_play(params):
         maps.extend(_variant_maps(inputs, [t for t in targets if t.variant]))
     rank = {id(target): index for index, target in enumerate(targets)}
     maps.sort(key=lambda made: rank[id(made[0])])  # target order; stable within a target
     return [(record, grid) for _, record, grid in maps]
+
+
+def _in_play(params: MapParams) -> tuple[str, ...]:
+    """The methods ``params.method`` may ask for."""
+    in_play = {"all": METHODS, "methods": params.methods, "cascade": params.cascade}
+    return tuple(in_play.get(params.method, (params.method,)))
 
 
 VARIANT_METHOD = "attention"
@@ -271,6 +277,7 @@ def _record(
         grid_map = strip_outer_ring(grid_map, inputs.params.strip_border)
     grid_map = normalise_map(grid_map)
     key = inputs.key
+    sinks = _sinks(inputs)
     record = MapRecord(
         map_id=map_id(key.sample_id, target.slug, target.source, method),
         sample_id=key.sample_id,
@@ -284,6 +291,7 @@ def _record(
         layers=result.layers,
         heads=result.heads,
         image_mass=result.image_mass,
+        sink_mass=sink_mass(grid_map, sinks),
         **{column: result.notes.get(column, empty) for column, empty in NOTE_COLUMNS.items()},
         rows=target.rows,
         counterfactual=target.counterfactual,
@@ -291,6 +299,24 @@ def _record(
         per_layer=target.layer is not None,
     )
     return record, grid_map
+
+
+def _sinks(inputs: MapInputs) -> np.ndarray | None:
+    """The sample's sink tokens for the ``sink_mass`` column, or None (logged once per sample)
+    when they are not computed: no method in play runs the model (the capture-only maps stage
+    stays CPU work), no model or pixels, or a failed forward."""
+    if "sinks_unavailable" in inputs.shared:
+        return None
+    if not any(REGISTRY[name].needs == "vision" for name in _in_play(inputs.params)):
+        inputs.shared["sinks_unavailable"] = "no method in play runs the model"
+        return None
+    try:
+        return sample_sinks(inputs)
+    except (MapUnavailable, RuntimeError) as error:
+        reason = error.reason if isinstance(error, MapUnavailable) else f"model failure: {error}"
+        inputs.shared["sinks_unavailable"] = reason
+        logger.info("sink_mass of %s is NaN: %s", inputs.key.sample_id, reason)
+        return None
 
 
 def fallback_steps(fallback_reason: str) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 from cxr_attention.maps.registry import METHODS, RENAMED, check_cascade, check_methods
 
-__all__ = ["ACCEPTED_KEYS", "MODES", "RULE_KEYS", "MapParams"]
+__all__ = ["ACCEPTED_KEYS", "MODES", "RULE_KEYS", "WORKFLOW_KEYS", "MapParams"]
 
 MODES = ("cascade", "all", "methods")
 """Values of ``method`` besides one method's name: the cascade's pick per target, every
@@ -16,6 +16,11 @@ registered method, or the methods listed in ``methods`` (the study; the maps sta
 RULE_KEYS = ("seed", "min_free_gpu_gb", "device")
 """Keys the maps rule adds to the ``maps`` section: the run's seed and the model's loading
 (``min_free_gpu_gb``, ``device``: read by :mod:`cxr_attention.maps.shard`, not kept here)."""
+
+WORKFLOW_KEYS = ("head_calibration",)
+"""Keys of the schema's ``maps`` section that the workflow reads and the maps stage does not:
+``head_calibration`` names the split ``head_selected``'s heads are chosen on (rules/heads.smk);
+the maps rule gets the heads chosen as a file, never the key."""
 
 
 _STUDY_METHODS = (
@@ -79,8 +84,9 @@ class MapParams:
     rise_keep : float
         Probability that a coarse cell is kept (not masked).
     localization_heads : tuple of (int, int) or None
-        The ``(layer, head)`` pairs ``head_selected`` averages (chosen on a calibration split by
-        :func:`~cxr_attention.maps.methods.head_selected.select_heads`); None: none chosen.
+        The ``(layer, head)`` pairs ``head_selected`` averages: set by hand, or chosen on the
+        calibration split (``maps.head_calibration``) by
+        :func:`~cxr_attention.maps.methods.head_selected.select_heads`; None: none chosen.
     perturbation_max_rows : int
         Rows per forward pass of ``integrated_gradients`` and ``rise`` (bounds the memory).
     seed : int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 __all__ = ["ANSWER_SLUG", "MAP_COLUMNS", "NOTE_COLUMNS", "MapRecord", "SampleKey", "map_id"]
@@ -24,6 +25,7 @@ MAP_COLUMNS = [
     "layers",
     "heads",
     "image_mass",
+    "sink_mass",
     *NOTE_COLUMNS,
     "rows",
     "counterfactual",
@@ -33,7 +35,12 @@ MAP_COLUMNS = [
 """``rows``: ``decision`` (row 0, the primary answer map), ``all`` (every generated row, the
 answer's variant) or ``term`` (the term's own tokens); ``counterfactual``: a term map whose term
 is not in the answer; ``cascade``: the map the fallback cascade picks for its target (one per
-target); ``per_layer``: a one-layer variant of the decision map (``layers`` names the layer)."""
+target); ``per_layer``: a one-layer variant of the decision map (``layers`` names the layer);
+``sink_mass``: the share of the map on the sample's attention-sink tokens (image tokens whose
+hidden-state norm is above the 99th percentile of the image's tokens,
+:func:`~cxr_attention.maps.methods.attention_nosink.sample_sinks`), NaN where the sinks are not
+computed (no method in play runs the model; no model or pixels) or the map is not on the
+image-token grid."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class MapRecord:
     counterfactual: bool = False
     cascade: bool = False
     per_layer: bool = False
+    sink_mass: float = math.nan
 
     def to_row(self) -> dict:
         """The table row: positions ``"|"``-joined, every column of :data:`MAP_COLUMNS`."""

@@ -22,6 +22,7 @@ from cxr_attention.maps.cascade import compute_sample_maps
 from cxr_attention.maps.grid import MapUnavailable
 from cxr_attention.maps.hooks import VisionEncodings
 from cxr_attention.maps.methods.base import VisionSource
+from cxr_attention.maps.methods.head_selected import with_localization_heads
 from cxr_attention.maps.params import MapParams
 from cxr_attention.maps.records import MAP_COLUMNS, MapRecord, SampleKey
 from cxr_attention.maps.targets import MapTarget, layer_targets, locate_targets
@@ -169,6 +170,7 @@ def run_maps_shard(
     failures_csv: str | os.PathLike,
     params: Mapping | None = None,
     images_csv: str | os.PathLike | None = None,
+    localization_heads_json: str | os.PathLike | None = None,
 ) -> None:
     """Maps of one inference shard.
 
@@ -203,8 +205,12 @@ def run_maps_shard(
         ``min_free_gpu_gb`` for loading the model).
     images_csv : path, optional
         ``preprocess/shard-<k>.csv`` (``dicom_id, image``): the preprocessed images.
+    localization_heads_json : path, optional
+        The heads chosen on the calibration split (``heads/localization_heads.json``,
+        :func:`~cxr_attention.maps.methods.head_selected.write_head_selection`), for
+        ``head_selected``; hand-set ``localization_heads`` in ``params`` win over it.
     """
-    params = dict(params or {})
+    params = with_localization_heads(params or {}, localization_heads_json)
     if params.pop("reference_compat", False):
         logger.info("maps: reference_compat is left to the reference_compat rule")
     # The study compares the listed methods on the same samples; ``method`` is explain's.

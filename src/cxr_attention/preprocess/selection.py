@@ -23,6 +23,7 @@ the manifest depends only on the tables' content and the seed, not on their row 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxr_attention.io import ConfigError, write_csv
+from cxr_attention.io import ConfigError, read_table, write_csv
 from cxr_attention.preprocess.exclusions import (
     exclusion_rows,
     unscorable_images,
@@ -54,13 +55,18 @@ from cxr_attention.preprocess.mimic import (
 from cxr_attention.progress import loud_warning
 
 __all__ = [
+    "CALIBRATION_KEY",
     "BalanceRequest",
     "NamedImages",
     "images_named_by",
     "select_images",
     "select_manifest",
+    "write_calibration_manifest",
     "write_manifest",
 ]
+
+CALIBRATION_KEY = "maps.head_calibration"
+"""The config key of the localization heads' calibration split (``head_selected``)."""
 
 logger = logging.getLogger(__name__)
 
@@ -403,14 +409,7 @@ def write_manifest(
     pandas.DataFrame
         The manifest written.
     """
-    if "root" not in data:
-        raise ConfigError("config data.root is not set")
-    if data.get("layout") == TABLE_LAYOUT:
-        if not data.get("table"):
-            raise ConfigError("data.layout is table but data.table (the image table) is not set")
-        tables = read_image_table(data["table"])
-    else:
-        tables = read_mimic_tables(data["root"], labels=data.get("labels", "chexpert"))
+    tables = _read_tables(data)
     manifest, exclusions = select_images(
         tables,
         root=data["root"],
@@ -442,4 +441,85 @@ def write_manifest(
     write_csv(manifest, out_csv)
     if exclusions_csv is not None:
         write_exclusions(exclusions, exclusions_csv)
+    return manifest
+
+
+def _read_tables(data: Mapping[str, Any]) -> MimicTables:
+    """The tables the config's ``data`` section names (MIMIC-CXR's, or an image table)."""
+    if "root" not in data:
+        raise ConfigError("config data.root is not set")
+    if data.get("layout") == TABLE_LAYOUT:
+        if not data.get("table"):
+            raise ConfigError("data.layout is table but data.table (the image table) is not set")
+        return read_image_table(data["table"])
+    return read_mimic_tables(data["root"], labels=data.get("labels", "chexpert"))
+
+
+def calibration_images(
+    data: Mapping[str, Any],
+    selection: Mapping[str, Any],
+    calibration: Mapping[str, Any],
+    seed: int,
+    study_patients: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The calibration images of the localization heads, as a one-shard manifest.
+
+    The images of the official split ``calibration["split"]`` with the study's views, less every
+    image of a patient in ``study_patients`` (the study's own images never calibrate), drawn
+    like the study's (:func:`select_images`: ``calibration["images"]`` at random with ``seed``,
+    from a pool sorted by ``dicom_id``).
+
+    Raises
+    ------
+    ConfigError
+        No image is left (the message names :data:`CALIBRATION_KEY` and the split).
+    """
+    tables = _read_tables(data)
+    split = str(calibration["split"])
+    if study_patients:
+        keep = ~tables.metadata["subject_id"].isin(set(map(str, study_patients)))
+        tables = dataclasses.replace(tables, metadata=tables.metadata[keep])
+    manifest, _ = select_images(
+        tables,
+        root=data["root"],
+        layout=data.get("layout", "jpg"),
+        splits=[split],
+        views=selection.get("views", DEFAULT_VIEWS),
+        sample_size=int(calibration["images"]),
+        seed=int(seed),
+        n_shards=1,
+    )
+    if manifest.empty:
+        source = data.get("table") if data.get("layout") == TABLE_LAYOUT else data["root"]
+        raise ConfigError(
+            f"{CALIBRATION_KEY}.split: no image of split {split!r} with views "
+            f"{list(selection.get('views', DEFAULT_VIEWS))} in {source}"
+            + (" outside the study's patients" if study_patients else "")
+            + "; name a split that has images"
+        )
+    return manifest
+
+
+def write_calibration_manifest(
+    *,
+    data: Mapping[str, Any],
+    selection: Mapping[str, Any],
+    calibration: Mapping[str, Any],
+    seed: int,
+    study_manifest_csv: str | os.PathLike,
+    out_csv: str | os.PathLike,
+) -> pd.DataFrame:
+    """:func:`calibration_images` outside the patients of the study's manifest, written
+    (atomically) as ``out_csv``."""
+    study = read_table(study_manifest_csv, required=("subject_id",), text=True)
+    manifest = calibration_images(
+        data, selection, calibration, seed, study_patients=study["subject_id"].unique().tolist()
+    )
+    logger.info(
+        "head calibration: %d image(s) of split %s, none of the study's %d patients",
+        len(manifest),
+        calibration["split"],
+        study["subject_id"].nunique(),
+    )
+    write_csv(manifest, out_csv)
     return manifest

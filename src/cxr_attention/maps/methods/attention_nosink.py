@@ -7,18 +7,24 @@ the map's decoder layers is above the 99th percentile of that image's tokens at 
 hidden states come from one forward of the prompt per sample (image tokens do not see the text
 after them). The map is ``attention``'s with the sinks zeroed, renormalised; ``image_mass`` is
 the image mass left without them. Terms only in the prompt have no ``attention`` map, so none.
+
+The same sinks, at the layers of ``maps.layers`` (``attention``'s), give every map of the maps
+table its ``sink_mass`` (:func:`sample_sinks`, :func:`sink_mass`): the share of the map on them.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from cxr_attention.maps.attention import select_layers_heads
 from cxr_attention.maps.grid import MapUnavailable
 from cxr_attention.maps.methods.attention import Attention, AttentionSelection
 from cxr_attention.maps.methods.base import MapInputs, MapResult, PerTargetMethod
 from cxr_attention.maps.targets import MapTarget
 
-__all__ = ["SINK_PERCENTILE", "AttentionNoSink", "sink_tokens"]
+__all__ = ["SINK_PERCENTILE", "AttentionNoSink", "sample_sinks", "sink_mass", "sink_tokens"]
 
 SINK_PERCENTILE = 99.0
 
@@ -43,6 +49,30 @@ def sink_tokens(inputs: MapInputs, layers) -> np.ndarray:
         )
     norms = inputs.shared["hidden_norms"][list(layers)]
     return (norms > np.percentile(norms, SINK_PERCENTILE, axis=1, keepdims=True)).any(axis=0)
+
+
+def sample_sinks(inputs: MapInputs) -> np.ndarray:
+    """The sample's sink tokens (:func:`sink_tokens`) at the decoder layers of ``maps.layers``
+    (every captured layer by default), those ``attention`` averages; computed once per sample
+    (``inputs.shared``). Raises MapUnavailable (no model or pixels) as :func:`sink_tokens` does.
+    """
+    if "sinks" not in inputs.shared:
+        capture = inputs.capture
+        layer_index, _ = select_layers_heads(
+            capture.layers, np.shape(capture.attention)[1], layers=inputs.params.layers
+        )
+        layers = np.asarray(capture.layers).reshape(-1)[layer_index]
+        inputs.shared["sinks"] = sink_tokens(inputs, layers)
+    return inputs.shared["sinks"]
+
+
+def sink_mass(grid: np.ndarray, sinks: np.ndarray | None) -> float:
+    """Share of a map's mass on the sink tokens (grid and sinks in image-token order); NaN when
+    the sinks are unknown (None) or the map is not on the image-token grid."""
+    values = np.asarray(grid, dtype=np.float64).reshape(-1)
+    if sinks is None or values.size != np.size(sinks) or not values.sum() > 0:
+        return math.nan
+    return float(values[np.asarray(sinks).reshape(-1)].sum() / values.sum())
 
 
 class AttentionNoSink(PerTargetMethod):

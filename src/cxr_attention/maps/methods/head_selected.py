@@ -9,21 +9,43 @@ entropy, the heads chosen from them, and ``head_selected``, the map of the chose
 - :func:`select_heads`: in each sample, the heads whose share is at least that sample's
   ``share_quantile`` are candidates and the ``k`` of lowest entropy among them are its picks;
   the ``k`` heads picked in most samples are chosen (ties: lower mean entropy).
-- ``head_selected``: the captured attention of the heads in ``maps.localization_heads``
-  (``[layer, head]`` pairs, chosen by :func:`select_heads` on a calibration split), averaged.
+- :func:`write_head_selection`: the workflow's calibration (rules/heads.smk): the head table
+  of the captures of the calibration split (``maps.head_calibration``) and the heads chosen
+  from it, read back by :func:`read_localization_heads`.
+- ``head_selected``: the captured attention of the chosen heads, averaged: those of
+  ``maps.localization_heads`` when set by hand, else those chosen on the calibration split.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from cxr_attention.captures import load_capture, locate_capture
+from cxr_attention.io import ConfigError, read_table, write_csv, write_json
 from cxr_attention.maps.grid import MapUnavailable
 from cxr_attention.maps.methods.attention import checked_attention_result
 from cxr_attention.maps.methods.base import MapInputs, MapResult, PerTargetMethod
 from cxr_attention.maps.targets import MapTarget
 
-__all__ = ["HEAD_COLUMNS", "HeadSelected", "head_statistics", "head_table", "select_heads"]
+__all__ = [
+    "HEAD_COLUMNS",
+    "HeadSelected",
+    "head_statistics",
+    "head_table",
+    "read_localization_heads",
+    "select_heads",
+    "with_localization_heads",
+    "write_head_selection",
+]
+
+logger = logging.getLogger(__name__)
 
 HEAD_COLUMNS = ["sample_id", "layer", "head", "image_share", "spatial_entropy"]
 
@@ -68,8 +90,10 @@ def head_table(samples) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[HEAD_COLUMNS]
 
 
-def select_heads(table: pd.DataFrame, k: int = 3, share_quantile: float = 0.75) -> list:
+def select_heads(table: pd.DataFrame, *, k: int, share_quantile: float) -> list:
     """The ``k`` localization heads of a head table, as ``(layer, head)`` pairs."""
+    if table.empty:
+        raise ValueError("no head statistics to choose localization heads from")
     if k < 1 or not 0 <= share_quantile <= 1:
         raise ValueError(f"need k >= 1 and share_quantile in [0, 1], got {k}, {share_quantile}")
     picks = []
@@ -84,6 +108,90 @@ def select_heads(table: pd.DataFrame, k: int = 3, share_quantile: float = 0.75) 
     return [
         (int(layer), int(head)) for layer, head in zip(chosen["layer"], chosen["head"], strict=True)
     ]
+
+
+def write_head_selection(
+    *,
+    answers_csv: str | os.PathLike,
+    captures_dir: str | os.PathLike,
+    out_table: str | os.PathLike,
+    out_heads: str | os.PathLike,
+    calibration: Mapping,
+) -> list:
+    """Choose the localization heads on the calibration split's captures and write them.
+
+    Parameters
+    ----------
+    answers_csv, captures_dir : path
+        The calibration inference's answers table and captures (the study's inference code on
+        the calibration images).
+    out_table : path
+        The head table (:data:`HEAD_COLUMNS`, one row per sample, captured layer and head).
+    out_heads : path
+        JSON: ``localization_heads`` (the chosen ``[layer, head]`` pairs, best first), with the
+        ``split``, ``k``, ``share_quantile`` and the counts of ``images`` and ``samples``.
+    calibration : mapping
+        ``maps.head_calibration`` (``split``, ``k``, ``share_quantile``).
+
+    Raises
+    ------
+    ConfigError
+        The calibration gave no capture (no question could be asked about its images).
+    """
+    answers = read_table(answers_csv, required=("sample_id", "dicom_id", "capture"), text=True)
+    if answers.empty:
+        raise ConfigError(
+            f"{answers_csv}: no calibration sample (no question about the images of "
+            f"maps.head_calibration.split {calibration['split']!r}): no heads can be chosen"
+        )
+    table = head_table(
+        (row.sample_id, load_capture(locate_capture(row.capture, captures_dir)))
+        for row in answers.itertuples(index=False)
+    )
+    heads = select_heads(
+        table, k=int(calibration["k"]), share_quantile=float(calibration["share_quantile"])
+    )
+    logger.info(
+        "localization heads %s: chosen on %d sample(s) of %d image(s) of split %s",
+        heads,
+        len(answers),
+        answers["dicom_id"].nunique(),
+        calibration["split"],
+    )
+    write_csv(table, out_table)
+    write_json(
+        {
+            "localization_heads": [list(pair) for pair in heads],
+            "split": calibration["split"],
+            "k": int(calibration["k"]),
+            "share_quantile": float(calibration["share_quantile"]),
+            "images": int(answers["dicom_id"].nunique()),
+            "samples": len(answers),
+        },
+        out_heads,
+    )
+    return heads
+
+
+def read_localization_heads(path: str | os.PathLike) -> tuple[tuple[int, int], ...]:
+    """The ``(layer, head)`` pairs of a :func:`write_head_selection` file."""
+    try:
+        pairs = json.loads(Path(path).read_text())["localization_heads"]
+        return tuple((int(layer), int(head)) for layer, head in pairs)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{path}: not a localization heads file ({error})") from error
+
+
+def with_localization_heads(params: Mapping, path: str | os.PathLike | None) -> dict:
+    """The ``maps`` settings with the heads chosen on the calibration split (``path``, from
+    :func:`write_head_selection`) as ``localization_heads``, unless those are set by hand (they
+    win) or there is no file."""
+    params = dict(params)
+    if path and params.get("localization_heads") is None:
+        params["localization_heads"] = read_localization_heads(path)
+    elif path:
+        logger.info("maps.localization_heads set by hand: %s is not used", path)
+    return params
 
 
 class HeadSelected(PerTargetMethod):
@@ -104,7 +212,9 @@ class HeadSelected(PerTargetMethod):
 
         heads = inputs.params.localization_heads
         if not heads:
-            raise MapUnavailable("no localization heads chosen (maps.localization_heads)")
+            raise MapUnavailable(
+                "no localization heads chosen (maps.localization_heads, maps.head_calibration)"
+            )
         if target.source not in ("answer", "generated"):
             raise MapUnavailable("term not generated")
         selection = AttentionSelection(inputs, target)
