@@ -310,6 +310,9 @@ def token_conditioned_tab(
             headers=TERM_METHOD_COLUMNS,
             label="Every method: its map, or why none",
             interactive=False,
+            wrap=True,  # the reasons are long: every column stays in view
+            column_widths=["13%", "37%", "26%", "6%", "6%", "6%", "6%"],
+            max_height=1000,  # every method in view, without scrolling the table
             elem_id="tok-methods",
         )
         token_maps = gr.Gallery(

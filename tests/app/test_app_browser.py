@@ -2,8 +2,10 @@
 
 Each step does what a researcher does (upload, type, click) and checks what the page shows. The
 oracles are independent of the page: the radiograph's own pixels (the overlay must differ), the
-phrasings typed (each appears with its answer), and the synthetic run's planted maxima and
-hand-counted rows (`tests.app.app_helpers.write_synthetic_run`).
+phrasings typed (each appears with its answer), the synthetic run's planted maxima and
+hand-counted rows (`tests.app.app_helpers.write_synthetic_run`), where a term is (in neither the
+question nor the answer, or a word of the question), the conditions toggled and the box of the
+annotation file uploaded.
 
 With ``CXR_ATTENTION_SCREENSHOTS=DIR`` set (``make screenshots`` sets ``docs/app``), each tab's
 step saves a screenshot of the page into DIR for ``docs/app.md``; without it nothing is written.
