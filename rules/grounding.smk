@@ -14,6 +14,7 @@ rule grounding:
         scores="results/{run}/grounding/scores.csv",
         summary="results/{run}/grounding/summary.csv",
         failures="results/{run}/grounding/failures.csv",
+        annotations="results/{run}/grounding/annotations.csv",
     log:
         "logs/{run}/grounding.log",
     conda:

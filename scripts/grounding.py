@@ -14,6 +14,7 @@ with job_logging(snakemake.log[0]):
         scores_csv=snakemake.output.scores,
         summary_csv=snakemake.output.summary,
         failures_csv=snakemake.output.failures,
+        annotations_csv=snakemake.output.annotations,
         thresholds=settings["thresholds"],
         random_maps=settings["random_maps"],
         medfocus_max_side=settings["medfocus_max_side"],

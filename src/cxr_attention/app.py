@@ -134,8 +134,9 @@ def build_app(
     settings : ExplainSettings
     results_dir : path, optional
         A run folder for the study browser (no model needed to browse it), for the question
-        analysis tab's manifest images and for the prompt sensitivity tab's null band (its
-        ``metrics/js_null.csv``).
+        analysis and Checks tabs' manifest images (the Checks tab outlines the annotations its
+        grounding stage recorded, ``grounding/annotations.csv``) and for the prompt sensitivity
+        tab's null band (its ``metrics/js_null.csv``).
     """
 
     # No usage reports leave the machine: the page handles medical images.
@@ -158,7 +159,7 @@ def build_app(
             )
             with gr.Tab(TAB_LABELS[3], elem_id="tab-study-browser"):
                 build_study_browser(results_dir)
-            checks_tab(loaded_model, model_id, settings, session_dir)
+            checks_tab(loaded_model, model_id, settings, session_dir, results_dir=results_dir)
     return app
 
 

@@ -9,15 +9,18 @@ reads what explain wrote:
 - ``reliance.csv``: the answer and P(yes) with a mid-grey, another patient's (the optional swap
   upload), a lung-occluded and no image, beside the real image's
   (`cxr_attention.faithfulness.reliance_tables.against_original`);
-- an optional annotation file in one of the grounding readers' released formats
-  (`cxr_attention.grounding.stage.READERS`): its annotations of this image (``image_id`` = the
-  file's stem) outlined on the answer map's overlay (`cxr_attention.figures.overlay`); an
-  MS-CXR-format file also gives explain's ``box_*`` metrics.
+- the annotations of this image (``image_id`` = the file's stem) outlined on the answer map's
+  overlay (`cxr_attention.figures.overlay`): those of an uploaded file in one of the grounding
+  readers' released formats (`cxr_attention.grounding.stage.READERS`; an MS-CXR-format file also
+  gives explain's ``box_*`` metrics), else, for an image of the run's manifest (``--results``),
+  those the run's grounding stage recorded (``grounding/annotations.csv``,
+  `cxr_attention.grounding.datasets.read_annotation_table`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -32,6 +35,7 @@ from cxr_attention.app import (
     run_explain,
     session_folder,
 )
+from cxr_attention.app_question import manifest_picker, open_manifest
 from cxr_attention.faithfulness.deletion import PERTURBATIONS
 from cxr_attention.faithfulness.reliance import RELIANCE_CONDITIONS
 from cxr_attention.faithfulness.reliance_tables import against_original
@@ -40,8 +44,10 @@ from cxr_attention.settings import schema_defaults
 
 __all__ = [
     "CHECKS_API_NAME",
+    "CHECKS_MANIFEST_API_NAME",
     "CURVE_API_NAME",
     "RELIANCE_API_NAME",
+    "RUN_ANNOTATIONS",
     "annotations_of_image",
     "checks_tab",
     "reliance_view",
@@ -51,6 +57,10 @@ __all__ = [
 CHECKS_API_NAME = "/checks"
 CURVE_API_NAME = "/checks_curve"
 RELIANCE_API_NAME = "/checks_reliance"
+CHECKS_MANIFEST_API_NAME = "/checks_manifest_image"
+
+#: The run's annotations, relative to its folder (written by the grounding stage).
+RUN_ANNOTATIONS = Path("grounding") / "annotations.csv"
 
 #: The conditions the toggles switch on and off (the real image is always shown).
 TOGGLED_CONDITIONS = [c for c in RELIANCE_CONDITIONS if c != "original"]
@@ -84,8 +94,27 @@ def annotations_of_image(
     """
     from cxr_attention.grounding.stage import READERS
 
-    annotations = [a for a in READERS[dataset](path) if a.image_id == image_stem]
-    return [a.with_size(*source_size) if a.image_width <= 0 else a for a in annotations]
+    return _of_image(READERS[dataset](path), image_stem, source_size)
+
+
+def _of_image(annotations: list, image_stem: str, source_size: tuple[int, int]) -> list:
+    chosen = [a for a in annotations if a.image_id == image_stem]
+    return [a.with_size(*source_size) if a.image_width <= 0 else a for a in chosen]
+
+
+def _open_run_annotations(results_dir) -> tuple[list | None, str]:
+    """The run's recorded annotations, or None and why there are none (the stage they wait on)."""
+    from cxr_attention.grounding.datasets import read_annotation_table
+
+    if results_dir is None:
+        return None, "no run folder was given (`--results results/<run>`)"
+    path = Path(results_dir) / RUN_ANNOTATIONS
+    if not path.is_file():
+        return None, f"`{path}` does not exist (it waits for the run's grounding stage)"
+    try:
+        return read_annotation_table(path), f"`{path}`"
+    except InputError as error:
+        return None, f"cannot read the run's annotations: {error}"
 
 
 def reliance_view(reliance_csv: str | Path, conditions: list[str]) -> pd.DataFrame:
@@ -163,7 +192,6 @@ def _annotated_overlay(out_dir: Path, stem: str, annotations: list) -> str:
         outline |= annotation.mask_at(pixels.shape[:2])
     record, grid = answer_map(out_dir)
     answer = json.loads((out_dir / "answer.json").read_text(encoding="utf-8"))
-    findings = ", ".join(sorted({a.finding for a in annotations}))
     return str(
         plot_overlay(
             pixels,
@@ -171,9 +199,10 @@ def _annotated_overlay(out_dir: Path, stem: str, annotations: list) -> str:
             body_mask=image.body_mask() > 0,
             lung_labels=image.lung_labels(),
             annotation_mask=outline,
+            # explain's title: the outlined overlay differs from overlay.png by the outline
+            # and its legend entry alone (the annotations' findings are in the table below)
             title=(
-                f"{answer['question']} -> {answer['answer']} ({record['method']} map of the "
-                f"answer); annotated: {findings}"
+                f"{answer['question']} -> {answer['answer']} ({record['method']} map of the answer)"
             ),
             out_path=out_dir / "overlay_annotated.png",
         )
@@ -200,14 +229,22 @@ def _annotation_table(annotations: list) -> pd.DataFrame:
 
 
 def checks_tab(
-    loaded_model, model_id: str, settings: ExplainSettings, session_dir: gr.State
+    loaded_model,
+    model_id: str,
+    settings: ExplainSettings,
+    session_dir: gr.State,
+    *,
+    results_dir: str | os.PathLike | None = None,
 ) -> gr.Tab:
     """Build the tab inside the page's ``gr.Tabs`` (called within `build_app`'s Blocks).
 
     ``session_dir`` is the page's per-session folder state; every run writes a fresh subfolder
-    of it (explain's outputs, the figures drawn from them).
+    of it (explain's outputs, the figures drawn from them). ``results_dir`` (a run folder)
+    offers its manifest images, outlined with the annotations its grounding stage recorded.
     """
     defaults = schema_defaults()["faithfulness"]
+    manifest, manifest_note = open_manifest(results_dir)
+    run_annotations, run_annotations_note = _open_run_annotations(results_dir)
 
     def run_checks(
         upload,
@@ -282,28 +319,33 @@ def checks_tab(
         else:
             status.append("No perturbation chosen: no deletion curve.")
 
-        overlay, annotation_rows = str(out_dir / "overlay.png"), None
+        overlay, annotations = str(out_dir / "overlay.png"), []
+        stem = image_path.stem
+        meta = json.loads((out_dir / f"{stem}.json").read_text(encoding="utf-8"))
+        source_size = (int(meta["source_width"]), int(meta["source_height"]))
         if annotation_file:
-            meta = json.loads((out_dir / f"{image_path.stem}.json").read_text(encoding="utf-8"))
             try:
                 annotations = annotations_of_image(
-                    annotation_file,
-                    annotation_format,
-                    image_path.stem,
-                    (int(meta["source_width"]), int(meta["source_height"])),
+                    annotation_file, annotation_format, stem, source_size
                 )
             except (InputError, ValueError) as error:
-                annotations = []
                 status.append(f"Cannot read the annotation file: {error}")
             else:
-                if annotations:
-                    overlay = _annotated_overlay(out_dir, image_path.stem, annotations)
-                else:
+                if not annotations:
                     status.append(
-                        f"The annotation file has no annotation of `{image_path.stem}` "
+                        f"The annotation file has no annotation of `{stem}` "
                         "(its image id must be the upload's file name without the suffix)."
                     )
-            annotation_rows = _annotation_table(annotations)
+        elif manifest is not None and stem in manifest.images:
+            if run_annotations is None:
+                status.append(f"No annotation of the run: {run_annotations_note}.")
+            else:
+                annotations = _of_image(run_annotations, stem, source_size)
+                if not annotations:
+                    status.append(f"No annotation for this image in {run_annotations_note}.")
+        if annotations:
+            overlay = _annotated_overlay(out_dir, stem, annotations)
+            status.append(f"{len(annotations)} annotation(s) of `{stem}` outlined on the map.")
         metrics = pd.read_csv(out_dir / "metrics.csv")
         return (
             "\n\n".join(status),
@@ -316,7 +358,7 @@ def checks_tab(
             perturbation_choice,
             reliance_view(out_dir / "reliance.csv", conditions or []),
             overlay,
-            annotation_rows,
+            _annotation_table(annotations),
             metrics,
             str(out_dir),
             session,
@@ -338,11 +380,21 @@ def checks_tab(
             "Does the model use what the map shows, and the image at all? The deletion curve of "
             "the answer's map against random orders of the cells; the answer with a blank, "
             "another patient's and a lung-occluded image, and with no image; and the "
-            "radiologists' annotation outlined on the map, when you give one."
+            "radiologists' annotation outlined on the map: an uploaded annotation file's, or for "
+            "an image of the run's manifest the run's own."
         )
         with gr.Row():
             with gr.Column():
                 upload = radiograph_upload("chk-image")
+                manifest_picker(
+                    manifest,
+                    manifest_note
+                    + f" Annotations outlined without an upload: {run_annotations_note}.",
+                    "chk",
+                    upload,
+                    session_dir,
+                    api_name=CHECKS_MANIFEST_API_NAME,
+                )
                 question = question_box("chk-question")
                 perturbations = gr.CheckboxGroup(
                     choices=list(PERTURBATIONS),
@@ -357,7 +409,7 @@ def checks_tab(
                 )
                 with gr.Row():
                     annotation_file = gr.File(
-                        label="Annotation file (optional)",
+                        label="Annotation file (optional; replaces the run's annotations)",
                         type="filepath",
                         elem_id="chk-annotation-file",
                     )
@@ -399,11 +451,17 @@ def checks_tab(
             elem_id="chk-conditions",
         )
         reliance = gr.Dataframe(
-            label="Answer under each condition", interactive=False, elem_id="chk-reliance"
+            headers=RELIANCE_VIEW_COLUMNS,
+            label="Answer under each condition",
+            interactive=False,
+            elem_id="chk-reliance",
         )
         gr.Markdown("### Annotations and metrics")
         annotations = gr.Dataframe(
-            label="Annotations of this image", interactive=False, elem_id="chk-annotations"
+            headers=ANNOTATION_COLUMNS,
+            label="Annotations of this image",
+            interactive=False,
+            elem_id="chk-annotations",
         )
         metrics = gr.Dataframe(label="Metrics", interactive=False, elem_id="chk-metrics")
         run_dir = gr.State(None)

@@ -48,6 +48,8 @@ __all__ = [
     "ManifestImages",
     "answer_attention_map",
     "bank_strategies",
+    "manifest_picker",
+    "open_manifest",
     "question_analysis_tab",
 ]
 
@@ -205,7 +207,7 @@ def question_analysis_tab(
     ``session_dir`` is the page's per-session folder state; every question writes a fresh
     subfolder of it, and a picked manifest image is copied into it.
     """
-    manifest, manifest_note = _open_manifest(results_dir)
+    manifest, manifest_note = open_manifest(results_dir)
     bank, bank_note = _open_bank(bank_path)
 
     def answer_question(upload, question, session, progress=gr.Progress()):  # noqa: B008
@@ -298,21 +300,6 @@ def question_analysis_tab(
         )
         return status, str(overlay), pd.DataFrame(grid), metrics
 
-    def pick_image(dicom_id, session):
-        session = session_folder(session)
-        if manifest is None or dicom_id not in manifest.images:
-            gr.Warning(f"No preprocessed image {dicom_id!r} in the run's manifest.")
-            return None, session
-        source = manifest.images[dicom_id]
-        if not source.is_file():
-            gr.Warning(f"{source}: the preprocessed image is missing.")
-            return None, session
-        # A copy in the session folder: the page serves nothing outside it, and explain names
-        # its outputs after the file's stem, as for an upload of the same file.
-        copy = Path(tempfile.mkdtemp(prefix="manifest-", dir=session)) / source.name
-        shutil.copyfile(source, copy)
-        return str(copy), session
-
     def from_bank(finding, strategy):
         if bank is None:
             raise gr.Error(bank_note)
@@ -326,16 +313,14 @@ def question_analysis_tab(
         with gr.Row():
             with gr.Column():
                 upload = radiograph_upload("qa-image")
-                with gr.Accordion(
-                    "Or pick an image of the run's manifest", open=manifest is not None
-                ):
-                    gr.Markdown(manifest_note, elem_id="qa-manifest-note")
-                    manifest_image = gr.Dropdown(
-                        manifest.choices() if manifest else [],
-                        label="Manifest image (dicom_id · view · positive findings)",
-                        interactive=manifest is not None,
-                        elem_id="qa-manifest",
-                    )
+                manifest_picker(
+                    manifest,
+                    manifest_note,
+                    "qa",
+                    upload,
+                    session_dir,
+                    api_name=MANIFEST_IMAGE_API_NAME,
+                )
                 question = question_box("qa-question")
                 with gr.Accordion("Or choose a question of the bank", open=False):
                     gr.Markdown(bank_note, elem_id="qa-bank-note")
@@ -415,12 +400,6 @@ def question_analysis_tab(
             control.input(
                 redraw, inputs=view_inputs, outputs=view_outputs, api_visibility="private"
             )
-        manifest_image.input(
-            pick_image,
-            inputs=[manifest_image, session_dir],
-            outputs=[upload, session_dir],
-            api_name=MANIFEST_IMAGE_API_NAME.lstrip("/"),
-        )
         use_bank.click(
             from_bank,
             inputs=[finding, strategy],
@@ -430,7 +409,55 @@ def question_analysis_tab(
     return tab
 
 
-def _open_manifest(results_dir) -> tuple[ManifestImages | None, str]:
+def manifest_picker(
+    manifest: ManifestImages | None,
+    note: str,
+    prefix: str,
+    upload: gr.File,
+    session_dir: gr.State,
+    *,
+    api_name: str,
+) -> gr.Dropdown:
+    """The run's manifest images in a dropdown (``<prefix>-manifest``, with its note
+    ``<prefix>-manifest-note``) whose pick fills ``upload`` (every tab that offers them uses
+    this one).
+
+    The pick is a copy of the preprocessed image in the session folder: the page serves nothing
+    outside it, and explain names its outputs after the file's stem (the ``dicom_id``), as for
+    an upload of the same file.
+    """
+
+    def pick_image(dicom_id, session):
+        session = session_folder(session)
+        if manifest is None or dicom_id not in manifest.images:
+            gr.Warning(f"No preprocessed image {dicom_id!r} in the run's manifest.")
+            return None, session
+        source = manifest.images[dicom_id]
+        if not source.is_file():
+            gr.Warning(f"{source}: the preprocessed image is missing.")
+            return None, session
+        copy = Path(tempfile.mkdtemp(prefix="manifest-", dir=session)) / source.name
+        shutil.copyfile(source, copy)
+        return str(copy), session
+
+    with gr.Accordion("Or pick an image of the run's manifest", open=manifest is not None):
+        gr.Markdown(note, elem_id=f"{prefix}-manifest-note")
+        dropdown = gr.Dropdown(
+            manifest.choices() if manifest else [],
+            label="Manifest image (dicom_id · view · positive findings)",
+            interactive=manifest is not None,
+            elem_id=f"{prefix}-manifest",
+        )
+    dropdown.input(
+        pick_image,
+        inputs=[dropdown, session_dir],
+        outputs=[upload, session_dir],
+        api_name=api_name.lstrip("/"),
+    )
+    return dropdown
+
+
+def open_manifest(results_dir) -> tuple[ManifestImages | None, str]:
     """The run's manifest images and a sentence about them (or why there are none)."""
     if results_dir is None:
         return None, "No run folder was given (`--results results/<run>`): upload a radiograph."

@@ -59,12 +59,12 @@ EVERY_METHOD = "all"
 
 TERM_METHOD_COLUMNS = [
     "method",
+    "reason",
     "map_id",
     "source",
     "cascade",
     "image_mass",
     "counterfactual",
-    "reason",
 ]
 TOKEN_MAP_COLUMNS = ["position", "token", "method", "image_mass", "fallback_reason", "map_id"]
 
@@ -176,7 +176,6 @@ def render_map(out_dir: Path, grid: np.ndarray, title: str, out_path: Path) -> s
             lung_labels=image.lung_labels(),
             title=title,
             value_label="share of map mass per token",
-            figsize=(4.0, 4.6),
             dpi=72,
             out_path=out_path,
         )
@@ -308,13 +307,26 @@ def token_conditioned_tab(
             label="The term's map by every method", columns=4, elem_id="tok-term-maps"
         )
         term_methods = gr.Dataframe(
-            label="Every method: its map, or why none", interactive=False, elem_id="tok-methods"
+            headers=TERM_METHOD_COLUMNS,
+            label="Every method: its map, or why none",
+            interactive=False,
+            wrap=True,  # the reasons are long: every column stays in view
+            column_widths=["13%", "37%", "26%", "6%", "6%", "6%", "6%"],
+            max_height=1000,  # every method in view, without scrolling the table
+            elem_id="tok-methods",
         )
         token_maps = gr.Gallery(
-            label="The map of each generated token", columns=6, elem_id="tok-token-maps"
+            label="The map of each generated token",
+            columns=6,
+            height=240,  # about one row of small maps (Gradio's default leaves an empty panel)
+            object_fit="contain",
+            elem_id="tok-token-maps",
         )
         token_table = gr.Dataframe(
-            label="Generated tokens", interactive=False, elem_id="tok-token-table"
+            headers=TOKEN_MAP_COLUMNS,
+            label="Generated tokens",
+            interactive=False,
+            elem_id="tok-token-table",
         )
         outputs = [
             status,

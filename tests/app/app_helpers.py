@@ -3,6 +3,7 @@ synthetic run folder for the study browser."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,11 +88,26 @@ def planted_cell(index: int) -> tuple[int, int]:
     return (3 * index + 1) % 16, (5 * index + 2) % 16
 
 
-def write_synthetic_run(run: Path) -> Path:
+# The synthetic run's manifest images (with ``radiograph``): one annotated, one not.
+ANNOTATED, UNANNOTATED = "ds1", "ds2"
+
+
+def annotated_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The box (x, y, w, h) the synthetic run records on ``ANNOTATED``, in its source frame."""
+    return width // 4, height // 4, width // 2, height // 3
+
+
+def write_synthetic_run(run: Path, radiograph: Path | None = None) -> Path:
     """A run folder written with pandas in the run's real column names: ``SAMPLES`` with an
     answer map per method of ``METHODS`` and a prompt map, each grid's maximum planted at
-    `planted_cell`, one summary table and a ``report.html``."""
+    `planted_cell`, one summary table and a ``report.html``.
+
+    With ``radiograph``, the run (``<root>/results/<run>``) also has manifest images:
+    ``ANNOTATED`` and ``UNANNOTATED``, both that radiograph as their preprocessed file, and the
+    grounding stage's ``annotations.csv`` with one box (`annotated_box`) on ``ANNOTATED``."""
     (run / "metrics").mkdir(parents=True)
+    if radiograph is not None:
+        _write_manifest_images(run, radiograph)
     (run / "maps").mkdir()
     answers = pd.DataFrame(
         [
@@ -139,3 +155,40 @@ def write_synthetic_run(run: Path) -> Path:
     )
     (run / "report.html").write_text("<html><body>synthetic report</body></html>")
     return run
+
+
+def _write_manifest_images(run: Path, radiograph: Path) -> None:
+    from PIL import Image
+
+    from cxr_attention.grounding.datasets import Annotation, write_annotation_table
+
+    root = run.parents[1]  # results/<run> -> the repository root, as the workflow writes
+    shard = run / "preprocess" / "shard-000"
+    shard.mkdir(parents=True)
+    images = []
+    for dicom_id in (ANNOTATED, UNANNOTATED):
+        image = shard / f"{dicom_id}{radiograph.suffix}"
+        shutil.copyfile(radiograph, image)
+        images.append(str(image.relative_to(root)))
+    pd.DataFrame(
+        {"dicom_id": [ANNOTATED, UNANNOTATED], "view_position": ["PA", "PA"], "shard": [0, 0]}
+    ).to_csv(run / "manifest.csv", index=False)
+    pd.DataFrame(
+        {"dicom_id": [ANNOTATED, UNANNOTATED], "image": images, "mask_flags": ["", ""]}
+    ).to_csv(run / "preprocess" / "shard-000.csv", index=False)
+    with Image.open(radiograph) as opened:
+        width, height = opened.size
+    (run / "grounding").mkdir()
+    box = Annotation(
+        dataset="ms_cxr",
+        annotation_id="ms_cxr.0",
+        image_id=ANNOTATED,
+        patient_id="100",
+        finding="Pleural Effusion",
+        label="Pleural Effusion",
+        phrase="right effusion",
+        image_width=width,
+        image_height=height,
+        boxes=(tuple(float(v) for v in annotated_box(width, height)),),
+    )
+    write_annotation_table([box], run / "grounding" / "annotations.csv")

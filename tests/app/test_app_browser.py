@@ -2,8 +2,10 @@
 
 Each step does what a researcher does (upload, type, click) and checks what the page shows. The
 oracles are independent of the page: the radiograph's own pixels (the overlay must differ), the
-phrasings typed (each appears with its answer), and the synthetic run's planted maxima and
-hand-counted rows (`tests.app.app_helpers.write_synthetic_run`).
+phrasings typed (each appears with its answer), the synthetic run's planted maxima and
+hand-counted rows (`tests.app.app_helpers.write_synthetic_run`), where a term is (in neither the
+question nor the answer, or a word of the question), the conditions toggled and the box of the
+annotation file uploaded.
 
 With ``CXR_ATTENTION_SCREENSHOTS=DIR`` set (``make screenshots`` sets ``docs/app``), each tab's
 step saves a screenshot of the page into DIR for ``docs/app.md``; without it nothing is written.
@@ -24,8 +26,11 @@ import pytest
 from PIL import Image
 
 from cxr_attention.app import TAB_LABELS, build_app
+from cxr_attention.app_checks import TOGGLED_CONDITIONS
 from cxr_attention.app_study import MAP_PIXELS_PER_CELL
+from cxr_attention.app_token import TERM_METHOD_COLUMNS
 from cxr_attention.io import atomic_path
+from cxr_attention.maps.registry import METHODS
 from tests.app.app_helpers import (
     SAMPLES,
     explain_settings,
@@ -36,6 +41,12 @@ from tests.app.app_helpers import (
 
 SCREENSHOTS_ENV = "CXR_ATTENTION_SCREENSHOTS"
 QUESTION = "Is there a pleural effusion?"
+# Names no finding of the bank: explain maps the answer and the term alone.
+TOKEN_QUESTION = "Does this radiograph look unusual?"
+ABSENT_TERM = "lung"  # in neither the question nor the tiny model's (byte-noise) answer
+QUESTION_WORD = "radiograph"
+CHEAPEST_PERTURBATION = "token_mean"  # the removed tokens' embeddings: no pixels re-encoded
+AREA_HEADERS = ("map_id", "method", "perturbation", "curve", "auc")
 PHRASINGS = ("Is there a pleural effusion?", "Is fluid present in the pleural space?")
 # The tiny model on a shared CPU: one explain() takes seconds, two phrasings twice that.
 WAIT_MS = 180_000
@@ -137,8 +148,94 @@ def test_question_analysis_shows_the_answer_and_an_overlay_drawn_on_the_upload(t
     _screenshot(tab, "question-analysis")
 
 
-# Token-conditioned: the "switch term and method" step (issue 20) belongs here, written with the
-# tab itself; its screenshot is token-conditioned.png.
+def _method_rows(page) -> list[dict[str, str]]:
+    """The token-conditioned tab's table of every method, as the page shows it."""
+    _expect_row_count(page, "#tok-methods", len(METHODS))
+    return [
+        dict(zip(TERM_METHOD_COLUMNS, row, strict=True))
+        for row in _table_rows(page, "#tok-methods")
+    ]
+
+
+def _term_gallery(page, methods: list[str]) -> list[tuple[str, np.ndarray]]:
+    """Each map of the term's gallery as the page previews it: click its thumbnail in the grid,
+    wait for the preview of ``methods[i]`` (the caption names its method first), fetch the
+    preview's pixels, close the preview (back to the grid)."""
+    from playwright.sync_api import expect
+
+    gallery = page.locator("#tok-term-maps")
+    thumbnails = gallery.locator("button.thumbnail-item")
+    caption = gallery.locator("caption.caption")
+    shown = []
+    for i, method in enumerate(methods):
+        expect(thumbnails).to_have_count(len(methods))  # the grid, no preview strip
+        thumbnails.nth(i).click()
+        expect(caption).to_have_text(re.compile(rf"^{re.escape(method)}( |$)"))
+        preview = _shown_image(page, "#tok-term-maps .media-button")
+        shown.append((caption.inner_text().strip(), preview))
+        if i < len(methods) - 1:  # the last one stays open for the screenshot
+            gallery.get_by_role("button", name="Close", exact=True).click()
+    return shown
+
+
+def _map_term(
+    page, expected_status: str
+) -> tuple[list[dict[str, str]], list[tuple[str, np.ndarray]]]:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#tok-status")).to_contain_text(expected_status, timeout=WAIT_MS)
+    rows = _method_rows(page)
+    made = [row for row in rows if row["map_id"]]
+    expect(page.locator("#tok-term-maps button.thumbnail-item")).to_have_count(len(made))
+    # each map is captioned with the method that made it, in the table's order; the cascade's
+    # pick carries the reasons the table gives it
+    gallery = _term_gallery(page, [row["method"] for row in made])
+    for (caption, _), row in zip(gallery, made, strict=True):
+        assert (row["cascade"] == "true") == ("the cascade's pick" in caption)
+        if row["cascade"] == "true":
+            assert caption == row["reason"]
+    return rows, gallery
+
+
+def test_token_conditioned_switches_term_and_method(tab, radiograph):
+    """Map a term in neither the question nor the answer, preview each method's map, then pick a
+    word of the question: the methods and maps shown follow the term and the method picked."""
+    from playwright.sync_api import expect
+
+    tab.get_by_role("tab", name=TAB_LABELS[1]).click()
+    tab.locator("#tok-image input[type=file]").set_input_files(str(radiograph))
+    tab.locator("#tok-question textarea").fill(TOKEN_QUESTION)
+    tab.locator("#tok-term textarea").fill(ABSENT_TERM)
+    tab.locator("#tok-run").click()
+    rows, absent = _map_term(tab, f"{ABSENT_TERM} (absent)")
+    by_method = {row["method"]: row for row in rows}
+    # hand-derived from the question: the term is in neither it nor the answer
+    assert by_method["attention"]["reason"] == "no map: term not found"
+    assert by_method["term_attention"]["reason"].startswith("no map: ")
+    assert {row["source"] for row in rows if row["map_id"]} == {"absent"}
+    (pick,) = [caption for caption, _ in absent if "the cascade's pick" in caption]
+    assert "attention: term not found" in pick
+    # switching method switches the map: no two methods' previews are the same picture
+    previews = [pixels for _, pixels in absent]
+    assert all(
+        not np.array_equal(previews[i], previews[j])
+        for i in range(len(previews))
+        for j in range(i + 1, len(previews))
+        if previews[i].shape == previews[j].shape
+    )
+
+    # switch term: a word of the question, picked from the page's choices
+    tab.locator("#tok-term-maps").get_by_role("button", name="Close", exact=True).click()
+    tab.locator("#tok-tokens").get_by_label(f"question: {QUESTION_WORD}", exact=True).check()
+    rows, in_question = _map_term(tab, f"{QUESTION_WORD} (prompt)")
+    expect(tab.locator("#tok-term textarea")).to_have_value(QUESTION_WORD)  # the pick fills it
+    assert {row["source"] for row in rows if row["map_id"]} == {"prompt"}  # it is the question's
+    pixels = dict((caption.split(" ")[0], image) for caption, image in in_question)
+    for caption, image in absent:
+        method = caption.split(" ")[0]
+        if method in pixels and pixels[method].shape == image.shape:
+            assert not np.array_equal(pixels[method], image), method  # the title names the term
+    _screenshot(tab, "token-conditioned")
 
 
 def test_prompt_sensitivity_shows_both_phrasings_their_maps_and_the_js(tab, radiograph):
@@ -208,3 +305,81 @@ def test_a_text_upload_shows_its_reason_and_the_next_question_works(tab, radiogr
         re.compile(r"^(yes|no|unclear)$"), timeout=WAIT_MS
     )
     expect(status).to_contain_text("Model answer:")
+
+
+def _run_checks(page, finished: str) -> None:
+    """Run the checks and wait for ``finished`` in the status (new to this run: the page keeps
+    the last run's outputs until the next one ends)."""
+    from playwright.sync_api import expect
+
+    page.locator("#chk-run").click()
+    expect(page.locator("#chk-status")).to_contain_text(finished, timeout=WAIT_MS)
+    expect(page.locator("#chk-curve img")).to_be_visible()
+
+
+def test_checks_show_the_curve_reliance_toggles_and_the_annotation(tab, radiograph, tmp_path):
+    """One perturbation (the cheapest), every condition, then an annotation file: the curve with
+    the AUC of the areas table, the conditions the toggles leave, and the box outlined."""
+    from playwright.sync_api import expect
+
+    tab.get_by_role("tab", name=TAB_LABELS[4]).click()
+    tab.locator("#chk-image input[type=file]").set_input_files(str(radiograph))
+    tab.locator("#chk-question textarea").fill(QUESTION)
+    for box in tab.locator("#chk-perturbations input[type=checkbox]").all():
+        box.set_checked(box.get_attribute("name") == CHEAPEST_PERTURBATION)
+    _run_checks(tab, "Model answer:")
+
+    # the deletion curve of the first answer map, with the AUC its row of the areas table gives
+    curve = _shown_image(tab, "#chk-curve")
+    assert curve.shape[:2] == (480, 768)
+    areas = [
+        dict(zip(AREA_HEADERS, row[: len(AREA_HEADERS)], strict=True))
+        for row in _table_rows(tab, "#chk-areas")
+    ]
+    assert {row["perturbation"] for row in areas} == {CHEAPEST_PERTURBATION}
+    first = next(row for row in areas if row["curve"] == "deletion")
+    expect(tab.locator("#chk-curve-auc")).to_contain_text(f"deletion AUC {float(first['auc']):.4f}")
+    expect(tab.locator("#chk-curve-map input")).to_have_value(
+        re.compile(re.escape(first["map_id"]))
+    )
+
+    # reliance: the real image and the four conditions; no swap image was given
+    _expect_row_count(tab, "#chk-reliance", 1 + len(TOGGLED_CONDITIONS))
+    reliance = {row[0]: row for row in _table_rows(tab, "#chk-reliance")}
+    assert list(reliance) == ["original", *TOGGLED_CONDITIONS]
+    assert reliance["swapped"][4].startswith("not built: upload a swap image")
+    original = reliance["original"][1]
+    for condition in ("blank", "text_only"):
+        answer, unchanged = reliance[condition][1], reliance[condition][4]
+        assert unchanged == ("yes" if answer == original else "no")
+    for condition in ("blank", "text_only"):  # toggled off: their rows go
+        tab.locator("#chk-conditions").get_by_label(condition, exact=True).uncheck()
+    _expect_row_count(tab, "#chk-reliance", 3)
+    assert [row[0] for row in _table_rows(tab, "#chk-reliance")] == [
+        "original",
+        "swapped",
+        "occluded",
+    ]
+    plain = _shown_image(tab, "#chk-overlay")
+    _expect_row_count(tab, "#chk-annotations", 0)
+
+    # an annotation file of this image: its box listed and outlined on the map
+    boxes = tmp_path / "boxes.csv"
+    with Image.open(radiograph) as image:
+        width, height = image.size
+    boxes.write_text(
+        "dicom_id,category_name,label_text,x,y,w,h,image_width,image_height\n"
+        f"{radiograph.stem},Pleural Effusion,right effusion,{width // 8},{height // 2},"
+        f"{width // 4},{height // 4},{width},{height}\n",
+        encoding="utf-8",
+    )
+    tab.locator("#chk-annotation-file input[type=file]").set_input_files(str(boxes))
+    expect(tab.locator("#chk-annotation-file")).to_contain_text(boxes.name)  # uploaded
+    _run_checks(tab, f"1 annotation(s) of {radiograph.stem} outlined")  # markdown: no `
+    _expect_row_count(tab, "#chk-annotations", 1)
+    (annotation,) = _table_rows(tab, "#chk-annotations")
+    assert annotation[2] == "Pleural Effusion"
+    assert annotation[5] == f"x {width // 8}, y {height // 2}, w {width // 4}, h {height // 4}"
+    outlined = _shown_image(tab, "#chk-overlay")
+    assert outlined.shape == plain.shape and not np.array_equal(outlined, plain)
+    _screenshot(tab, "checks")

@@ -1,9 +1,10 @@
 """The app's Checks tab, called over HTTP as a browser would call it (gradio_client).
 
 Oracles: `cxr_attention.explain.explain` run directly on the same image, question, swap image and
-boxes (its ``faithfulness.csv``, ``faithfulness_points.csv``, ``reliance.csv`` and ``metrics.csv``);
-the trapezoid area of the written curve points (numpy); and the boxes of a hand-written annotation
-file.
+boxes (its ``faithfulness.csv``, ``faithfulness_points.csv``, ``reliance.csv``, ``metrics.csv``
+and ``overlay.png``); the trapezoid area of the written curve points (numpy); the boxes of a
+hand-written annotation file; and, for a run's manifest image, the box the synthetic run recorded,
+mapped by hand onto the overlay's pixels.
 """
 
 from __future__ import annotations
@@ -13,15 +14,25 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cxr_attention.app import build_app
 from cxr_attention.app_checks import (
     CHECKS_API_NAME,
+    CHECKS_MANIFEST_API_NAME,
     CURVE_API_NAME,
     RELIANCE_API_NAME,
     TOGGLED_CONDITIONS,
     annotations_of_image,
     reliance_view,
 )
-from tests.app.app_helpers import explain_directly, explain_settings
+from tests.app.app_helpers import (
+    ANNOTATED,
+    UNANNOTATED,
+    annotated_box,
+    explain_directly,
+    explain_settings,
+    served,
+    write_synthetic_run,
+)
 
 QUESTION = "Is there a pleural effusion?"
 # The cheapest perturbation: the removed image tokens' embeddings, no pixels re-encoded.
@@ -241,3 +252,101 @@ def test_vindr_boxes_take_the_frame_of_the_image(tmp_path):
     assert annotation.boxes == ((10, 20, 20, 40),)
     mask = annotation.mask_at((50, 100))  # half size: x 5-15, y 10-30
     assert mask.sum() == 10 * 20 and mask[10:30, 5:15].all()
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory, radiograph):
+    """A synthetic run with two manifest images and one recorded box, on ``ANNOTATED``."""
+    return write_synthetic_run(tmp_path_factory.mktemp("repo") / "results" / "run", radiograph)
+
+
+@pytest.fixture(scope="module")
+def run_client(loaded, tiny_model_dir, run_folder):
+    """The page started with ``--results`` the synthetic run."""
+    page = build_app(loaded, str(tiny_model_dir), explain_settings(), results_dir=run_folder)
+    with served(page) as page_client:
+        yield page_client
+
+
+def _check_manifest_image(run_client, dicom_id):
+    """Pick a manifest image and run the checks on it: no annotation file, no perturbation."""
+    from gradio_client import handle_file
+
+    picked = run_client.predict(dicom_id, api_name=CHECKS_MANIFEST_API_NAME)
+    outputs = run_client.predict(
+        handle_file(picked), QUESTION, [], [], None, None, "ms_cxr", api_name=CHECKS_API_NAME
+    )
+    return picked, outputs
+
+
+def _longest_run(flags: np.ndarray) -> tuple[int, int]:
+    """[start, stop) of the longest run of True in ``flags``."""
+    padded = np.concatenate([[False], flags, [False]]).astype(int)
+    edges = np.flatnonzero(np.diff(padded))
+    starts, stops = edges[::2], edges[1::2]
+    longest = int(np.argmax(stops - starts))
+    return int(starts[longest]), int(stops[longest])
+
+
+def test_a_manifest_image_is_outlined_with_the_run_s_own_box(
+    run_client, loaded, tiny_model_dir, radiograph, tmp_path
+):
+    """The picked image's overlay is explain's overlay.png with the recorded box outlined: inside
+    the radiograph's axes the two differ exactly along the box's outline, hand-mapped from the
+    box's source pixels onto the figure (the axes: the long non-white block of the plain figure)."""
+    picked, outputs = _check_manifest_image(run_client, ANNOTATED)
+    status, overlay, annotations = outputs[0], outputs[9], _table(outputs[10])
+    with Image.open(radiograph) as image:
+        width, height = image.size
+    x, y, w, h = annotated_box(width, height)
+    assert annotations["finding"].tolist() == ["Pleural Effusion"]
+    assert annotations["boxes"].tolist() == [f"x {x}, y {y}, w {w}, h {h}"]
+    assert annotations["frame"].tolist() == [f"{width} x {height}"]
+    assert f"1 annotation(s) of `{ANNOTATED}` outlined" in status
+
+    direct = tmp_path / "direct"
+    explain_directly(picked, QUESTION, direct, loaded, tiny_model_dir)
+    with Image.open(direct / "overlay.png") as plain, Image.open(overlay) as outlined:
+        plain_pixels = np.asarray(plain.convert("RGB"), dtype=int)
+        outlined_pixels = np.asarray(outlined.convert("RGB"), dtype=int)
+    assert plain_pixels.shape == outlined_pixels.shape
+    # each figure has its own adaptive palette: small colour shifts everywhere, the outline's
+    # colour far from any
+    changed = np.abs(outlined_pixels - plain_pixels).sum(axis=2) > 150
+    drawn = (plain_pixels < 250).any(axis=2)
+    left, right = _longest_run(drawn.mean(axis=0) >= 0.5)
+    top, bottom = _longest_run(drawn[:, left:right].mean(axis=1) >= 0.9)
+    scale_x, scale_y = (right - left) / width, (bottom - top) / height
+    box_left, box_right = left + x * scale_x, left + (x + w) * scale_x
+    box_top, box_bottom = top + y * scale_y, top + (y + h) * scale_y
+
+    tolerance = 4  # pixels: the outline's 1.6 pt line at 120 dpi, and the mask's rounding
+    rows, cols = np.nonzero(changed[top + 2 : bottom - 2, left + 2 : right - 2])
+    rows, cols = rows + top + 2, cols + left + 2
+    within_x = (cols >= box_left - tolerance) & (cols <= box_right + tolerance)
+    within_y = (rows >= box_top - tolerance) & (rows <= box_bottom + tolerance)
+    near_side = (np.minimum(abs(cols - box_left), abs(cols - box_right)) <= tolerance) & within_y
+    near_top = (np.minimum(abs(rows - box_top), abs(rows - box_bottom)) <= tolerance) & within_x
+    assert len(rows) > 0 and (near_side | near_top).all()  # nothing changed off the outline
+    for side, along, fixed, lo, hi in (
+        ("top", "row", box_top, box_left, box_right),
+        ("bottom", "row", box_bottom, box_left, box_right),
+        ("left", "col", box_left, box_top, box_bottom),
+        ("right", "col", box_right, box_top, box_bottom),
+    ):
+        span = np.arange(int(np.ceil(lo)) + tolerance, int(hi) - tolerance)
+        band = slice(round(fixed) - tolerance, round(fixed) + tolerance + 1)
+        hits = (
+            changed[band, span].any(axis=0) if along == "row" else changed[span, band].any(axis=1)
+        )
+        assert hits.all(), f"the box's {side} side is not drawn along its whole length"
+
+
+def test_a_manifest_image_without_a_box_says_so(run_client, run_folder):
+    _, outputs = _check_manifest_image(run_client, UNANNOTATED)
+    status, overlay, annotations = outputs[0], outputs[9], _table(outputs[10])
+    assert (
+        f"No annotation for this image in `{run_folder / 'grounding' / 'annotations.csv'}`"
+        in status
+    )
+    assert annotations.empty and overlay.endswith("overlay.png")  # explain's own, unoutlined

@@ -7,7 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_attention.grounding.datasets import CONTAMINATION, MS_CXR_COLUMNS
+from cxr_attention.grounding.datasets import (
+    ANNOTATION_TABLE_COLUMNS,
+    CONTAMINATION,
+    MS_CXR_COLUMNS,
+    VINDR_COLUMNS,
+    Annotation,
+    read_annotation_table,
+    read_ms_cxr,
+    write_annotation_table,
+)
 from cxr_attention.grounding.stage import BASELINES, run_grounding
 
 WIDTH, HEIGHT = 320, 160  # 20 x 10 px cells
@@ -60,11 +69,19 @@ def _write_run(tmp_path):
         arrays[other] = arrays[maps[-2]["map_id"]]
         path = f"files/p1/p{index}/s1/{image_id}.jpg"
         boxes.append(f"{image_id},Cardiomegaly,Enlarged heart,{path},40,30,40,20,{WIDTH},{HEIGHT}")
+    # an image outside the run: its annotation is not the run's
+    boxes.append(
+        f"img9,Cardiomegaly,Enlarged heart,files/p1/p9/s1/img9.jpg,0,0,9,9,{WIDTH},{HEIGHT}"
+    )
     pd.DataFrame(rows).to_csv(tmp_path / "preprocess.csv", index=False)
     pd.DataFrame(maps).to_csv(tmp_path / "maps.csv", index=False)
     np.savez(tmp_path / "maps.npz", **arrays)
     (tmp_path / "ms_cxr.csv").write_text(
         ",".join(MS_CXR_COLUMNS) + "\n" + "\n".join(boxes) + "\n", encoding="utf-8"
+    )
+    # VinDr gives no image size, and no map asks about an effusion: listed, not scored
+    (tmp_path / "vindr.csv").write_text(
+        ",".join(VINDR_COLUMNS) + "\nimg0,Pleural effusion,200,100,260,140\n", encoding="utf-8"
     )
 
 
@@ -74,10 +91,11 @@ def _run(tmp_path, **options):
         maps_csv=tmp_path / "maps.csv",
         maps_npz=[tmp_path / "maps.npz"],
         preprocess_csvs=[tmp_path / "preprocess.csv"],
-        annotation_files={"ms_cxr": tmp_path / "ms_cxr.csv", "vindr_cxr": None},
+        annotation_files={"ms_cxr": tmp_path / "ms_cxr.csv", "vindr_cxr": tmp_path / "vindr.csv"},
         scores_csv=tmp_path / "scores.csv",
         summary_csv=tmp_path / "summary.csv",
         failures_csv=tmp_path / "failures.csv",
+        annotations_csv=tmp_path / "annotations.csv",
         thresholds=[0.5],
         random_maps=5,
         medfocus_max_side=None,
@@ -136,3 +154,64 @@ def test_summary_has_patient_intervals_for_every_method(tmp_path):
     random = mass.loc["baseline_random"]
     assert random["ci_low"] <= random["value"] <= random["ci_high"]
     assert set(summary["map_kind"]) == {"answer", "baseline"}
+
+
+def test_the_annotations_of_the_run_s_images_are_written(tmp_path):
+    """annotations.csv: the run's images' annotations (not img9's), VinDr's frame filled from the
+    image's source size, each box as the file gave it; read back, they lie where drawn."""
+    _run(tmp_path)
+    table = pd.read_csv(tmp_path / "annotations.csv", dtype=str, keep_default_na=False)
+    assert tuple(table.columns) == ANNOTATION_TABLE_COLUMNS
+    assert table["image_id"].tolist() == ["img0", "img1", "img2", "img3", "img0"]
+    assert table["dataset"].tolist() == ["ms_cxr"] * 4 + ["vindr_cxr"]
+    assert table["boxes"].tolist() == ["[[40.0, 30.0, 40.0, 20.0]]"] * 4 + [
+        "[[200.0, 100.0, 60.0, 40.0]]"
+    ]
+    assert set(table["image_width"]) == {str(WIDTH)} and set(table["image_height"]) == {str(HEIGHT)}
+    assert (table["rle"] == "").all()
+
+    written = read_annotation_table(tmp_path / "annotations.csv")
+    assert written[:4] == read_ms_cxr(tmp_path / "ms_cxr.csv")[:4]  # every field, as read
+    effusion = written[4]
+    assert (effusion.finding, effusion.label) == ("Pleural Effusion", "Pleural effusion")
+    expected = np.zeros((HEIGHT // 2, WIDTH // 2), dtype=bool)
+    expected[50:70, 100:130] = True  # the box at half size
+    np.testing.assert_array_equal(effusion.mask_at((HEIGHT // 2, WIDTH // 2)), expected)
+
+
+def test_a_mask_annotation_survives_the_table(tmp_path):
+    """A CheXlocalize-style mask (COCO RLE) written and read back decodes to the same pixels."""
+    from pycocotools import mask as coco_mask
+
+    drawn = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+    drawn[20:60, 100:200] = 1
+    drawn[90:95, 10:15] = 1
+    rle = coco_mask.encode(np.asfortranarray(drawn))
+    annotation = Annotation(
+        dataset="chexlocalize",
+        annotation_id="chexlocalize.x.Edema",
+        image_id="x",
+        patient_id="patient1",
+        finding="Edema",
+        label="Edema",
+        image_width=WIDTH,
+        image_height=HEIGHT,
+        rle=rle,
+    )
+    write_annotation_table([annotation], tmp_path / "annotations.csv")
+    (read,) = read_annotation_table(tmp_path / "annotations.csv")
+    assert read == annotation and read.boxes == ()
+    np.testing.assert_array_equal(read.mask(), drawn.astype(bool))
+
+
+def test_a_bad_annotation_table_names_the_file_and_row(tmp_path):
+    from cxr_attention.io import InputError
+
+    path = tmp_path / "annotations.csv"
+    row = 'ms_cxr,a,img0,p,Edema,Edema,,320,160,1,"[[1, 2, 3]]",'
+    path.write_text(",".join(ANNOTATION_TABLE_COLUMNS) + "\n" + row + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"annotations.csv: row 2: a box is not \[x, y, w, h\]"):
+        read_annotation_table(path)
+    path.write_text("dataset,image_id\nms_cxr,img0\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"annotations.csv: missing column"):
+        read_annotation_table(path)

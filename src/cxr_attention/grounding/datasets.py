@@ -36,9 +36,10 @@ from cxr_attention.grounding.regions import (
     region_from_boxes,
 )
 from cxr_attention.grounding.regions import region_from_mask as _region_from_mask
-from cxr_attention.io import InputError
+from cxr_attention.io import ConfigError, InputError, read_table, write_csv
 
 __all__ = [
+    "ANNOTATION_TABLE_COLUMNS",
     "CHEXLOCALIZE_FINDINGS",
     "CONTAMINATION",
     "MS_CXR_COLUMNS",
@@ -49,10 +50,12 @@ __all__ = [
     "VINDR_COLUMNS",
     "VINDR_FINDINGS",
     "Annotation",
+    "read_annotation_table",
     "read_chexlocalize",
     "read_ms_cxr",
     "read_nih_boxes",
     "read_vindr",
+    "write_annotation_table",
 ]
 
 VINDR_COLUMNS = ("image_id", "class_name", "x_min", "y_min", "x_max", "y_max")
@@ -339,4 +342,83 @@ def read_nih_boxes(path: str | os.PathLike) -> list[Annotation]:
                 boxes=tuple(map(tuple, rows[["x", "y", "w", "h"]].to_numpy(float).tolist())),
             )
         )
+    return annotations
+
+
+#: The annotation table (the grounding stage's ``annotations.csv``): one row per
+#: :class:`Annotation`, its fields by name; ``boxes`` is a JSON list of ``[x, y, w, h]`` (``[]``
+#: for a mask) and ``rle`` the mask's COCO run-length encoding as JSON (``{"size": [h, w],
+#: "counts": "..."}``; blank for boxes).
+ANNOTATION_TABLE_COLUMNS = (
+    "dataset",
+    "annotation_id",
+    "image_id",
+    "patient_id",
+    "finding",
+    "label",
+    "phrase",
+    "image_width",
+    "image_height",
+    "n_readers",
+    "boxes",
+    "rle",
+)
+
+
+def write_annotation_table(annotations: list[Annotation], path: str | os.PathLike) -> None:
+    """Write ``annotations`` as an annotation table (atomically); :func:`read_annotation_table`
+    reads them back equal."""
+    rows = []
+    for annotation in annotations:
+        rle = annotation.rle
+        if rle is not None:
+            counts = rle["counts"]
+            counts = counts.decode("ascii") if isinstance(counts, bytes) else counts
+            rle = json.dumps({"size": [int(side) for side in rle["size"]], "counts": counts})
+        rows.append(
+            {
+                **{name: getattr(annotation, name) for name in ANNOTATION_TABLE_COLUMNS[:10]},
+                "boxes": json.dumps([list(box) for box in annotation.boxes]),
+                "rle": rle or "",
+            }
+        )
+    write_csv(pd.DataFrame(rows, columns=list(ANNOTATION_TABLE_COLUMNS)), path)
+
+
+def read_annotation_table(path: str | os.PathLike) -> list[Annotation]:
+    """The annotations of an annotation table (:data:`ANNOTATION_TABLE_COLUMNS`).
+
+    Raises
+    ------
+    cxr_attention.io.InputError
+        A column is missing or a row's sizes, boxes or mask cannot be read (the message names the
+        file and the row).
+    """
+    try:
+        table = read_table(path, required=ANNOTATION_TABLE_COLUMNS, text=True)
+    except ConfigError as error:
+        raise InputError(path, str(error).removeprefix(f"{path}: ")) from error
+    annotations = []
+    for line, row in enumerate(table.to_dict("records"), start=2):
+        try:
+            boxes = tuple(tuple(float(v) for v in box) for box in json.loads(row["boxes"] or "[]"))
+            if any(len(box) != 4 for box in boxes):
+                raise ValueError("a box is not [x, y, w, h]")
+            rle = json.loads(row["rle"]) if row["rle"] else None
+            if rle is not None:
+                rle = {
+                    "size": [int(side) for side in rle["size"]],
+                    "counts": rle["counts"].encode(),
+                }
+            annotation = Annotation(
+                **{name: row[name] for name in ANNOTATION_TABLE_COLUMNS[:7]},
+                image_width=int(row["image_width"]),
+                image_height=int(row["image_height"]),
+                n_readers=int(row["n_readers"]),
+                boxes=boxes,
+                rle=rle,
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise InputError(path, f"row {line}: {error}") from error
+        annotations.append(annotation)
     return annotations

@@ -37,6 +37,7 @@ from cxr_attention.grounding.datasets import (
     read_ms_cxr,
     read_nih_boxes,
     read_vindr,
+    write_annotation_table,
 )
 from cxr_attention.grounding.phrases import phrase_term, phrases_of_questions
 from cxr_attention.grounding.regions import (
@@ -193,6 +194,7 @@ def run_grounding(
     scores_csv: str | os.PathLike,
     summary_csv: str | os.PathLike,
     failures_csv: str | os.PathLike,
+    annotations_csv: str | os.PathLike,
     thresholds: Sequence[float],
     random_maps: int,
     medfocus_max_side: int | None,
@@ -203,6 +205,11 @@ def run_grounding(
     questions_csv: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Score every map of every annotated image against its annotations; write the tables.
+
+    ``annotations_csv`` gets every annotation of an image of the run (whatever its finding), as
+    read, with the frame of boxes that omit it filled from the preprocessed images' source sizes
+    (:func:`cxr_attention.grounding.datasets.write_annotation_table`): the app's Checks tab
+    outlines them on a manifest image of the run.
 
     ``contamination`` replaces the built-in note of a dataset (:data:`CONTAMINATION`) where its
     file holds other images than the released ones (the demo's planted boxes).
@@ -231,6 +238,9 @@ def run_grounding(
     grid_shape = (16, 16)
     lungs = _lung_grids(sorted(set(maps["dicom_id"])), tables, grid_shape, failures)
     prior = np.mean(list(lungs.values()), axis=0) if lungs else None
+
+    run_images = set(maps["dicom_id"])
+    write_annotation_table([a for a in annotations if a.image_id in run_images], annotations_csv)
 
     rows: list[dict] = []
     with MapStore(maps_npz) as store:
