@@ -452,7 +452,9 @@ def checks_tab(
         )
         reliance = gr.Dataframe(
             headers=RELIANCE_VIEW_COLUMNS,
-            label="Answer under each condition",
+            # Teacher-forced decisions, which may differ from the parsed free-text answer.
+            label="First-token decision under each condition (yes when P(yes) >= 0.5; the "
+            "answer above is the parsed generated text)",
             interactive=False,
             elem_id="chk-reliance",
         )

@@ -48,8 +48,9 @@ QUESTION_WORD = "radiograph"
 CHEAPEST_PERTURBATION = "token_mean"  # the removed tokens' embeddings: no pixels re-encoded
 AREA_HEADERS = ("map_id", "method", "perturbation", "curve", "auc")
 PHRASINGS = ("Is there a pleural effusion?", "Is fluid present in the pleural space?")
-# The tiny model on a shared CPU: one explain() takes seconds, two phrasings twice that.
-WAIT_MS = 180_000
+# The tiny model on a shared CPU: a token-conditioned step (every method) takes ~85 s alone and
+# up to ~240 s on a loaded 2-core machine.
+WAIT_MS = 300_000
 VIEWPORT = {"width": 1280, "height": 900}
 
 
