@@ -111,6 +111,16 @@ def get_localization_heads(wildcards):
     return []
 
 
+def get_head_calibration_failures(wildcards):
+    """The calibration images' preprocessing and inference failures, when heads are chosen."""
+    if HEAD_CALIBRATION:
+        return [
+            f"results/{RUN}/heads/{stage}/shard-000.failures.csv"
+            for stage in ("preprocess", "inference")
+        ]
+    return []
+
+
 def mimic_table(name):
     """A MIMIC-CXR table as the download has it: .csv.gz, or .csv when unpacked."""
     root = Path(config["data"]["root"])

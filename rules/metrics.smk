@@ -88,6 +88,7 @@ rule failures:
         known_answer_data=optional_failures(
             "known_answer", f"{KNOWN_ANSWER_DATA}/failures.csv"
         ),
+        head_calibration=get_head_calibration_failures,
         code=code("failures"),
     # Not in the report: the table grows with the study; the report shows its page of first rows
     # (report/tables/failures.html), which names this file.

@@ -1,5 +1,7 @@
 """Gather every stage's failure rows into one table."""
 
+import pandas as pd
+
 from cxr_attention.io import read_failures, write_csv
 from cxr_attention.workflow import job_logging
 
@@ -16,4 +18,7 @@ with job_logging(snakemake.log[0]):
         "reliance",
     )
     shards = [path for stage in stages for path in snakemake.input[stage]]
-    write_csv(read_failures(shards), snakemake.output[0])
+    study = read_failures(shards)
+    # The calibration images' failures, named apart: they are not the study's images.
+    calibration = read_failures(snakemake.input.head_calibration, stage_prefix="head_calibration_")
+    write_csv(pd.concat([study, calibration], ignore_index=True), snakemake.output[0])

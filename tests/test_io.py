@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_attention.io import ConfigError, read_table, write_csv, write_npz
+from cxr_attention.io import (
+    FAILURE_COLUMNS,
+    ConfigError,
+    read_failures,
+    read_table,
+    write_csv,
+    write_npz,
+)
 
 
 def test_an_empty_frame_written_by_write_csv_reads_back_as_no_rows(tmp_path: Path) -> None:
@@ -77,3 +84,15 @@ def test_write_npz_that_fails_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pickle"):
         write_npz(tmp_path / "bad.npz", ok=np.ones(3), objects=np.asarray([{}, []], dtype=object))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_failures_gathers_tables_and_names_the_stage_apart_when_asked(tmp_path: Path) -> None:
+    first, second, missing = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "absent.csv"
+    row = ["preprocess", "d1", "/x/d1.jpg", "corrupt", "d1.jpg: truncated"]
+    pd.DataFrame([row], columns=FAILURE_COLUMNS).to_csv(first, index=False)
+    second.write_text("")  # a shard without failures
+    gathered = read_failures([first, second, missing])
+    assert gathered.values.tolist() == [row]
+    relabelled = read_failures([first], stage_prefix="head_calibration_")
+    assert relabelled.values.tolist() == [["head_calibration_preprocess", *row[1:]]]
+    assert list(read_failures([missing], stage_prefix="x_").columns) == FAILURE_COLUMNS

@@ -175,8 +175,12 @@ def write_failures(failures: list[Failure], path: str | os.PathLike) -> None:
     write_csv(frame, path)
 
 
-def read_failures(paths: list[str | os.PathLike]) -> pd.DataFrame:
-    """Concatenate failure tables (missing or empty ones count as no failures)."""
+def read_failures(paths: list[str | os.PathLike], stage_prefix: str = "") -> pd.DataFrame:
+    """Concatenate failure tables (missing or empty ones count as no failures).
+
+    ``stage_prefix`` is put before every row's stage: failures of images that are not the
+    study's (the head-calibration images) must not count as the study's own.
+    """
     frames = [
         pd.read_csv(p, dtype=str, keep_default_na=False)
         for p in paths
@@ -184,7 +188,8 @@ def read_failures(paths: list[str | os.PathLike]) -> pd.DataFrame:
     ]
     if not frames:
         return pd.DataFrame(columns=FAILURE_COLUMNS)
-    return pd.concat(frames, ignore_index=True)[FAILURE_COLUMNS]
+    table = pd.concat(frames, ignore_index=True)[FAILURE_COLUMNS]
+    return table.assign(stage=stage_prefix + table["stage"])
 
 
 def _json_default(value: Any) -> Any:

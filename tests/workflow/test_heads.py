@@ -143,3 +143,25 @@ def test_hand_set_heads_plan_no_calibration(tmp_path: Path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rule maps:" in result.stdout and "heads_inference" not in result.stdout
+
+
+def test_calibration_failures_join_the_run_s_failure_table(tmp_path: Path):
+    # Planned from the dry run: the failures job reads the calibration shards' failure tables
+    # (scripts/failures.py names their stage head_calibration_*, tests/test_io.py).
+    config = tmp_path / "heads.yaml"
+    config.write_text(yaml.safe_dump(_config(str(DEMO_TABLES), str(tmp_path / "tiny"))))
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "snakemake", "results/heads/failures.csv", "-n", "--nolock"),
+            *("--configfile", str(config)),
+        ],
+        cwd=REPO,
+        env=snakemake_environment(REPO),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    job = result.stdout[result.stdout.index("rule failures:") :].split("\n\n")[0]
+    for stage in ("preprocess", "inference"):
+        assert f"results/heads/heads/{stage}/shard-000.failures.csv" in job, job
