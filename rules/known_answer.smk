@@ -86,11 +86,7 @@ rule known_answer_ranking:
     params:
         model_id=config["model"]["id"],
         settings=config["known_answer"]["ranking"],
-        maps={
-            key: value
-            for key, value in config["maps"].items()
-            if key not in MACHINE_KNOBS["maps"]
-        },
+        maps=maps_settings(),
         inference=section("inference", "layers", "max_new_tokens", "image_first"),
         max_side=config["preprocess"]["max_side"],
         statistics=section("metrics"),

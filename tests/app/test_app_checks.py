@@ -169,8 +169,10 @@ def test_annotation_boxes_and_metrics(checked, direct, radiograph):
     expected = pd.read_csv(direct / "metrics.csv")
     shown = _table(checked["metrics"])
     assert "box_mass" in shown.columns
+    # float32 maps from two model calls: CPU kernels may round differently (about 1e-5 relative
+    # between the page's call and this one, seen on 2 cores); a misplaced box moves it by far more
     np.testing.assert_allclose(
-        shown["box_mass"].astype(float), expected["box_mass"].astype(float), rtol=1e-6
+        shown["box_mass"].astype(float), expected["box_mass"].astype(float), rtol=1e-4
     )
     with Image.open(checked["overlay"]) as annotated, Image.open(direct / "overlay.png") as plain:
         assert not np.array_equal(np.asarray(annotated), np.asarray(plain))

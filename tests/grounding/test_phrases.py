@@ -108,6 +108,7 @@ def _ground(tmp_path, maps_csv, maps_npz, questions_csv, preprocess_csv, ms_cxr_
         scores_csv=tmp_path / "scores.csv",
         summary_csv=tmp_path / "summary.csv",
         failures_csv=tmp_path / "failures.csv",
+        annotations_csv=tmp_path / "annotations.csv",
         thresholds=[0.5],
         random_maps=3,
         medfocus_max_side=None,

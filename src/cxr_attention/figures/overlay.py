@@ -51,8 +51,8 @@ CONTOUR_STYLES = {
     "body": ("body", "#00E5FF", "-"),
     "right_lung": ("patient's right lung", "#7CFC00", "--"),
     "left_lung": ("patient's left lung", "#FF4FD8", "--"),
-    # blue: absent from the inferno map; dash-dot, unlike the body's solid cyan line at a glance
-    "annotation": ("annotation", "#1E6BFF", "-."),
+    # blue: absent from the inferno map and unlike the other contours
+    "annotation": ("annotation", "#1E6BFF", "-"),
 }
 
 
