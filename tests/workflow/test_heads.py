@@ -35,6 +35,18 @@ def _config(root: str, model: str) -> dict:
     return config
 
 
+def _dry_run(config: Path, *targets: str) -> subprocess.CompletedProcess:
+    """``snakemake -n`` of ``targets`` (default: the workflow's) with ``config``, in the repo."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *targets, "-n", "--nolock", "--configfile", config],
+        cwd=REPO,
+        env=snakemake_environment(REPO),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def _head_statistics_by_numpy(capture: Path) -> pd.DataFrame:
     with np.load(capture) as arrays:
         attention = arrays["attention"].astype(np.float64)  # (layers, heads, rows, tokens)
@@ -113,14 +125,7 @@ def test_an_empty_calibration_split_stops_the_run_before_any_job(tmp_path: Path)
     split.assign(split=split["split"].replace("validate", "train")).to_csv(split_table, index=False)
     config = tmp_path / "heads.yaml"
     config.write_text(yaml.safe_dump(_config(str(root), str(tmp_path / "tiny"))))
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", str(config)],
-        cwd=REPO,
-        env=snakemake_environment(REPO),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _dry_run(config)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if "Configuration error" in line]
     assert len(errors) == 1 and "maps.head_calibration.split" in errors[0], result.stderr
@@ -133,14 +138,7 @@ def test_hand_set_heads_plan_no_calibration(tmp_path: Path):
     config_values["maps"]["localization_heads"] = [[0, 1]]
     config = tmp_path / "heads.yaml"
     config.write_text(yaml.safe_dump(config_values))
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--nolock", "--configfile", str(config)],
-        cwd=REPO,
-        env=snakemake_environment(REPO),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _dry_run(config)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rule maps:" in result.stdout and "heads_inference" not in result.stdout
 
@@ -150,17 +148,7 @@ def test_calibration_failures_join_the_run_s_failure_table(tmp_path: Path):
     # (scripts/failures.py names their stage head_calibration_*, tests/test_io.py).
     config = tmp_path / "heads.yaml"
     config.write_text(yaml.safe_dump(_config(str(DEMO_TABLES), str(tmp_path / "tiny"))))
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "snakemake", "results/heads/failures.csv", "-n", "--nolock"),
-            *("--configfile", str(config)),
-        ],
-        cwd=REPO,
-        env=snakemake_environment(REPO),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _dry_run(config, "results/heads/failures.csv")
     assert result.returncode == 0, result.stderr[-3000:]
     job = result.stdout[result.stdout.index("rule failures:") :].split("\n\n")[0]
     for stage in ("preprocess", "inference"):
