@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ from cxr_attention.progress import loud_warning, progress_to_console
 __all__ = [
     "gather_study_tables",
     "job_logging",
+    "plain_config",
     "read_shard",
     "render_report",
 ]
@@ -130,6 +132,12 @@ def _concat(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def plain_config(config: Mapping) -> dict:
+    """``config`` as plain dicts and lists: Snakemake fills schema defaults of nested objects as
+    OrderedDicts, which ``yaml.safe_dump`` refuses."""
+    return json.loads(json.dumps(config))
+
+
 def render_report(
     *, config: dict, snakefile: str | os.PathLike, target: str, out_html: str | os.PathLike
 ) -> None:
@@ -139,7 +147,7 @@ def render_report(
     """
     with tempfile.TemporaryDirectory() as tmp, atomic_path(out_html, ".html") as tmp_html:
         config_file = Path(tmp) / "config.yaml"
-        config_file.write_text(yaml.safe_dump(dict(config), sort_keys=True))
+        config_file.write_text(yaml.safe_dump(plain_config(config), sort_keys=True))
         command = [
             sys.executable,
             "-m",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections import OrderedDict
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from cxr_attention.workflow import gather_study_tables
 
@@ -81,3 +83,17 @@ def test_gather_is_quiet_when_answers_can_be_scored(tmp_path, capfd):
     with job_logging(tmp_path / "gather.log"):
         _gather(tmp_path, _answers(tmp_path, [True, "", False]))
     assert "can be scored" not in capfd.readouterr().err
+
+
+def test_plain_config_turns_snakemake_s_ordered_defaults_into_yaml_safe_dicts():
+    import yaml
+
+    from cxr_attention.workflow import plain_config
+
+    # What Snakemake's validate leaves for a nested object's schema default.
+    config = {"maps": {"head_calibration": OrderedDict([("split", "validate"), ("k", 3)])}}
+    with pytest.raises(yaml.representer.RepresenterError):
+        yaml.safe_dump(config)
+    assert yaml.safe_load(yaml.safe_dump(plain_config(config))) == {
+        "maps": {"head_calibration": {"split": "validate", "k": 3}}
+    }
