@@ -18,7 +18,7 @@ from workflow.demo import copy_repository, planned_jobs, shrink_demo, snakemake
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-GPU_RULES = {"inference", "maps", "faithfulness", "reliance"}
+GPU_RULES = {"inference", "maps", "faithfulness", "reliance", "known_answer_ranking"}
 # The cluster keeps no accounting database, so the plugin asks squeue for job states; the first
 # status query comes after 2 s instead of the plugin's 40 s.
 CLUSTER_ONLY = (
