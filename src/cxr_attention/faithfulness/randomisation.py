@@ -126,8 +126,7 @@ def cascading_randomisation(
                     arrays, terms=[], loaded_model=loaded, method="all", params=maps_params
                 )
             for record, grid in maps:
-                decision = record.rows == "decision" and not record.per_layer
-                if record.source != "answer" or not decision or record.method not in original_maps:
+                if not record.is_answer_decision_map or record.method not in original_maps:
                     continue
                 if kept_maps is not None:
                     kept_maps[(record.method, part, count)] = grid

@@ -99,10 +99,7 @@ def run_faithfulness_shard(
         answer_maps = [
             (record.map_id, record.method, grid)
             for record, grid in maps
-            if record.source == "answer"
-            and record.rows == "decision"
-            and not record.per_layer  # one map per method: the decision map
-            and record.method in options.methods
+            if record.is_answer_decision_map and record.method in options.methods
         ]
         if not answer_maps:
             continue

@@ -190,7 +190,7 @@ def sample_method_scores(
     result = SampleRanking()
     reasons: dict[str, str] = {}
     for record, grid in maps:
-        if record.source == "answer" and record.rows == "decision" and not record.per_layer:
+        if record.is_answer_decision_map:
             result.maps[record.method] = grid
             if record.method == LAST_RESORT:  # its map records why the others gave none
                 reasons = dict(fallback_steps(record.fallback_reason))

@@ -80,6 +80,12 @@ class MapRecord:
     per_layer: bool = False
     sink_mass: float = math.nan
 
+    @property
+    def is_answer_decision_map(self) -> bool:
+        """The answer's primary map: its decision row over every captured layer, one per method
+        (not the every-row or per-layer variants)."""
+        return self.source == "answer" and self.rows == "decision" and not self.per_layer
+
     def to_row(self) -> dict:
         """The table row: positions ``"|"``-joined, every column of :data:`MAP_COLUMNS`."""
         row = {f.name: getattr(self, f.name) for f in fields(self)}
