@@ -62,7 +62,7 @@ rule known_answer_report:
 
 
 # Every registered map method ranked on the planted held-out films: pointing game, deletion
-# against random orders, Spearman after cascading randomisation (docs/known_answer.md).
+# against random orders, |Spearman| after cascading randomisation (docs/known_answer.md).
 rule known_answer_ranking:
     input:
         files=f"{KNOWN_ANSWER_DATA}/mimic-cxr-jpg/files",

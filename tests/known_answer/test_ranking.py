@@ -20,6 +20,7 @@ from cxr_attention.known_answer.ranking import (
     CRITERIA,
     SAMPLE_COLUMNS,
     method_ranking,
+    randomisation_spearman,
     ranking_settings,
     render_ranking_section,
     sample_method_scores,
@@ -126,8 +127,9 @@ def test_randomisation_spearman_recomputed_with_scipy(ranked):
                 assert stored == pytest.approx(expected, abs=1e-9)
                 values.append(expected)
                 checked += 1
-            if values:
-                assert row["randomisation_spearman"].item() == pytest.approx(np.mean(values))
+            if values:  # the parts' absolute values: a sign flip keeps the map's structure
+                expected_mean = np.mean(np.abs(values))
+                assert row["randomisation_spearman"].item() == pytest.approx(expected_mean)
     assert checked >= 2 * 2 * 8
 
 
@@ -193,3 +195,27 @@ def test_ranks_follow_each_criterions_direction_and_missing_values_rank_last():
     # rise has a map on one film of two: its value is that film's, and the reason says so
     assert by_key.loc[("rise", "pointing_game"), "n"] == 1
     assert by_key.loc[("rise", "overall"), "reason"] == "no map on 1 of 2 films: all-zero map"
+
+
+def test_randomisation_criterion_is_the_mean_absolute_spearman_so_a_sign_flip_ranks_worse():
+    # by hand: parts -0.5 and +0.1 -> (0.5 + 0.1) / 2 = 0.3; parts +0.2 and +0.2 -> 0.2. With the
+    # signed mean the first would be -0.2 and rank best, though its decoder part keeps half the
+    # original's structure, only reversed
+    flipped = randomisation_spearman([-0.5, 0.1])
+    steady = randomisation_spearman([0.2, 0.2])
+    assert flipped == pytest.approx(0.3)
+    assert steady == pytest.approx(0.2)
+    assert randomisation_spearman([math.nan, -0.4]) == pytest.approx(0.4)  # constant part: left out
+    assert math.isnan(randomisation_spearman([math.nan, math.nan]))
+    values = {method: (0.5, -1.0, 0.5) for method in METHODS}
+    values["attention"] = (0.5, -1.0, flipped)  # equal on the other two criteria
+    values["gradcam"] = (0.5, -1.0, steady)
+    ranking = method_ranking(_sample_rows(values, {}), n_boot=50, confidence=0.95, seed=0)
+    spearman = ranking[ranking["criterion"] == "randomisation_spearman"].set_index("method")
+    assert spearman.loc["gradcam", "value"] == pytest.approx(0.2)
+    assert spearman.loc["attention", "value"] == pytest.approx(0.3)
+    assert spearman.loc["gradcam", "rank"] == 1
+    assert spearman.loc["attention", "rank"] == 2
+    assert spearman.loc["gradcam", "chance"] == 0
+    html = render_ranking_section(ranking)
+    assert "|Spearman| after randomisation (lower is better)" in html

@@ -10,11 +10,17 @@ map (the decision map, `cxr_attention.maps.shard.explain_maps` with ``method="al
   image tokens set to the mean image token: ``token_mean``) minus the mean area of random orders
   (`cxr_attention.faithfulness.deletion.sample_curves`); 0 is chance, lower is better (removing
   what the map ranks first lowers the decision margin faster than random removal).
-- ``randomisation_spearman``: Spearman correlation between the map and the same method's map
-  after every decoder layer is redrawn, and after every vision-tower layer is redrawn
-  (`cxr_attention.faithfulness.randomisation.cascading_randomisation`, its last step of each
-  part), averaged over the two parts; a map that explains the model changes when its weights do,
-  so lower is better (0: no resemblance left; a constant map has no ranking: NaN).
+- ``randomisation_spearman``: the absolute Spearman correlation between the map and the same
+  method's map after every decoder layer is redrawn, and after every vision-tower layer is
+  redrawn (`cxr_attention.faithfulness.randomisation.cascading_randomisation`, its last step of
+  each part), averaged over the two parts (``spearman_decoder`` and ``spearman_vision`` keep each
+  part's signed value). A map that explains the model changes when its weights do, so lower is
+  better. Absolute, as Adebayo et al. 2018 ("Sanity checks for saliency maps") compare: a map
+  whose sign flips after randomisation keeps the original's structure, so -0.5 resembles the
+  original as much as +0.5 (a constant map has no ranking: NaN). The chance reference is 0, the
+  floor, "no resemblance left": two unrelated maps score a little above it (for 256
+  independent cells the mean |rho| is sqrt(2 / (pi * 255)), about 0.05; more for smooth maps,
+  whose cells are fewer independent draws), so a value of about 0.05 already means none.
 
 Each criterion's mean has a 95% cluster-bootstrap interval over patients
 (`cxr_attention.metrics.bootstrap.bootstrap_mean`); methods are ranked per criterion (1 = best;
@@ -28,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +56,7 @@ __all__ = [
     "RankingSettings",
     "SampleRanking",
     "method_ranking",
+    "randomisation_spearman",
     "ranking_samples",
     "ranking_settings",
     "render_ranking_section",
@@ -63,7 +70,7 @@ logger = logging.getLogger(__name__)
 CRITERIA = {
     "pointing_game": ("higher", "pointing game"),
     "deletion_vs_random": ("lower", "deletion AUC - random AUC"),
-    "randomisation_spearman": ("lower", "Spearman after randomisation"),
+    "randomisation_spearman": ("lower", "|Spearman| after randomisation"),
 }
 #: The one perturbation of the ranking's deletion curves (the cheapest: one vision pass).
 PERTURBATION = "token_mean"
@@ -250,7 +257,6 @@ def sample_method_scores(
             continue
         scores = lesion_map_scores(result.maps[method], box, result.maps[method].shape)
         spearman = {part: full.get((method, part), math.nan) for part in RANDOMISED_PARTS}
-        finite = [value for value in spearman.values() if np.isfinite(value)]
         auc, random_auc = deletion.loc[method, ["auc", "random_auc_mean"]]
         result.rows.append(
             {
@@ -262,10 +268,21 @@ def sample_method_scores(
                 "random_deletion_auc": float(random_auc),
                 "deletion_vs_random": float(auc - random_auc),
                 **{f"spearman_{part}": value for part, value in spearman.items()},
-                "randomisation_spearman": float(np.mean(finite)) if finite else math.nan,
+                "randomisation_spearman": randomisation_spearman(spearman.values()),
             }
         )
     return result
+
+
+def randomisation_spearman(part_spearmans: Iterable[float]) -> float:
+    """The film's randomisation criterion: the mean absolute Spearman over the randomised parts.
+
+    Absolute because a map whose sign flips keeps the original's structure (Adebayo et al. 2018;
+    the module docstring). A part without a value (NaN: a constant map) is left out; NaN when
+    none has one.
+    """
+    finite = [abs(value) for value in part_spearmans if np.isfinite(value)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def method_ranking(
@@ -381,9 +398,12 @@ def render_ranking_section(ranking: pd.DataFrame) -> str:
         f"{chance['pointing_game']:.3g}). Deletion: area under the decision margin as image "
         "tokens are replaced by the mean image token in the map's order, minus the mean area of "
         "random orders (chance 0; below 0, the map's first cells matter more than random ones). "
-        "Spearman: rank correlation between the map and the same method's map after every "
-        "decoder layer, and after every vision-tower layer, is redrawn, averaged over the two "
-        "(a map that does not change when the model does explains the input, not the model). "
+        "|Spearman|: the absolute rank correlation between the map and the same method's map "
+        "after every decoder layer, and after every vision-tower layer, is redrawn, averaged "
+        "over the two (a map that does not change when the model does explains the input, not "
+        "the model; absolute, as Adebayo et al. 2018 compare, because a map whose sign flips "
+        "keeps the original's structure; 0 is no resemblance left, and unrelated maps score "
+        "about 0.05 or more). "
         "Means with 95% bootstrap intervals over patients; overall rank: by the mean of the "
         "three ranks.</p>\n"
     )
