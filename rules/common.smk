@@ -232,6 +232,8 @@ def get_report_inputs(wildcards):
         inputs.append(f"results/{RUN}/report/grounding.html")
     if config["known_answer"]["activate"]:
         inputs.append(f"results/{RUN}/figures/known_answer")
+    if HEAD_CALIBRATION:
+        inputs.append(f"results/{RUN}/report/heads.html")
     return inputs + get_faithfulness_pages(wildcards)
 
 

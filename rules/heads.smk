@@ -1,7 +1,8 @@
 # head_selected's localization heads, chosen on the calibration split (maps.head_calibration):
 # its images (none of a study patient's) go through the study's own preprocessing and inference
 # rules, then every captured head gets its image share and spatial entropy and the best k are
-# chosen. Included when a study uses head_selected without setting maps.localization_heads.
+# chosen; the report's page shows them. Included when a study uses head_selected without setting
+# maps.localization_heads.
 
 
 rule heads_manifest:
@@ -69,3 +70,23 @@ rule heads:
         calibration=config["maps"]["head_calibration"],
     script:
         "../scripts/heads.py"
+
+
+rule heads_page:
+    input:
+        table="results/{run}/heads/heads.csv",
+        chosen="results/{run}/heads/localization_heads.json",
+        code=code("heads_page"),
+    output:
+        report(
+            "results/{run}/report/heads.html",
+            caption="../report/heads.rst",
+            category="Localization heads",
+            labels={"page": "localization heads"},
+        ),
+    log:
+        "logs/{run}/heads_page.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/heads_page.py"

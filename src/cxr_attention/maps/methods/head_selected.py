@@ -9,9 +9,10 @@ entropy, the heads chosen from them, and ``head_selected``, the map of the chose
 - :func:`select_heads`: in each sample, the heads whose share is at least that sample's
   ``share_quantile`` are candidates and the ``k`` of lowest entropy among them are its picks;
   the ``k`` heads picked in most samples are chosen (ties: lower mean entropy).
+  :func:`head_picks` is every head in that order, with its picks and mean statistics.
 - :func:`write_head_selection`: the workflow's calibration (rules/heads.smk): the head table
   of the captures of the calibration split (``maps.head_calibration``) and the heads chosen
-  from it, read back by :func:`read_localization_heads`.
+  from it, read back by :func:`read_head_selection` and :func:`read_localization_heads`.
 - ``head_selected``: the captured attention of the chosen heads, averaged: those of
   ``maps.localization_heads`` when set by hand, else those chosen on the calibration split.
 """
@@ -37,8 +38,10 @@ from cxr_attention.maps.targets import MapTarget
 __all__ = [
     "HEAD_COLUMNS",
     "HeadSelected",
+    "head_picks",
     "head_statistics",
     "head_table",
+    "read_head_selection",
     "read_localization_heads",
     "select_heads",
     "with_localization_heads",
@@ -90,8 +93,16 @@ def head_table(samples) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[HEAD_COLUMNS]
 
 
-def select_heads(table: pd.DataFrame, *, k: int, share_quantile: float) -> list:
-    """The ``k`` localization heads of a head table, as ``(layer, head)`` pairs."""
+def head_picks(table: pd.DataFrame, *, k: int, share_quantile: float) -> pd.DataFrame:
+    """Every head of a head table in the order :func:`select_heads` chooses from.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (layer, head): ``picks``, the samples whose ``k`` picks include it (see the
+        module docstring), and its mean ``image_share`` and ``spatial_entropy`` over the samples;
+        most picks first, ties by lower mean entropy.
+    """
     if table.empty:
         raise ValueError("no head statistics to choose localization heads from")
     if k < 1 or not 0 <= share_quantile <= 1:
@@ -101,10 +112,21 @@ def select_heads(table: pd.DataFrame, *, k: int, share_quantile: float) -> list:
         threshold = sample["image_share"].quantile(share_quantile)
         candidates = sample[sample["image_share"] >= threshold]
         picks.append(candidates.nsmallest(k, "spatial_entropy")[["layer", "head"]])
-    picked = pd.concat(picks).value_counts().rename("count").reset_index()
-    entropy = table.groupby(["layer", "head"])["spatial_entropy"].mean().rename("entropy")
-    picked = picked.merge(entropy.reset_index(), on=["layer", "head"])
-    chosen = picked.sort_values(["count", "entropy"], ascending=[False, True]).head(k)
+    counts = pd.concat(picks).value_counts().rename("picks")
+    heads = table.groupby(["layer", "head"])[["image_share", "spatial_entropy"]].mean()
+    heads = heads.join(counts).fillna({"picks": 0}).astype({"picks": int}).reset_index()
+    ordered = heads.sort_values(
+        ["picks", "spatial_entropy"], ascending=[False, True], kind="stable"
+    )
+    columns = ["layer", "head", "picks", "image_share", "spatial_entropy"]
+    return ordered[columns].reset_index(drop=True)
+
+
+def select_heads(table: pd.DataFrame, *, k: int, share_quantile: float) -> list:
+    """The ``k`` localization heads of a head table, as ``(layer, head)`` pairs (fewer when
+    fewer heads were ever picked)."""
+    heads = head_picks(table, k=k, share_quantile=share_quantile)
+    chosen = heads[heads["picks"] > 0].head(k)
     return [
         (int(layer), int(head)) for layer, head in zip(chosen["layer"], chosen["head"], strict=True)
     ]
@@ -173,13 +195,21 @@ def write_head_selection(
     return heads
 
 
-def read_localization_heads(path: str | os.PathLike) -> tuple[tuple[int, int], ...]:
-    """The ``(layer, head)`` pairs of a :func:`write_head_selection` file."""
+def read_head_selection(path: str | os.PathLike) -> dict:
+    """A :func:`write_head_selection` file: its keys, ``localization_heads`` as
+    ``(layer, head)`` tuples."""
     try:
-        pairs = json.loads(Path(path).read_text())["localization_heads"]
-        return tuple((int(layer), int(head)) for layer, head in pairs)
+        selection = json.loads(Path(path).read_text())
+        pairs = selection["localization_heads"]
+        selection["localization_heads"] = tuple((int(layer), int(head)) for layer, head in pairs)
+        return selection
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{path}: not a localization heads file ({error})") from error
+
+
+def read_localization_heads(path: str | os.PathLike) -> tuple[tuple[int, int], ...]:
+    """The ``(layer, head)`` pairs of a :func:`write_head_selection` file."""
+    return read_head_selection(path)["localization_heads"]
 
 
 def with_localization_heads(params: Mapping, path: str | os.PathLike | None) -> dict:
