@@ -115,6 +115,8 @@ def test_page_shows_the_split_the_chosen_heads_and_the_first_heads(tmp_path):
     assert ranking[1:] == [*CHOSEN_ROWS, THIRD_ROW]
     # the full table is named, not embedded
     assert f"{table.as_posix()}" in text and "12 rows" in text
+    everything = write_heads_page(table, chosen, tmp_path / "all.html", top=4).read_text()
+    assert "All 4 heads, in the order of the choice" in everything
 
 
 def test_page_refuses_a_head_table_without_its_columns(tmp_path):

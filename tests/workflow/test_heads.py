@@ -1,8 +1,8 @@
 """head_selected's heads chosen on the calibration split (rules/heads.smk), on the tiny model: the
 calibration images come from the named split and no study patient, the per-head table is the
 captured attention's statistics (recomputed here with numpy), the chosen heads are select_heads'
-pick of it, and the study's head_selected maps use them; an empty calibration split stops the
-run before any job, naming the key."""
+pick of it, the study's head_selected maps use them and the report's page names them; an empty
+calibration split stops the run before any job, naming the key."""
 
 from __future__ import annotations
 
@@ -81,6 +81,7 @@ def test_head_selected_uses_heads_chosen_on_the_calibration_split(
         str(config),
         "--",
         "results/heads/maps/shard-000.csv",
+        "results/heads/report/heads.html",
     )
     run = workdir / "results" / "heads"
     study = pd.read_csv(run / "manifest.csv", dtype=str)
@@ -107,6 +108,11 @@ def test_head_selected_uses_heads_chosen_on_the_calibration_split(
     picked = select_heads(table, k=2, share_quantile=0.75)
     assert [tuple(pair) for pair in chosen["localization_heads"]] == picked
     assert chosen["split"] == "validate" and chosen["images"] == 2
+    # the report's page (rule heads_page) names the split and the chosen heads
+    page = " ".join((run / "report" / "heads.html").read_text().split())
+    assert "Chosen on split validate: 2 image(s)" in page
+    pairs = ", ".join(f"({layer}, {head})" for layer, head in picked)
+    assert f"Chosen heads (layer, head): {pairs}</h2>" in page
 
     maps = pd.read_csv(run / "maps" / "shard-000.csv", dtype=str, keep_default_na=False)
     selected = maps[maps["method"] == "head_selected"]

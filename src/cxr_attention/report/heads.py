@@ -106,7 +106,8 @@ def render_heads_page(
         )
     parts.append(html_table(_HEADER, rows(chosen), numeric=numeric))
     shown = min(top, len(heads))
-    parts.append(f"<h2>The first {shown} of {len(heads)} heads, in the order of the choice</h2>\n")
+    which = f"The first {shown} of {len(heads)}" if shown < len(heads) else f"All {shown}"
+    parts.append(f"<h2>{which} heads, in the order of the choice</h2>\n")
     parts.append(
         html_table(_HEADER, rows(row for _, row in heads.head(shown).iterrows()), numeric=numeric)
     )
