@@ -88,7 +88,7 @@ def run_explain(
     faithfulness_perturbations: list[str] | None = None,
     reliance: bool = False,
     swap_image=None,
-    boxes: str | os.PathLike | None = None,
+    annotations=None,
 ) -> ExplainResult:
     """`explain` of one question with the page's settings (every tab asks through this).
 
@@ -107,7 +107,7 @@ def run_explain(
         max_new_tokens=settings.max_new_tokens,
         image_first=settings.image_first,
         max_side=settings.max_side,
-        boxes=boxes,
+        annotations=annotations,
         faithfulness=faithfulness,
         faithfulness_perturbations=faithfulness_perturbations,
         reliance=reliance,

@@ -10,11 +10,11 @@ reads what explain wrote:
   upload), a lung-occluded and no image, beside the real image's
   (`cxr_attention.faithfulness.reliance_tables.against_original`);
 - the annotations of this image (``image_id`` = the file's stem) outlined on the answer map's
-  overlay (`cxr_attention.figures.overlay`): those of an uploaded file in one of the grounding
-  readers' released formats (`cxr_attention.grounding.stage.READERS`; an MS-CXR-format file also
-  gives explain's ``box_*`` metrics), else, for an image of the run's manifest (``--results``),
-  those the run's grounding stage recorded (``grounding/annotations.csv``,
-  `cxr_attention.grounding.datasets.read_annotation_table`).
+  overlay (`cxr_attention.figures.overlay`) and scored by explain (its ``box_*`` metrics,
+  `cxr_attention.grounding.single`): those of an uploaded file in one of the grounding readers'
+  released formats (`cxr_attention.grounding.stage.READERS`), else, for an image of the run's
+  manifest (``--results``), those the run's grounding stage recorded
+  (``grounding/annotations.csv``, `cxr_attention.grounding.datasets.read_annotation_table`).
 """
 
 from __future__ import annotations
@@ -81,11 +81,15 @@ _NOT_BUILT = {
 
 
 def annotations_of_image(
-    path: str | Path, dataset: str, image_stem: str, source_size: tuple[int, int]
+    path: str | Path,
+    dataset: str,
+    image_stem: str,
+    source_size: tuple[int, int] | None = None,
 ) -> list:
     """The annotations of ``path`` (read as ``dataset``) whose image is ``image_stem``.
 
-    ``source_size`` (width, height) is the frame of boxes whose file gives none (VinDr's).
+    ``source_size`` (width, height) is the frame of boxes whose file gives none (VinDr's); None
+    keeps the frames as read (explain gives those boxes the image's own).
 
     Raises
     ------
@@ -97,8 +101,12 @@ def annotations_of_image(
     return _of_image(READERS[dataset](path), image_stem, source_size)
 
 
-def _of_image(annotations: list, image_stem: str, source_size: tuple[int, int]) -> list:
+def _of_image(
+    annotations: list, image_stem: str, source_size: tuple[int, int] | None = None
+) -> list:
     chosen = [a for a in annotations if a.image_id == image_stem]
+    if source_size is None:
+        return chosen
     return [a.with_size(*source_size) if a.image_width <= 0 else a for a in chosen]
 
 
@@ -279,8 +287,11 @@ def checks_tab(
                 swap_image = read_swap_image(swap_upload, settings.max_side)
             except ValueError as error:
                 return refuse(f"Cannot use the swap image: {error}")
+        # The image's annotations (None: no source of them) are scored by explain (box_*).
+        annotations, annotation_notes = _image_annotations(
+            annotation_file, annotation_format, image_path.stem
+        )
         out_dir = Path(tempfile.mkdtemp(prefix="checks-", dir=session))
-        boxes = annotation_file if annotation_file and annotation_format == "ms_cxr" else None
         progress(0.1, desc="answering, deletion curves and reliance conditions")
         result = run_explain(
             loaded_model,
@@ -293,7 +304,7 @@ def checks_tab(
             faithfulness_perturbations=list(perturbations or []),
             reliance=True,
             swap_image=swap_image,
-            boxes=boxes,
+            annotations=annotations,
         )
         if result.failure is not None:
             message = f"Cannot use {image_path.name}: {result.failure}"
@@ -319,33 +330,18 @@ def checks_tab(
         else:
             status.append("No perturbation chosen: no deletion curve.")
 
-        overlay, annotations = str(out_dir / "overlay.png"), []
-        stem = image_path.stem
-        meta = json.loads((out_dir / f"{stem}.json").read_text(encoding="utf-8"))
-        source_size = (int(meta["source_width"]), int(meta["source_height"]))
-        if annotation_file:
-            try:
-                annotations = annotations_of_image(
-                    annotation_file, annotation_format, stem, source_size
-                )
-            except (InputError, ValueError) as error:
-                status.append(f"Cannot read the annotation file: {error}")
-            else:
-                if not annotations:
-                    status.append(
-                        f"The annotation file has no annotation of `{stem}` "
-                        "(its image id must be the upload's file name without the suffix)."
-                    )
-        elif manifest is not None and stem in manifest.images:
-            if run_annotations is None:
-                status.append(f"No annotation of the run: {run_annotations_note}.")
-            else:
-                annotations = _of_image(run_annotations, stem, source_size)
-                if not annotations:
-                    status.append(f"No annotation for this image in {run_annotations_note}.")
+        overlay = str(out_dir / "overlay.png")
+        status.extend(annotation_notes)
         if annotations:
+            stem = image_path.stem
+            meta = json.loads((out_dir / f"{stem}.json").read_text(encoding="utf-8"))
+            source_size = (int(meta["source_width"]), int(meta["source_height"]))
+            annotations = _of_image(annotations, stem, source_size)  # VinDr's take its size
             overlay = _annotated_overlay(out_dir, stem, annotations)
-            status.append(f"{len(annotations)} annotation(s) of `{stem}` outlined on the map.")
+            status.append(
+                f"{len(annotations)} annotation(s) of `{stem}` outlined on the map and scored "
+                "(the `box_*` metrics)."
+            )
         metrics = pd.read_csv(out_dir / "metrics.csv")
         return (
             "\n\n".join(status),
@@ -358,11 +354,34 @@ def checks_tab(
             perturbation_choice,
             reliance_view(out_dir / "reliance.csv", conditions or []),
             overlay,
-            _annotation_table(annotations),
+            _annotation_table(annotations or []),
             metrics,
             str(out_dir),
             session,
         )
+
+    def _image_annotations(annotation_file, annotation_format, stem):
+        """The annotations of ``stem`` (frames as recorded) and what the page says about them:
+        an uploaded file's, else, for a manifest image, the run's; None when neither applies."""
+        if annotation_file:
+            try:
+                annotations = annotations_of_image(annotation_file, annotation_format, stem)
+            except (InputError, ValueError) as error:
+                return None, [f"Cannot read the annotation file: {error}"]
+            if not annotations:
+                return annotations, [
+                    f"The annotation file has no annotation of `{stem}` "
+                    "(its image id must be the upload's file name without the suffix)."
+                ]
+            return annotations, []
+        if manifest is None or stem not in manifest.images:
+            return None, []
+        if run_annotations is None:
+            return None, [f"No annotation of the run: {run_annotations_note}."]
+        annotations = _of_image(run_annotations, stem)
+        if not annotations:
+            return annotations, [f"No annotation for this image in {run_annotations_note}."]
+        return annotations, []
 
     def redraw_curve(map_id, perturbation, curve, run_dir):
         if not run_dir or not (Path(run_dir) / "faithfulness.csv").is_file():

@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ import pandas as pd
 from cxr_attention.captures import write_capture
 from cxr_attention.io import Failure, InputError, write_csv, write_failures, write_json
 from cxr_attention.preprocessed import PreprocessedImage
+
+if TYPE_CHECKING:
+    from cxr_attention.grounding.datasets import Annotation
 
 __all__ = [
     "DEFAULT_QUESTION_BANK",
@@ -119,6 +123,7 @@ def explain(
     image_first: bool,
     max_side: int,
     boxes: str | os.PathLike | None = None,
+    annotations: Sequence[Annotation] | None = None,
     faithfulness: bool = False,
     faithfulness_perturbations: Sequence[str] | None = None,
     reliance: bool = False,
@@ -130,9 +135,12 @@ def explain(
     ``boxes``, an MS-CXR-format CSV, adds the ``box_*`` grounding columns to ``metrics.csv``
     (:mod:`cxr_attention.grounding.single`), and the phrases of the image's rows as terms: each
     gets its term maps (from the question's or the answer's tokens where it occurs there, else
-    the counterfactual map of the phrase's tokens). ``loaded_model``, the
-    `cxr_attention.inference.model.LoadedModel` of ``model_id`` already in memory, saves loading
-    it again (the app answers many questions with one model); without it the model is loaded here.
+    the counterfactual map of the phrase's tokens). ``annotations``, instead of ``boxes``, are
+    this image's annotations already read (the app's: an uploaded file's in any released format,
+    or a run's recorded ones); those of unknown frame (VinDr's) take the image's own size.
+    ``loaded_model``, the `cxr_attention.inference.model.LoadedModel` of ``model_id`` already in
+    memory, saves loading it again (the app answers many questions with one model); without it
+    the model is loaded here.
     ``faithfulness_perturbations`` computes the curves for those perturbations only (None: the
     schema's ``faithfulness.perturbations``).
 
@@ -151,6 +159,8 @@ def explain(
     from cxr_attention.model_source import check_model_source
     from cxr_attention.preprocess.pipeline import preprocess_image
 
+    if boxes is not None and annotations is not None:
+        raise ValueError("give the boxes file or the annotations, not both")
     check_model_source(model_id)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,10 +212,14 @@ def explain(
     )
 
     phrases = []
-    if boxes is not None:
-        from cxr_attention.grounding.single import image_phrases
+    if boxes is not None or annotations is not None:
+        from cxr_attention.grounding.single import annotation_phrases, read_image_boxes
 
-        phrases = image_phrases(boxes, Path(image_path).stem)
+        source_size = (images["source_width"], images["source_height"])
+        if boxes is not None:
+            annotations = read_image_boxes(boxes, Path(image_path).stem)
+        annotations = [a.with_size(*source_size) if a.image_width <= 0 else a for a in annotations]
+        phrases = annotation_phrases(annotations)
     maps = explain_maps(
         arrays,
         terms=list(dict.fromkeys([*terms, *question_terms(question), *phrases])),
@@ -219,11 +233,10 @@ def explain(
         lungs,
         mask_flags=images["mask_flags"],
     )
-    if boxes is not None:
+    if annotations is not None:
         from cxr_attention.grounding.single import image_box_metrics
 
-        source_size = (images["source_width"], images["source_height"])
-        grounding = image_box_metrics(maps, boxes, Path(image_path).stem, source_size=source_size)
+        grounding = image_box_metrics(maps, annotations, source_size=source_size)
         metrics = metrics.merge(grounding, on="map_id", how="left")
     write_csv(metrics, out_dir / "metrics.csv")
     _overlay(image, body, lungs, maps, question, answer, out_dir / "overlay.png")

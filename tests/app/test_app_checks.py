@@ -4,7 +4,7 @@ Oracles: `cxr_attention.explain.explain` run directly on the same image, questio
 boxes (its ``faithfulness.csv``, ``faithfulness_points.csv``, ``reliance.csv``, ``metrics.csv``
 and ``overlay.png``); the trapezoid area of the written curve points (numpy); the boxes of a
 hand-written annotation file; and, for a run's manifest image, the box the synthetic run recorded,
-mapped by hand onto the overlay's pixels.
+mapped by hand onto the overlay's pixels and onto the grid cells of explain's maps (box_*).
 """
 
 from __future__ import annotations
@@ -290,13 +290,65 @@ def _longest_run(flags: np.ndarray) -> tuple[int, int]:
     return int(starts[longest]), int(stops[longest])
 
 
+@pytest.fixture(scope="module")
+def annotated_checked(run_client):
+    """The tab's checks of the annotated manifest image: (picked copy, outputs)."""
+    return _check_manifest_image(run_client, ANNOTATED)
+
+
+@pytest.fixture(scope="module")
+def annotated_direct(annotated_checked, loaded, tiny_model_dir, tmp_path_factory):
+    """explain() of the picked image without annotations: its output folder."""
+    direct = tmp_path_factory.mktemp("annotated-direct")
+    explain_directly(annotated_checked[0], QUESTION, direct, loaded, tiny_model_dir)
+    return direct
+
+
+def _box_cover(start: float, stop: float, cells: int = 16) -> np.ndarray:
+    """Share of each of ``cells`` equal cells of [0, 1] inside [start, stop) (by hand)."""
+    edges = np.arange(cells + 1) / cells
+    return np.clip(np.minimum(edges[1:], stop) - np.maximum(edges[:-1], start), 0, None) * cells
+
+
+def test_a_manifest_image_s_box_is_scored_by_explain(
+    annotated_checked, annotated_direct, radiograph
+):
+    """The run's recorded box gives every map its box_* metrics, as an uploaded file's does.
+    Oracle: each map of explain's own maps.npz scored by hand against the box's share of each
+    grid cell (the box as fractions of its frame: the grid covers the whole image)."""
+    metrics = _table(annotated_checked[1][11]).set_index("map_id")
+    with Image.open(radiograph) as image:
+        width, height = image.size
+    x, y, w, h = annotated_box(width, height)
+    cover = np.outer(
+        _box_cover(y / height, (y + h) / height), _box_cover(x / width, (x + w) / width)
+    )
+    assert 0 < cover.sum() < 256 and not np.isin(cover, [0, 1]).all()  # a cell partly inside
+    shown_maps = pd.read_csv(annotated_direct / "maps.csv", keep_default_na=False)
+    # the recorded phrase is a term too, as with explain --boxes: its maps are scored as well
+    assert set(shown_maps["map_id"]) < set(metrics.index)
+    assert metrics["box_mass"].astype(float).notna().all()
+    with np.load(annotated_direct / "maps.npz") as arrays:
+        for map_id in shown_maps["map_id"]:
+            grid = arrays[map_id].astype(np.float64)
+            assert grid.shape == (16, 16)
+            shown = metrics.loc[map_id]
+            mass = (grid * cover).sum() / grid.sum()
+            # float32 maps from two model calls (see test_annotation_boxes_and_metrics)
+            assert float(shown["box_mass"]) == pytest.approx(mass, rel=1e-4)
+            assert float(shown["box_area"]) == pytest.approx(cover.mean())
+            assert float(shown["box_lift"]) == pytest.approx(mass / cover.mean(), rel=1e-4)
+            peak = cover[grid == grid.max()].mean()
+            assert float(shown["box_pointing_game"]) == pytest.approx(peak)
+
+
 def test_a_manifest_image_is_outlined_with_the_run_s_own_box(
-    run_client, loaded, tiny_model_dir, radiograph, tmp_path
+    annotated_checked, annotated_direct, radiograph
 ):
     """The picked image's overlay is explain's overlay.png with the recorded box outlined: inside
     the radiograph's axes the two differ exactly along the box's outline, hand-mapped from the
     box's source pixels onto the figure (the axes: the long non-white block of the plain figure)."""
-    picked, outputs = _check_manifest_image(run_client, ANNOTATED)
+    outputs = annotated_checked[1]
     status, overlay, annotations = outputs[0], outputs[9], _table(outputs[10])
     with Image.open(radiograph) as image:
         width, height = image.size
@@ -306,9 +358,7 @@ def test_a_manifest_image_is_outlined_with_the_run_s_own_box(
     assert annotations["frame"].tolist() == [f"{width} x {height}"]
     assert f"1 annotation(s) of `{ANNOTATED}` outlined" in status
 
-    direct = tmp_path / "direct"
-    explain_directly(picked, QUESTION, direct, loaded, tiny_model_dir)
-    with Image.open(direct / "overlay.png") as plain, Image.open(overlay) as outlined:
+    with Image.open(annotated_direct / "overlay.png") as plain, Image.open(overlay) as outlined:
         plain_pixels = np.asarray(plain.convert("RGB"), dtype=int)
         outlined_pixels = np.asarray(outlined.convert("RGB"), dtype=int)
     assert plain_pixels.shape == outlined_pixels.shape
@@ -352,3 +402,5 @@ def test_a_manifest_image_without_a_box_says_so(run_client, run_folder):
         in status
     )
     assert annotations.empty and overlay.endswith("overlay.png")  # explain's own, unoutlined
+    metrics = _table(outputs[11])
+    assert pd.to_numeric(metrics["box_mass"], errors="coerce").isna().all()  # blank: no box

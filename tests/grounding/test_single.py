@@ -1,4 +1,5 @@
-"""``explain --boxes``: the box columns of one image's maps, from an MS-CXR-format file."""
+"""``explain --boxes``: the box columns of one image's maps, from an MS-CXR-format file or
+annotations already read (the app's)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_attention.grounding.datasets import MS_CXR_COLUMNS
-from cxr_attention.grounding.single import BOX_COLUMNS, image_box_metrics
+from cxr_attention.grounding.datasets import MS_CXR_COLUMNS, Annotation
+from cxr_attention.grounding.single import (
+    BOX_COLUMNS,
+    image_box_metrics,
+    read_image_boxes,
+    union_region,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # 447 x 512 (W x H): non-square.
@@ -45,7 +51,7 @@ def test_rows_of_this_image_form_one_region(tmp_path):
     outside = np.full((16, 16), 1.0)
     outside[0, 0] = 100.0
     maps = [(SimpleNamespace(map_id="a"), inside), (SimpleNamespace(map_id="b"), outside)]
-    table = image_box_metrics(maps, csv, "img")
+    table = image_box_metrics(maps, read_image_boxes(csv, "img"))
     assert list(table.columns) == ["map_id", *BOX_COLUMNS]
     a, b = table.to_dict("records")
     assert a["box_area"] == pytest.approx(2 / 256)
@@ -61,9 +67,64 @@ def test_rows_of_this_image_form_one_region(tmp_path):
 
 def test_no_rows_for_the_image_leaves_the_columns_blank(tmp_path):
     csv = _boxes_csv(tmp_path / "boxes.csv", [("other", 0, 0, 10, 10, 320, 160)])
-    table = image_box_metrics([(SimpleNamespace(map_id="a"), np.ones((16, 16)))], csv, "img")
+    assert read_image_boxes(csv, "img") == []
+    table = image_box_metrics([(SimpleNamespace(map_id="a"), np.ones((16, 16)))], [])
     assert table["map_id"].tolist() == ["a"]
     assert all(math.isnan(table[column].iloc[0]) for column in BOX_COLUMNS)
+
+
+def _annotation(annotation_id, width, height, boxes=(), rle=None):
+    return Annotation(
+        dataset="test",
+        annotation_id=annotation_id,
+        image_id="img",
+        patient_id="1",
+        finding="Edema",
+        label="Edema",
+        image_width=width,
+        image_height=height,
+        boxes=boxes,
+        rle=rle,
+    )
+
+
+def test_annotations_on_other_frames_are_scaled_into_the_first():
+    # Cell (2, 3) on a 320 x 160 frame (20 x 10 px cells) and cell (5, 8) given on a frame twice
+    # as large: the union is those two cells.
+    region = union_region(
+        [
+            _annotation("a", 320, 160, boxes=((60.0, 20.0, 20.0, 10.0),)),
+            _annotation("b", 640, 320, boxes=((320.0, 100.0, 40.0, 20.0),)),
+        ]
+    )
+    expected = np.zeros((16, 16))
+    expected[2, 3] = expected[5, 8] = 1.0
+    np.testing.assert_allclose(region.coverage, expected, atol=1e-12)
+
+
+def test_a_segmentation_joins_boxes_by_its_pixel_mask():
+    from pycocotools import mask as coco_mask
+
+    # A 32 x 32 mask (2 x 2 px cells) of the top-left quarter, and a box given on a 64 x 64
+    # frame that lands on the bottom-right cell once halved into the mask's frame.
+    pixels = np.zeros((32, 32), dtype=np.uint8, order="F")
+    pixels[:16, :16] = 1
+    rle = coco_mask.encode(pixels)
+    region = union_region(
+        [
+            _annotation("mask", 32, 32, rle=rle),
+            _annotation("box", 64, 64, boxes=((60.0, 60.0, 4.0, 4.0),)),
+        ]
+    )
+    expected = np.zeros((16, 16))
+    expected[:8, :8] = 1.0
+    expected[15, 15] = 1.0
+    np.testing.assert_allclose(region.coverage, expected, atol=1e-12)
+
+
+def test_a_box_without_a_frame_is_refused():
+    with pytest.raises(ValueError, match=r"vindr\.0: the image size is unknown"):
+        union_region([_annotation("vindr.0", 0, 0, boxes=((1.0, 1.0, 2.0, 2.0),))])
 
 
 def test_explain_boxes_adds_the_columns_for_every_map(tiny_model_dir, tmp_path):
