@@ -7,6 +7,7 @@ batched Grad-CAM maps equal one-target-at-a-time ones.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -75,3 +76,37 @@ def test_compaction_bench_reports_planned_lengths_and_equal_answers():
     assert agreement[1] == "32"
     assert all(float(agreement[i]) <= 1e-6 for i in (2, 3, 4))
     assert re.search(r"compaction speed-up: \S+x wall, \S+x CPU", out)
+
+
+def test_test_split_bench_measures_every_stage_and_projects_from_its_rates(tmp_path):
+    record = tmp_path / "test-split.json"
+    out = bench(
+        "bench_test_split.py",
+        *("--images", "1", "--images-per-batch", "1", "--orders", "question-first"),
+        *("--repeats", "1", "--methods", "attention", "uniform", "--json", str(record)),
+    )
+    results = json.loads(record.read_text())
+    answers = results["answers"]
+    assert set(answers) == {"one_word, question-first", "sentences, question-first"}
+    for run in answers.values():  # the bench checked every answer's planted length
+        assert run["answers"] == 42
+    # Sentence answers write more: their captures hold a row per generated token.
+    assert (
+        answers["sentences, question-first"]["bytes_per_answer"]
+        > 5 * answers["one_word, question-first"]["bytes_per_answer"]
+    )
+    projected = results["projections"]
+    for key, run in answers.items():  # 5,159 images x 42 questions at the measured rate
+        assert projected["answers_minutes"][key] == pytest.approx(
+            5159 * 42 / run["answers_per_second"] / 60
+        )
+    per_map = {row["method"]: row["seconds_per_map"] for row in results["maps"]}
+    assert set(per_map) == {"attention", "uniform"}
+    assert projected["maps_1000_hours"] == pytest.approx(1000 * sum(per_map.values()) / 3600)
+    faithfulness = results["faithfulness"]
+    assert faithfulness["n_random"] == 5 and faithfulness["steps"] == 8  # the schema's defaults
+    per_sample = faithfulness["random_seconds_per_sample"] + sum(
+        faithfulness["seconds_per_map"] + seconds for seconds in per_map.values()
+    )
+    assert projected["faithfulness_500_hours"] == pytest.approx(500 * per_sample / 3600)
+    assert "## Projections (test split: 5,159 images)" in out
