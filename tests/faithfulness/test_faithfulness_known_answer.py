@@ -172,7 +172,9 @@ def test_trained_known_answer_model_answers_blank_and_clean_images_no(trained_kn
 
 def test_randomising_the_trained_model_destroys_its_gradcam_map(trained_known_answer):
     # Adebayo et al.'s check, with scipy's Spearman as the oracle: the original map points at the
-    # lesion; with the vision tower's or the decoder's weights redrawn it no longer resembles it.
+    # lesion; with the vision tower's or the decoder's weights redrawn it no longer resembles it,
+    # in either direction (|rho|: a reversed map keeps the original's structure, as the stage's
+    # randomisation table reads it).
     from scipy.stats import spearmanr
 
     from cxr_attention.faithfulness.randomisation import decoder_layers, randomised
@@ -194,4 +196,4 @@ def test_randomising_the_trained_model_destroys_its_gradcam_map(trained_known_an
                 continue
         if np.ptp(randomised_map) == 0:  # a constant map resembles nothing either
             continue
-        assert spearmanr(original, randomised_map).statistic < 0.3
+        assert abs(spearmanr(original, randomised_map).statistic) < 0.3

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
-from cxr_attention.faithfulness.randomisation import cascade_counts
+from cxr_attention.faithfulness.randomisation import RANDOMISATION_COLUMNS, cascade_counts
 from cxr_attention.faithfulness.reliance_tables import (
     against_original,
     consistency_reliance_table,
@@ -20,7 +20,11 @@ from cxr_attention.faithfulness.similarity import (
     question_swap_pairs,
     question_swap_summary,
 )
-from cxr_attention.faithfulness.summary import paired_differences
+from cxr_attention.faithfulness.summary import (
+    RANDOMISATION_SUMMARY_COLUMNS,
+    paired_differences,
+    randomisation_summary,
+)
 
 BOOT = {"n_boot": 200, "confidence": 0.95, "seed": 0}
 
@@ -137,7 +141,75 @@ def test_question_swap_pairs_and_summary():
     pairs = question_swap_pairs(maps, arrays)
     assert sorted(pairs["pair"]) == ["paraphrase", "swap"]  # e1-c0 is neither
     summary = question_swap_summary(pairs, **BOOT).set_index("pair")
-    assert summary.loc["swap - paraphrase", "spearman"] < -0.5
+    assert summary.loc["swap - paraphrase", "abs_spearman"] < -0.5
+
+
+def test_question_swap_judges_a_reversed_map_as_alike():
+    # the swapped finding's map is the baseline's negation: scipy's rho is -1, yet its ranking is
+    # the baseline's reversed, as alike as the paraphrase (rho 1). By hand: |rho| swap - paraphrase
+    # = 1 - 1 = 0, not the signed -1 - 1 = -2 that reads as "the map follows the question"
+    base = np.random.default_rng(2).random((16, 16))
+    arrays = {"e0": base, "e1": 2 * base + 1, "c0": -base}
+    maps = pd.DataFrame(
+        {
+            "map_id": ["e0", "e1", "c0"],
+            "dicom_id": ["i"] * 3,
+            "subject_id": ["1"] * 3,
+            "method": ["attention"] * 3,
+            "question_id": ["eff.b.0", "eff.p.0", "card.b.0"],
+            "baseline_question_id": ["eff.b.0", "eff.b.0", "card.b.0"],
+            "finding": ["Effusion", "Effusion", "Cardiomegaly"],
+        }
+    )
+    pairs = question_swap_pairs(maps, arrays).set_index("pair")
+    assert pairs.loc["swap", "spearman"] == pytest.approx(spearmanr(base.ravel(), -base.ravel())[0])
+    assert pairs.loc["swap", "spearman"] == pytest.approx(-1.0)  # the per-pair table keeps the sign
+    summary = question_swap_summary(pairs.reset_index(), **BOOT).set_index("pair")
+    assert summary.loc["swap", "abs_spearman"] == pytest.approx(1.0)
+    assert summary.loc["swap", "spearman"] == pytest.approx(-1.0)
+    assert summary.loc["swap - paraphrase", "abs_spearman"] == pytest.approx(0.0, abs=1e-12)
+    assert summary.loc["swap - paraphrase", "spearman"] == pytest.approx(-2.0)
+
+
+def _randomisation_rows(original_and_randomised):
+    """Rows as `cascading_randomisation` writes them (plus ``subject_id``), one per patient."""
+    rows = []
+    for subject, (original, randomised_map) in enumerate(original_and_randomised):
+        rho, ssim = map_similarity(original, randomised_map)
+        rows.append(
+            {
+                "subject_id": str(subject),
+                "method": "attention",
+                "part": "decoder",
+                "layers_randomised": 2,
+                "n_layers": 2,
+                "spearman": rho,
+                "ssim": ssim,
+            }
+        )
+    return pd.DataFrame(rows, columns=["subject_id", *RANDOMISATION_COLUMNS])
+
+
+def test_randomisation_summary_judges_the_absolute_spearman():
+    # patient 0's randomised map is its map negated (scipy: rho -1), patient 1's a rescaled copy
+    # (rho +1), patient 2's constant (no ranking: NaN, left out). By hand: the signed mean is 0,
+    # which would read "no resemblance left", but both maps keep the original's whole ranking:
+    # mean |rho| = (1 + 1) / 2 = 1, and every resample of two 1s is 1
+    rng = np.random.default_rng(3)
+    first, second, third = (rng.random((16, 16)) for _ in range(3))
+    rows = _randomisation_rows(
+        [(first, -first), (second, 3 * second + 1), (third, np.full((16, 16), 0.5))]
+    )
+    assert rows["spearman"].iloc[0] == pytest.approx(spearmanr(first.ravel(), -first.ravel())[0])
+    assert rows["spearman"].iloc[0] == pytest.approx(-1.0)  # the per-row table keeps the sign
+    summary = randomisation_summary(rows, **BOOT)
+    assert list(summary.columns) == RANDOMISATION_SUMMARY_COLUMNS
+    row = summary.iloc[0]
+    assert row["abs_spearman"] == pytest.approx(1.0)
+    assert row["abs_spearman_ci_low"] == pytest.approx(1.0)
+    assert row["abs_spearman_ci_high"] == pytest.approx(1.0)
+    assert row["spearman"] == pytest.approx(0.0, abs=1e-12)
+    assert (row["n_maps"], row["n_patients"]) == (2, 2)
 
 
 def test_paired_differences_with_road_combined():

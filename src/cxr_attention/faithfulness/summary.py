@@ -2,13 +2,21 @@
 mean, averaged per method, perturbation and curve, with a patient-level bootstrap CI.
 
 Signs: a faithful map has a deletion area *below* random (difference < 0), insertion and LeRF
-areas above it and a ROAD combined score above random (differences > 0).
+areas above it and a ROAD combined score above random (differences > 0). The randomisation table
+judges resemblance on |Spearman| (`similarity.abs_spearman`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from cxr_attention.faithfulness.similarity import (
+    SIMILARITY_COLUMNS,
+    abs_spearman,
+    question_swap_pairs,
+    question_swap_summary,
+    similarity_estimates,
+)
 from cxr_attention.metrics.bootstrap import bootstrap_mean
 
 __all__ = [
@@ -80,39 +88,27 @@ RANDOMISATION_SUMMARY_COLUMNS = [
     "n_layers",
     "n_maps",
     "n_patients",
-    "spearman",
-    "spearman_ci_low",
-    "spearman_ci_high",
-    "ssim",
-    "ssim_ci_low",
-    "ssim_ci_high",
+    *SIMILARITY_COLUMNS,
 ]
 
 
 def randomisation_summary(
     rows: pd.DataFrame, *, n_boot: int, confidence: float, seed: int
 ) -> pd.DataFrame:
-    """Mean Spearman and SSIM to the original map per method and cascade step (patient CIs).
+    """Mean |Spearman| and SSIM to the original map per method and cascade step (patient CIs).
 
-    A map that depends on the model falls towards 0 (Spearman) as more layers are randomised.
+    A map that depends on the model falls towards 0 on ``abs_spearman`` as more layers are
+    randomised; a signed rho below 0 (the map reversed) keeps the original's structure, so the
+    signed mean (``spearman``, no CI) only says whether the maps reverse (`abs_spearman`).
     """
+    rows = rows.assign(abs_spearman=abs_spearman(rows["spearman"]))
     out = []
     keys = ["method", "part", "layers_randomised", "n_layers"]
     for key, group in rows.groupby(keys, sort=True):
-        clusters = group["subject_id"].astype(str)
-        rho, ssim = (
-            bootstrap_mean(group[c], clusters, n_boot=n_boot, confidence=confidence, seed=seed)
-            for c in ("spearman", "ssim")
+        estimates = similarity_estimates(
+            group, group["subject_id"].astype(str), n_boot=n_boot, confidence=confidence, seed=seed
         )
-        out.append(
-            [
-                *key,
-                rho.n,
-                rho.n_clusters,
-                *(rho.value, rho.ci_low, rho.ci_high),
-                *(ssim.value, ssim.ci_low, ssim.ci_high),
-            ]
-        )
+        out.append([*key, *estimates])
     return pd.DataFrame(out, columns=RANDOMISATION_SUMMARY_COLUMNS)
 
 
@@ -134,7 +130,6 @@ def write_faithfulness_summaries(
     """The faithfulness rule's study tables: paired differences, randomisation, question swap."""
     import numpy as np
 
-    from cxr_attention.faithfulness.similarity import question_swap_pairs, question_swap_summary
     from cxr_attention.io import read_table, write_csv
 
     kwargs = {"n_boot": n_boot, "confidence": confidence, "seed": seed}

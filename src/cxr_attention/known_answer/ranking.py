@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxr_attention.faithfulness.similarity import abs_spearman
 from cxr_attention.io import InputError, atomic_path, read_table, write_csv
 from cxr_attention.known_answer.benchmark import QUESTIONS
 from cxr_attention.known_answer.scores import lesion_map_scores
@@ -277,11 +278,12 @@ def sample_method_scores(
 def randomisation_spearman(part_spearmans: Iterable[float]) -> float:
     """The film's randomisation criterion: the mean absolute Spearman over the randomised parts.
 
-    Absolute because a map whose sign flips keeps the original's structure (Adebayo et al. 2018;
-    the module docstring). A part without a value (NaN: a constant map) is left out; NaN when
-    none has one.
+    Absolute because a map whose sign flips keeps the original's structure
+    (`cxr_attention.faithfulness.similarity.abs_spearman`, as the faithfulness stage's
+    randomisation table reads it). A part without a value (NaN: a constant map) is left out; NaN
+    when none has one.
     """
-    finite = [abs(value) for value in part_spearmans if np.isfinite(value)]
+    finite = [abs_spearman(value) for value in part_spearmans if np.isfinite(value)]
     return float(np.mean(finite)) if finite else math.nan
 
 

@@ -23,12 +23,17 @@ FAITHFULNESS_READING = {
     ),
     "Cascading randomisation": (
         "Similarity of each map to the original model's after randomising the last "
-        "layers_randomised layers. A map that explains the model falls towards 0 (Spearman); one "
-        "that stays high reflects the image or the prompt, not the weights."
+        "layers_randomised layers: abs_spearman, the mean |Spearman| (CI over patients), and "
+        "SSIM. A map that explains the model falls towards 0 on abs_spearman (unrelated maps "
+        "score about 0.05, smooth ones more); one that stays high reflects the image or the "
+        "prompt, not the weights. Judge |Spearman|, not the signed spearman (its mean, shown only "
+        "to say whether the maps reverse): a map whose ranking reverses (-0.5) keeps the "
+        "original's structure as much as one at +0.5."
     ),
     "Question randomisation": (
-        "swap - paraphrase below 0: changing the finding changes the map more than rewording the "
-        "question does (the paraphrase null)."
+        "swap - paraphrase below 0 (abs_spearman, the mean |Spearman|, and ssim): changing the "
+        "finding changes the map more than rewording the question does (the paraphrase null); a "
+        "reversed map (signed spearman below 0) still resembles the other."
     ),
 }
 RELIANCE_READING = {
