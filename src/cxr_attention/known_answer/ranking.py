@@ -15,8 +15,9 @@ map (the decision map, `cxr_attention.maps.shard.explain_maps` with ``method="al
   redrawn (`cxr_attention.faithfulness.randomisation.cascading_randomisation`, its last step of
   each part), averaged over the two parts (``spearman_decoder`` and ``spearman_vision`` keep each
   part's signed value). A map that explains the model changes when its weights do, so lower is
-  better. Absolute, as Adebayo et al. 2018 ("Sanity checks for saliency maps") compare: a map
-  whose sign flips after randomisation keeps the original's structure, so -0.5 resembles the
+  better. Absolute, because a map whose sign flips after randomisation keeps the original's
+  structure (`cxr_attention.faithfulness.similarity.abs_spearman`; Adebayo et al. 2018 take the
+  absolute value of the maps, a different thing, for signed gradients), so -0.5 resembles the
   original as much as +0.5 (a constant map has no ranking: NaN). The chance reference is 0, the
   floor, "no resemblance left": two unrelated maps score a little above it (for 256
   independent cells the mean |rho| is sqrt(2 / (pi * 255)), about 0.05; more for smooth maps,
@@ -403,8 +404,8 @@ def render_ranking_section(ranking: pd.DataFrame) -> str:
         "|Spearman|: the absolute rank correlation between the map and the same method's map "
         "after every decoder layer, and after every vision-tower layer, is redrawn, averaged "
         "over the two (a map that does not change when the model does explains the input, not "
-        "the model; absolute, as Adebayo et al. 2018 compare, because a map whose sign flips "
-        "keeps the original's structure; 0 is no resemblance left, and unrelated maps score "
+        "the model; absolute, because a map whose sign flips keeps the original's "
+        "structure; 0 is no resemblance left, and unrelated maps score "
         "about 0.05 or more). "
         "Means with 95% bootstrap intervals over patients; overall rank: by the mean of the "
         "three ranks.</p>\n"
