@@ -127,17 +127,7 @@ def test_question_swap_pairs_and_summary():
         "e1": base + 0.01 * rng.random((16, 16)),  # a paraphrase: nearly the same map
         "c0": rng.random((16, 16)),  # another finding: unrelated map
     }
-    maps = pd.DataFrame(
-        {
-            "map_id": ["e0", "e1", "c0"],
-            "dicom_id": ["i"] * 3,
-            "subject_id": ["1"] * 3,
-            "method": ["attention"] * 3,
-            "question_id": ["eff.b.0", "eff.p.0", "card.b.0"],
-            "baseline_question_id": ["eff.b.0", "eff.b.0", "card.b.0"],
-            "finding": ["Effusion", "Effusion", "Cardiomegaly"],
-        }
-    )
+    maps = _baseline_paraphrase_and_swap()
     pairs = question_swap_pairs(maps, arrays)
     assert sorted(pairs["pair"]) == ["paraphrase", "swap"]  # e1-c0 is neither
     summary = question_swap_summary(pairs, **BOOT).set_index("pair")
@@ -150,17 +140,7 @@ def test_question_swap_judges_a_reversed_map_as_alike():
     # = 1 - 1 = 0, not the signed -1 - 1 = -2 that reads as "the map follows the question"
     base = np.random.default_rng(2).random((16, 16))
     arrays = {"e0": base, "e1": 2 * base + 1, "c0": -base}
-    maps = pd.DataFrame(
-        {
-            "map_id": ["e0", "e1", "c0"],
-            "dicom_id": ["i"] * 3,
-            "subject_id": ["1"] * 3,
-            "method": ["attention"] * 3,
-            "question_id": ["eff.b.0", "eff.p.0", "card.b.0"],
-            "baseline_question_id": ["eff.b.0", "eff.b.0", "card.b.0"],
-            "finding": ["Effusion", "Effusion", "Cardiomegaly"],
-        }
-    )
+    maps = _baseline_paraphrase_and_swap()
     pairs = question_swap_pairs(maps, arrays).set_index("pair")
     assert pairs.loc["swap", "spearman"] == pytest.approx(spearmanr(base.ravel(), -base.ravel())[0])
     assert pairs.loc["swap", "spearman"] == pytest.approx(-1.0)  # the per-pair table keeps the sign
@@ -261,3 +241,18 @@ def test_condition_images():
     assert (images["occluded"][lungs == 0] == 10).all()
     with pytest.raises(ValueError, match="lung mask"):
         condition_images(image, lungs[:3], None)
+
+
+def _baseline_paraphrase_and_swap() -> pd.DataFrame:
+    """Maps table of one image: e0 the effusion baseline, e1 its paraphrase, c0 another finding."""
+    return pd.DataFrame(
+        {
+            "map_id": ["e0", "e1", "c0"],
+            "dicom_id": ["i"] * 3,
+            "subject_id": ["1"] * 3,
+            "method": ["attention"] * 3,
+            "question_id": ["eff.b.0", "eff.p.0", "card.b.0"],
+            "baseline_question_id": ["eff.b.0", "eff.b.0", "card.b.0"],
+            "finding": ["Effusion", "Effusion", "Cardiomegaly"],
+        }
+    )
