@@ -29,8 +29,9 @@ The projections are arithmetic on those rates, printed with their inputs:
 - maps by every method for 1,000 answer maps: goal under 2 hours;
 - faithfulness of every method, both curves, on 500 maps (500 samples, each method's answer map
   and the sample's random orders; the maps made too): goal under 1 hour;
-- the test split's wall time with the default config: answers, then every sample's answer map
-  and ``--terms`` term maps by ``maps.methods``.
+- the test split's wall time with the default config: the slowest answers measured, every
+  sample's answer map and ``--terms`` term maps by ``maps.methods``, and the faithfulness stage
+  (its samples per shard, shards of 500 images).
 
 Phases print as they finish, so a run cut short keeps what it measured; ``--json`` writes every
 number for RESULTS.md.
@@ -45,6 +46,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -80,6 +82,8 @@ TEST_SPLIT_IMAGES = 5_159
 QUESTIONS_PER_IMAGE = 42
 GOALS = {"answers_minutes": 30.0, "maps_1000_hours": 2.0, "faithfulness_500_hours": 1.0}
 ORDERS = {"image-first": True, "question-first": False}
+#: Images per shard of the dry rehearsal (bench_planning.py's default), for the faithfulness stage.
+IMAGES_PER_SHARD = 500
 #: An answer of one word, then the end token.
 ONE_WORD_TOKENS = 2
 
@@ -231,32 +235,46 @@ def faithfulness_seconds(loaded, *, seed: int) -> dict:
 
 
 def projections(results: dict, *, terms: int) -> dict:
-    """The goals' quantities and the test split's wall time, from the measured rates."""
+    """The goals' quantities and the test split's wall time, from the measured rates.
+
+    The split's wall time adds the slowest answers measured, every sample's maps by the default
+    ``maps.methods`` (the answer and ``terms`` term maps), and the default faithfulness stage
+    (``faithfulness.max_samples`` per shard, shards of `IMAGES_PER_SHARD` images as in the dry
+    rehearsal, ``faithfulness.methods``' maps and curves and the random orders).
+    """
     from cxr_attention.settings import schema_defaults
 
-    default_methods = schema_defaults()["maps"]["methods"]
+    defaults = schema_defaults()
     per_map = {row["method"]: row["seconds_per_map"] for row in results.get("maps", [])}
-    out: dict = {"answers_minutes": {}}
+    faithfulness = results.get("faithfulness")
+    out: dict = {"answers_minutes": {}, "split_hours": {}}
     split_answers = TEST_SPLIT_IMAGES * QUESTIONS_PER_IMAGE
     for key, run in results.get("answers", {}).items():
         out["answers_minutes"][key] = split_answers / run["answers_per_second"] / 60
+    if out["answers_minutes"]:
+        out["split_hours"]["answers (slowest measured)"] = max(out["answers_minutes"].values()) / 60
     if per_map:
-        every_method = sum(per_map.values())
-        out["maps_1000_hours"] = 1000 * every_method / 3600
-        known = [m for m in default_methods if m in per_map]
-        out["default_maps_per_sample_seconds"] = (1 + terms) * sum(per_map[m] for m in known)
-    faithfulness = results.get("faithfulness")
+        out["maps_1000_hours"] = 1000 * sum(per_map.values()) / 3600
+        chosen = [m for m in defaults["maps"]["methods"] if m in per_map]
+        per_sample = (1 + terms) * sum(per_map[m] for m in chosen)
+        out["split_hours"]["maps (default maps.methods)"] = split_answers * per_sample / 3600
     if faithfulness and per_map:
-        per_sample = (
-            faithfulness["random_seconds_per_sample"]
-            + len(per_map) * faithfulness["seconds_per_map"]
-            + sum(per_map.values())
-        )
-        out["faithfulness_500_hours"] = 500 * per_sample / 3600
+
+        def sample_seconds(methods) -> float:
+            curves = len(methods) * faithfulness["seconds_per_map"]
+            return (
+                faithfulness["random_seconds_per_sample"] + curves + sum(map(per_map.get, methods))
+            )
+
+        out["faithfulness_500_hours"] = 500 * sample_seconds(list(per_map)) / 3600
+        chosen = [m for m in defaults["faithfulness"]["methods"] if m in per_map]
+        shards = math.ceil(TEST_SPLIT_IMAGES / IMAGES_PER_SHARD)
+        samples = shards * defaults["faithfulness"]["max_samples"]
+        out["split_hours"]["faithfulness (default)"] = samples * sample_seconds(chosen) / 3600
     return out
 
 
-def print_projections(projected: dict, results: dict, *, terms: int, bank_questions: int) -> None:
+def print_projections(projected: dict, results: dict, *, bank_questions: int) -> None:
     split_answers = TEST_SPLIT_IMAGES * QUESTIONS_PER_IMAGE
     print(f"\n## Projections (test split: {TEST_SPLIT_IMAGES:,} images)")
     for key, minutes in projected["answers_minutes"].items():
@@ -269,27 +287,18 @@ def print_projections(projected: dict, results: dict, *, terms: int, bank_questi
         run = results["answers"][key]
         gb = run["bytes_per_answer"] * split_answers / 1e9
         print(f"  written: {run['bytes_per_answer'] / 1e3:.0f} kB per answer, {gb:.1f} GB")
-    if "maps_1000_hours" in projected:
-        print(
-            f"- maps by every method, 1,000 answer maps: {projected['maps_1000_hours']:.2f} h "
-            f"(goal < {GOALS['maps_1000_hours']:.0f} h)"
-        )
-    if "faithfulness_500_hours" in projected:
-        print(
-            f"- faithfulness, every method, 500 samples: "
-            f"{projected['faithfulness_500_hours']:.2f} h "
-            f"(goal < {GOALS['faithfulness_500_hours']:.0f} h)"
-        )
-    if "default_maps_per_sample_seconds" in projected:
-        per_sample = projected["default_maps_per_sample_seconds"]
-        samples = TEST_SPLIT_IMAGES * QUESTIONS_PER_IMAGE
-        slowest = max(projected["answers_minutes"].values(), default=0.0)
-        total = slowest / 60 + samples * per_sample / 3600
-        print(
-            f"- maps stage, default maps.methods, answer + {terms} term maps per sample: "
-            f"{per_sample:.2f} s per sample, {samples * per_sample / 3600:.1f} h; with the "
-            f"slowest answers above, the split takes {total:.1f} h"
-        )
+    methods = f"the {len(results.get('maps', []))} methods measured"
+    units = {
+        "maps_1000_hours": f"maps by {methods}, 1,000 answer maps",
+        "faithfulness_500_hours": f"faithfulness of {methods}, 500 samples",
+    }
+    for key, unit in units.items():
+        if key in projected:
+            print(f"- {unit}: {projected[key]:.2f} h (goal < {GOALS[key]:.0f} h)")
+    stages = projected["split_hours"]
+    if stages:
+        parts = ", ".join(f"{stage} {hours:.2f} h" for stage, hours in stages.items())
+        print(f"- the test split: {sum(stages.values()):.2f} h ({parts})")
 
 
 def main(argv: list[str]) -> int:
@@ -402,9 +411,7 @@ def main(argv: list[str]) -> int:
 
     results["projections"] = projections(results, terms=args.terms)
     record()
-    print_projections(
-        results["projections"], results, terms=args.terms, bank_questions=bank_questions
-    )
+    print_projections(results["projections"], results, bank_questions=bank_questions)
     return 0
 
 

@@ -109,4 +109,13 @@ def test_test_split_bench_measures_every_stage_and_projects_from_its_rates(tmp_p
         faithfulness["seconds_per_map"] + seconds for seconds in per_map.values()
     )
     assert projected["faithfulness_500_hours"] == pytest.approx(500 * per_sample / 3600)
+    # The split: the slowest answers, every sample's answer and term map by the default methods
+    # (both measured ones are among them), 11 shards x 20 faithfulness samples.
+    split = projected["split_hours"]
+    slowest = max(5159 * 42 / run["answers_per_second"] for run in answers.values())
+    assert split["answers (slowest measured)"] == pytest.approx(slowest / 3600)
+    assert split["maps (default maps.methods)"] == pytest.approx(
+        5159 * 42 * 2 * sum(per_map.values()) / 3600
+    )
+    assert split["faithfulness (default)"] == pytest.approx(11 * 20 * per_sample / 3600)
     assert "## Projections (test split: 5,159 images)" in out
