@@ -22,6 +22,7 @@ def _arrays(layers=2, heads=4, generated=3, prompt_len=270):
         "input_ids": np.arange(prompt_len),
         "generated_ids": np.arange(generated),
         "image_token_positions": image_positions,
+        "image_hidden_norms": rng.random((layers, 256)).astype(np.float32),
     }
 
 
@@ -40,6 +41,7 @@ def test_a_written_capture_reads_back_equal(tmp_path):
         (lambda a: a.pop("text_attention"), "lacks"),
         (lambda a: a.update(generated_ids=np.arange(5)), "shapes disagree"),
         (lambda a: a.update(prompt_image_positions=np.arange(3)), "prompt_image_positions"),
+        (lambda a: a.update(image_hidden_norms=np.ones((3, 256))), "image_hidden_norms"),
     ],
 )
 def test_a_capture_that_breaks_the_contract_names_the_file(tmp_path, change, message):

@@ -23,14 +23,20 @@ attention's formula) and hands them to the recorder, which keeps what it needs:
 
 Key/value heads are expanded to the query heads as in eager attention (GQA). The recorder is held
 in a context variable, so one registered function serves every model and thread.
+
+`ImageHiddenNorms` is no attention hook: forward pre-hooks on chosen decoder layers keep, from a
+prompt pass, the norm of the hidden state entering each layer at the image tokens (what the maps
+stage's attention-sink tokens are read from), at no cost beyond a norm over 256 positions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "AttentionHook",
     "AttentionWeights",
     "GenerationRecorder",
+    "ImageHiddenNorms",
     "attention_modules",
     "attention_probabilities",
     "enable_hooks",
@@ -325,6 +332,60 @@ class AttentionWeights(AttentionHook):
         tensors = self._tensors()
         grads = torch.autograd.grad(score.sum(), tensors, retain_graph=retain_graph)
         return {layer: self._select(g) for layer, g in zip(self.layers, grads, strict=True)}
+
+
+class ImageHiddenNorms:
+    """The L2 norms (float32) of the hidden states entering chosen decoder layers at the image
+    tokens, from the first pass of each layer inside `recording` (the prompt pass; decoding steps
+    hold no image token). ``hidden_states[L]`` of transformers' ``output_hidden_states``.
+
+    Parameters
+    ----------
+    model : Gemma3ForConditionalGeneration
+    layers : sequence of int
+        Decoder layers (absolute indices).
+    image_positions : LongTensor (batch, n_image)
+        The image tokens' positions in the recorded pass's input, per batch row.
+    """
+
+    def __init__(self, model, layers: Sequence[int], image_positions: torch.Tensor):
+        self._decoder_layers = model.model.language_model.layers
+        self.layers = list(layers)
+        self.image_positions = image_positions
+        self._norms: dict[int, torch.Tensor] = {}
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[ImageHiddenNorms]:
+        """Record inside the block (pre-hooks on the layers, removed on leaving)."""
+        handles = [
+            self._decoder_layers[layer].register_forward_pre_hook(
+                functools.partial(self._record, layer), with_kwargs=True
+            )
+            for layer in self.layers
+        ]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _record(self, layer: int, module, args, kwargs) -> None:
+        if layer in self._norms:
+            return
+        hidden = args[0] if args else kwargs["hidden_states"]  # (batch, q_len, hidden)
+        index = self.image_positions.to(hidden.device)[:, :, None]
+        image = torch.gather(hidden, 1, index.expand(-1, -1, hidden.shape[-1]))
+        self._norms[layer] = image.float().norm(dim=-1)
+
+    def norms(self) -> np.ndarray:
+        """``(batch, layers, n_image)`` float32 on the host, layers in the given order."""
+        missing = [layer for layer in self.layers if layer not in self._norms]
+        if missing:
+            raise RuntimeError(f"layers {missing} were not recorded (no forward pass ran?)")
+        batch, n_image = self.image_positions.shape
+        if not self.layers:
+            return np.zeros((batch, 0, n_image), dtype=np.float32)
+        return torch.stack([self._norms[layer] for layer in self.layers], dim=1).cpu().numpy()
 
 
 def _output_from(module, probs: torch.Tensor, value: torch.Tensor, dropout: float) -> torch.Tensor:

@@ -57,6 +57,9 @@ class Capture(Mapping):
     input_ids : ndarray, (prompt_len,)
     generated_ids : ndarray, (generated,)
     image_token_positions : ndarray, (image tokens,)
+    image_hidden_norms : ndarray or None, (layers, image tokens)
+        Float32 norm of the hidden state entering each captured layer at each image token (the
+        maps stage's attention sinks); None in captures written before it was recorded.
     grid_shape : ndarray or None, (2,)
     input_tokens, generated_tokens : ndarray of str or None
     pixel_values : ndarray or None
@@ -71,6 +74,7 @@ class Capture(Mapping):
     input_ids: np.ndarray | None = None
     generated_ids: np.ndarray | None = None
     image_token_positions: np.ndarray | None = None
+    image_hidden_norms: np.ndarray | None = None
     grid_shape: np.ndarray | None = None
     input_tokens: np.ndarray | None = None
     generated_tokens: np.ndarray | None = None
@@ -146,6 +150,13 @@ def capture_problem(capture: Mapping[str, np.ndarray]) -> str | None:
         return (
             f"prompt_image_attention {prompt_image.shape} disagrees with its "
             f"{positions.size} prompt_image_positions"
+        )
+    norms = capture.get("image_hidden_norms")
+    expected = (capture["layers"].size, capture["image_token_positions"].size)
+    if norms is not None and norms.shape != expected:
+        return (
+            f"image_hidden_norms {norms.shape} disagrees with the {expected[0]} layers and "
+            f"{expected[1]} image_token_positions"
         )
     return None
 

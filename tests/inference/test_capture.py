@@ -11,6 +11,7 @@ from PIL import Image
 from cxr_attention.attention_hooks import last_layers
 from cxr_attention.inference.capture import PromptTooLongError
 from cxr_attention.inference.prompting import build_inputs
+from cxr_attention.inference.writing import capture_arrays
 
 QUESTIONS = [
     "Is there a pleural effusion?",
@@ -250,6 +251,58 @@ def test_several_images_per_batch_equal_each_question_alone(model, processor, im
     assert np.abs(together[0].attention - together[-1].attention).max() > 1e-3  # images differ
 
 
+def _eager_image_norms(eager_model, processor, image, question, image_first, layers):
+    """The oracle: the eager model's own ``output_hidden_states`` for one unpadded prompt;
+    ``hidden_states[L]`` enters decoder layer L. Norms at the image tokens, (layers, 256)."""
+    inputs = build_inputs(processor, image, question, image_first=image_first)
+    with torch.no_grad():
+        hidden = eager_model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    at_image = inputs["input_ids"][0] == eager_model.config.image_token_id
+    return np.stack([hidden[layer][0, at_image].norm(dim=-1).numpy() for layer in layers])
+
+
+@pytest.mark.parametrize(
+    ("image_first", "share", "compact"),
+    [
+        (True, True, True),  # the shared image prefix's pass
+        (False, True, True),  # question first: the prompt pass, the vision features shared
+        (True, False, True),  # every row from its pixels
+        (True, True, False),  # transformers' generate instead of the compacting decoder
+        (False, False, False),
+    ],
+)
+def test_image_hidden_norms_equal_eager_hidden_states(
+    model, eager_model, processor, image, image_first, share, compact
+):
+    """Batches of 4 rows spanning two images; layers 0 (the scaled embeddings), 2 and 5."""
+    other = Image.fromarray(np.random.default_rng(8).integers(0, 256, (90, 120), dtype=np.uint8))
+    requests = [(image, QUESTIONS), (other, QUESTIONS[::-1])]
+    layers = [0, 2, 5]
+    captures = capture_images(
+        model,
+        processor,
+        requests,
+        image_first=image_first,
+        share=share,
+        compact_finished_rows=compact,
+        layers=layers,
+        max_new_tokens=NEW_TOKENS,
+        batch_size=4,
+    )
+    asked = [(picture, question) for picture, questions in requests for question in questions]
+    for capture, (picture, question) in zip(captures, asked, strict=True):
+        expected = _eager_image_norms(
+            eager_model, processor, picture, question, image_first, layers
+        )
+        assert capture.image_hidden_norms.dtype == np.float32
+        assert capture.image_hidden_norms.shape == (3, 256)
+        np.testing.assert_allclose(capture.image_hidden_norms, expected, rtol=1e-5, atol=1e-5)
+        written = capture_arrays(capture)["image_hidden_norms"]
+        np.testing.assert_array_equal(written, capture.image_hidden_norms)
+    # the images differ, so do their norms (a row given another row's image would fail above)
+    assert np.abs(captures[0].image_hidden_norms - captures[-1].image_hidden_norms).max() > 1e-3
+
+
 def test_chosen_prompt_rows_equal_those_of_the_joined_array(model, processor, image):
     captures = capture_answers(
         model, processor, image, QUESTIONS, image_first=True, max_new_tokens=2, batch_size=3
@@ -379,7 +432,6 @@ def test_text_prompt_rows_are_the_rows_after_the_image_of_a_whole_capture(
 ):
     """Computing only the prompt rows after the image changes nothing else: those rows equal the
     whole capture's, and so do answers and every other array."""
-    from cxr_attention.inference.writing import capture_arrays
 
     options = dict(image_first=image_first, max_new_tokens=NEW_TOKENS, batch_size=2, share=share)
     whole = capture_answers(model, processor, image, QUESTIONS, **options)

@@ -55,11 +55,16 @@ def load_tiny(model_dir, *, eager: bool = True):
     return model, AutoProcessor.from_pretrained(model_dir)
 
 
+def grey_image(seed: int = 0) -> np.ndarray:
+    """The random grey image of `prompt_inputs`."""
+    return (np.random.default_rng(seed).random((320, 256)) * 255).astype(np.uint8)
+
+
 def prompt_inputs(processor, question: str, *, image_first: bool = True, seed: int = 0):
-    """Processor inputs for a random grey image and a question."""
+    """Processor inputs for a random grey image (`grey_image`) and a question."""
     from cxr_attention.inference.prompting import build_inputs
 
-    image = (np.random.default_rng(seed).random((320, 256)) * 255).astype(np.uint8)
+    image = grey_image(seed)
     return dict(build_inputs(processor, image, question, image_first=image_first))
 
 

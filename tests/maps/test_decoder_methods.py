@@ -10,10 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from maps_helpers import forced_capture, load_tiny, model_inputs_from_capture, prompt_inputs
+from maps_helpers import (
+    forced_capture,
+    grey_image,
+    load_tiny,
+    model_inputs_from_capture,
+    prompt_inputs,
+)
 from torch import nn
 
 from cxr_attention.captures import Capture
+from cxr_attention.inference.batching import capture_answers
 from cxr_attention.inference.scoring import yes_no_margin_from_logits, yes_no_tokens
 from cxr_attention.maps.cascade import compute_sample_maps
 from cxr_attention.maps.grid import MapUnavailable, normalise_map
@@ -428,9 +435,69 @@ def test_sink_mass_is_each_maps_share_on_the_high_norm_tokens(tiny):
     on_sink = next(record for record, _ in focused_maps if record.method == "attention")
     assert on_sink.sink_mass == pytest.approx(1.0)
 
-    # no model, or no method in play that runs it (capture-only maps): no sinks
+    # A capture without recorded norms (as written before they were): with no model, or no
+    # method in play that runs it (capture-only maps), no sinks
+    assert "image_hidden_norms" not in arrays
     for settings, source in ((params, None), (MapParams(method="attention"), vision)):
         blind = compute_sample_maps(
             Capture.from_arrays(arrays), [target], SampleKey("s"), settings, vision=source
         )
         assert all(np.isnan(record.sink_mass) for record, _ in blind)
+
+
+def test_sink_mass_from_the_captures_recorded_norms_needs_no_model(tiny, tiny_model_dir):
+    """The inference capture's recorded hidden-state norms give the sinks the forward path (and
+    the eager hidden states) give, in a capture-only maps run with no model at all."""
+    model, eager, processor, inputs = tiny
+    question = "Is there a pleural effusion?"
+    capturer, _ = load_tiny(tiny_model_dir, eager=False)  # capturing hooks its attention
+    (captured,) = capture_answers(
+        capturer,
+        processor,
+        grey_image(),
+        [question],
+        image_first=True,
+        layers=[3, 5],
+        max_new_tokens=1,
+        batch_size=1,
+        share=True,
+        prompt_image_rows="text",
+    )
+    np.testing.assert_array_equal(captured.input_ids, inputs["input_ids"][0].numpy())
+    arrays = forced_capture(eager, inputs, [300, 301, 302], layers=(3, 5))
+    recorded = {**arrays, "image_hidden_norms": captured.image_hidden_norms}
+    target = MapTarget("", "answer", generated_positions=(0, 1, 2))
+    vision = VisionSource(lambda: (model, inputs["pixel_values"]), tokenizer=processor.tokenizer)
+    with_model = MapParams(method="methods", methods=("attention", "activation_norm", "uniform"))
+    forward = compute_sample_maps(
+        Capture.from_arrays(arrays), [target], SampleKey("s"), with_model, vision=vision
+    )
+    capture_only = MapParams(method="methods", methods=("attention", "uniform"))
+    read = compute_sample_maps(
+        Capture.from_arrays(recorded), [target], SampleKey("s"), capture_only, vision=None
+    )
+    # oracle: the eager model's own hidden states, thresholded here
+    with torch.no_grad():
+        hidden = eager(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    image = inputs["input_ids"][0] == model.config.image_token_id
+    sinks = np.zeros(256, bool)
+    for layer in (3, 5):
+        norms = hidden[layer][0, image].norm(dim=-1).numpy()
+        sinks |= norms > np.percentile(norms, 99)
+    by_method = {record.method: record for record, _ in forward}
+    assert {record.method for record, _ in read} == {"attention", "uniform"}
+    for record, grid in read:
+        assert np.isfinite(record.sink_mass), record.method
+        expected = grid.reshape(-1).astype(np.float64)[sinks].sum() / grid.sum()
+        assert record.sink_mass == pytest.approx(expected, rel=1e-5, abs=1e-9), record.method
+        assert record.sink_mass == pytest.approx(by_method[record.method].sink_mass, rel=1e-5)
+
+    # attention_nosink reads the same recorded sinks: its map equals the forward path's
+    nosink = MapParams(method="attention_nosink")
+    (via_forward,) = AttentionNoSink().attribute(
+        MapInputs(Capture.from_arrays(arrays), nosink, SampleKey("s"), vision=vision), [target]
+    )
+    (via_recorded,) = AttentionNoSink().attribute(
+        MapInputs(Capture.from_arrays(recorded), nosink, SampleKey("s"), vision=None), [target]
+    )
+    np.testing.assert_allclose(via_recorded.grid, via_forward.grid, rtol=1e-6, atol=1e-12)

@@ -14,6 +14,10 @@ the rows the study needs:
   (row 0);
 - on each decoding step: the full row of the single query (rows 1, 2, ...).
 
+The prompt pass also keeps, per captured layer, the norm of the hidden state entering the layer
+at the image tokens (``image_hidden_norms``, ``attention_hooks.ImageHiddenNorms``): the maps stage
+reads its attention-sink tokens from them instead of running the prompt again.
+
 Row 0 is the attention of the last prompt token, the query whose output produced the first
 generated token; row ``i`` is the attention of generated token ``i - 1``, which produced token
 ``i``. Key/value heads are expanded to the 8 query heads as in eager attention (GQA).
@@ -38,6 +42,7 @@ refuses instead (`PromptTooLongError`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,7 +51,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from cxr_attention.attention_hooks import GenerationRecorder, attention_modules, recording
+from cxr_attention.attention_hooks import (
+    GenerationRecorder,
+    ImageHiddenNorms,
+    attention_modules,
+    recording,
+)
 from cxr_attention.inference.prompting import image_token_positions
 from cxr_attention.inference.scoring import (
     YesNoTokens,
@@ -75,7 +85,9 @@ class Capture:
 
     Array shapes follow docs/architecture.md ("Capture arrays"): ``attention`` is
     ``[layers, heads, generated, 256]``, ``text_attention`` ``[layers, heads, generated,
-    prompt_len]`` (image columns 0), ``prompt_image_attention`` ``[layers, heads, rows, 256]``.
+    prompt_len]`` (image columns 0), ``prompt_image_attention`` ``[layers, heads, rows, 256]``,
+    ``image_hidden_norms`` ``[layers, 256]`` (float32; with a shared image prefix, the prefix's
+    array, the same for every question of the image).
 
     ``prompt_image_attention`` holds the rows of prompt positions ``prompt_image_start`` to the
     end (0: every row; after the image with ``prompt_image_rows="text"``). It is kept as
@@ -101,6 +113,8 @@ class Capture:
     prompt_image_start: int = 0
     # P(yes variants) + P(no variants) at the first step: how much P(yes) is worth (scoring.py)
     yes_no_mass: float = float("nan")
+    # Norm of the hidden state entering each captured layer at the image tokens
+    image_hidden_norms: np.ndarray | None = None
 
     @property
     def n_generated_tokens(self) -> int:
@@ -310,7 +324,13 @@ def capture_batch(
     recorder = GenerationRecorder(
         attention_modules(model, layers), image_columns, prompt_rows=max(call_rows_needed)
     )
-    with recording(recorder):
+    # Without a prefix the prompt pass holds the image (its columns are its query positions);
+    # with one, the prefix's pass recorded the image's norms.
+    hidden_norms = None if prefix is not None else ImageHiddenNorms(model, layers, image_columns)
+    with (
+        recording(recorder),
+        contextlib.nullcontext() if hidden_norms is None else hidden_norms.recording(),
+    ):
         if compact_finished_rows:
             generated, first_logits = _decode_compacting(
                 model,
@@ -334,6 +354,10 @@ def capture_batch(
     generated = generated.cpu()
     p_yes = p_yes_tensor.cpu().numpy()
     yes_no_mass = yes_no_mass_tensor.cpu().numpy()
+    if hidden_norms is None:
+        row_norms = [prefix.image_hidden_norms[int(image)] for image in prefix_rows]
+    else:
+        row_norms = list(hidden_norms.norms())
     arrays = _gather_rows(
         recorder,
         prefix,
@@ -374,6 +398,7 @@ def capture_batch(
                 input_tokens=tokenizer.convert_ids_to_tokens(ids.tolist()),
                 generated_tokens=tokenizer.convert_ids_to_tokens(tokens),
                 prompt_image_start=starts[row],
+                image_hidden_norms=row_norms[row],
             )
         )
     return captures

@@ -5,7 +5,8 @@ With the image first, every question shares the tokens up to the end of the imag
 and to earlier tokens, never to later text, so the prefix's keys and values are the same for every
 question: `run_prefix` runs the vision tower and the prefix once per image (the images of a call
 as one batch) into a cache that every question's generation starts from (``capture_batch``), and
-keeps the prefix's prompt rows once for all the image's captures.
+keeps the prefix's prompt rows and its image tokens' hidden-state norms once for all the image's
+captures.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cxr_attention.attention_hooks import GenerationRecorder, attention_modules, recording
+from cxr_attention.attention_hooks import (
+    GenerationRecorder,
+    ImageHiddenNorms,
+    attention_modules,
+    recording,
+)
 from cxr_attention.inference.prompting import image_token_positions
 
 __all__ = ["ImagePrefix", "common_prefix_length", "run_prefix"]
@@ -35,6 +41,9 @@ class ImagePrefix:
     # Per image, (layers, heads, rows, n_image) on the host for the prefix's last rows (those
     # kept, see ``capture.prompt_image_start``): one array shared by the image's captures.
     prompt_image_rows: list[np.ndarray]
+    # Per image, (layers, n_image) float32: the hidden-state norms entering each captured layer
+    # at the image tokens (every question's: the image precedes the question).
+    image_hidden_norms: list[np.ndarray]
 
 
 @torch.no_grad()
@@ -53,7 +62,8 @@ def run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers, start) -
         image_columns[None].expand(n_images, -1),
         prompt_rows=len(prefix_ids) - start,
     )
-    with recording(recorder):
+    hidden_norms = ImageHiddenNorms(model, layers, image_columns[None].expand(n_images, -1))
+    with recording(recorder), hidden_norms.recording():
         model(
             input_ids=prefix_ids[None].expand(n_images, -1),
             pixel_values=pixel_values.to(device, model.dtype),
@@ -69,7 +79,7 @@ def run_prefix(model, prefix_ids, pixel_values, token_type_ids, layers, start) -
     else:  # nothing captured
         rows = len(prefix_ids) - start
         per_image = [np.zeros((0, 0, rows, len(image_columns)), np.float32)] * n_images
-    return ImagePrefix(prefix_ids, cache, per_image)
+    return ImagePrefix(prefix_ids, cache, per_image, list(hidden_norms.norms()))
 
 
 def common_prefix_length(sequences: Sequence[torch.Tensor]) -> int:

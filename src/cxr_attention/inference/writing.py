@@ -89,6 +89,8 @@ def capture_arrays(
         "input_tokens": np.asarray(capture.input_tokens, dtype=str),
         "generated_tokens": np.asarray(capture.generated_tokens, dtype=str),
     }
+    if capture.image_hidden_norms is not None:
+        arrays["image_hidden_norms"] = np.asarray(capture.image_hidden_norms, dtype=np.float32)
     if include_pixel_values:
         if capture.pixel_values is None:
             raise ValueError("the capture has no pixel_values (capture with include_pixel_values)")

@@ -40,7 +40,7 @@ import numpy as np
 
 from cxr_attention.captures import Capture, as_capture
 from cxr_attention.maps.grid import MapUnavailable, normalise_map, strip_outer_ring
-from cxr_attention.maps.methods.attention_nosink import sample_sinks, sink_mass
+from cxr_attention.maps.methods.attention_nosink import sample_sinks, sink_mass, sinks_recorded
 from cxr_attention.maps.methods.base import MapInputs, MapResult, Unavailable, VisionSource
 from cxr_attention.maps.params import MapParams
 from cxr_attention.maps.records import NOTE_COLUMNS, MapRecord, SampleKey, map_id
@@ -303,11 +303,15 @@ def _record(
 
 def _sinks(inputs: MapInputs) -> np.ndarray | None:
     """The sample's sink tokens for the ``sink_mass`` column, or None (logged once per sample)
-    when they are not computed: no method in play runs the model (the capture-only maps stage
-    stays CPU work), no model or pixels, or a failed forward."""
+    when they are not computed. They are read from the capture's recorded hidden-state norms
+    when it has them; else they need a forward, run only when a method in play runs the model
+    (the capture-only maps stage stays CPU work): None without one, without a model or pixels,
+    or after a failed forward."""
     if "sinks_unavailable" in inputs.shared:
         return None
-    if not any(REGISTRY[name].needs == "vision" for name in _in_play(inputs.params)):
+    if not sinks_recorded(inputs) and not any(
+        REGISTRY[name].needs == "vision" for name in _in_play(inputs.params)
+    ):
         inputs.shared["sinks_unavailable"] = "no method in play runs the model"
         return None
     try:
