@@ -377,6 +377,19 @@ def test_relative_attention_is_the_ratio_of_the_eager_attentions(tiny):
 # --- sinks -----------------------------------------------------------------------------------
 
 
+def _eager_sinks(model, eager, inputs, *, layers) -> np.ndarray:
+    """The oracle's sink tokens: above the 99th percentile of the eager model's own hidden-state
+    norm at any of ``layers`` (``hidden_states[layer]`` enters decoder layer ``layer``)."""
+    with torch.no_grad():
+        hidden = eager(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    image = inputs["input_ids"][0] == model.config.image_token_id
+    sinks = np.zeros(256, bool)
+    for layer in layers:
+        norms = hidden[layer][0, image].norm(dim=-1).numpy()
+        sinks |= norms > np.percentile(norms, 99)
+    return sinks
+
+
 def test_attention_nosink_drops_the_high_norm_tokens_of_the_eager_hidden_states(tiny):
     model, eager, processor, inputs = tiny
     arrays = forced_capture(eager, inputs, [300, 301, 302], layers=(3, 5))
@@ -385,13 +398,7 @@ def test_attention_nosink_drops_the_high_norm_tokens_of_the_eager_hidden_states(
     target = MapTarget("", "answer", generated_positions=(0, 1, 2))
     plain = Attention().attribute_one(sample, target)
     (result,) = AttentionNoSink().attribute(sample, [target])
-    with torch.no_grad():
-        hidden = eager(**inputs, output_hidden_states=True, use_cache=False).hidden_states
-    image = inputs["input_ids"][0] == model.config.image_token_id
-    sinks = np.zeros(256, bool)
-    for layer in (3, 5):  # hidden_states[layer] enters decoder layer `layer`
-        norms = hidden[layer][0, image].norm(dim=-1).numpy()
-        sinks |= norms > np.percentile(norms, 99)
+    sinks = _eager_sinks(model, eager, inputs, layers=(3, 5))
     assert 0 < sinks.sum() <= 2 * 3  # the top 1% of 256 tokens at each of two layers
     expected = np.where(sinks.reshape(16, 16), 0.0, plain.grid)
     np.testing.assert_allclose(result.grid, expected, rtol=1e-4, atol=1e-8)  # the cascade
@@ -408,14 +415,7 @@ def test_sink_mass_is_each_maps_share_on_the_high_norm_tokens(tiny):
     maps = compute_sample_maps(
         Capture.from_arrays(arrays), [target], SampleKey("s"), params, vision=vision
     )
-    # oracle: the eager model's own hidden states, thresholded here
-    with torch.no_grad():
-        hidden = eager(**inputs, output_hidden_states=True, use_cache=False).hidden_states
-    image = inputs["input_ids"][0] == model.config.image_token_id
-    sinks = np.zeros(256, bool)
-    for layer in (3, 5):  # every captured layer: maps.layers' default
-        norms = hidden[layer][0, image].norm(dim=-1).numpy()
-        sinks |= norms > np.percentile(norms, 99)
+    sinks = _eager_sinks(model, eager, inputs, layers=(3, 5))
     assert {record.method for record, _ in maps} == {"attention", "activation_norm", "uniform"}
     for record, grid in maps:
         expected = grid.reshape(-1).astype(np.float64)[sinks].sum() / grid.sum()
@@ -476,14 +476,7 @@ def test_sink_mass_from_the_captures_recorded_norms_needs_no_model(tiny, tiny_mo
     read = compute_sample_maps(
         Capture.from_arrays(recorded), [target], SampleKey("s"), capture_only, vision=None
     )
-    # oracle: the eager model's own hidden states, thresholded here
-    with torch.no_grad():
-        hidden = eager(**inputs, output_hidden_states=True, use_cache=False).hidden_states
-    image = inputs["input_ids"][0] == model.config.image_token_id
-    sinks = np.zeros(256, bool)
-    for layer in (3, 5):
-        norms = hidden[layer][0, image].norm(dim=-1).numpy()
-        sinks |= norms > np.percentile(norms, 99)
+    sinks = _eager_sinks(model, eager, inputs, layers=(3, 5))
     by_method = {record.method: record for record, _ in forward}
     assert {record.method for record, _ in read} == {"attention", "uniform"}
     for record, grid in read:
