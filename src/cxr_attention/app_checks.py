@@ -107,7 +107,7 @@ def _of_image(
     chosen = [a for a in annotations if a.image_id == image_stem]
     if source_size is None:
         return chosen
-    return [a.with_size(*source_size) if a.image_width <= 0 else a for a in chosen]
+    return [a.sized_as(*source_size) for a in chosen]
 
 
 def _open_run_annotations(results_dir) -> tuple[list | None, str]:

@@ -218,7 +218,7 @@ def explain(
         source_size = (images["source_width"], images["source_height"])
         if boxes is not None:
             annotations = read_image_boxes(boxes, Path(image_path).stem)
-        annotations = [a.with_size(*source_size) if a.image_width <= 0 else a for a in annotations]
+        annotations = [a.sized_as(*source_size) for a in annotations]
         phrases = annotation_phrases(annotations)
     maps = explain_maps(
         arrays,

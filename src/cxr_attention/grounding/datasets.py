@@ -161,6 +161,10 @@ class Annotation:
         """The same annotation in a frame of known size (VinDr's images give it)."""
         return Annotation(**{**self.__dict__, "image_width": width, "image_height": height})
 
+    def sized_as(self, width: int, height: int) -> Annotation:
+        """The annotation with the image's frame when its file gives none (VinDr's), else as is."""
+        return self.with_size(width, height) if self.image_width <= 0 else self
+
     def mask(self) -> np.ndarray:
         """Boolean pixel mask of the annotation in its frame (MedFocus's truth)."""
         if self.rle is not None:

@@ -77,21 +77,19 @@ def union_region(
     ------
     ValueError
         No annotation, or a box annotation whose frame is unknown (VinDr's, before
-        `Annotation.with_size`).
+        `Annotation.sized_as`).
     """
     if not annotations:
         raise ValueError("no annotation to form a region")
     unknown = [a.annotation_id for a in annotations if a.rle is None and a.image_width <= 0]
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: the image size is unknown")
-    segmentations = [a for a in annotations if a.rle is not None]
-    if segmentations:
-        shape = segmentations[0].mask().shape
-        union = np.zeros(shape, dtype=bool)
+    width, height = _frame(annotations)
+    if any(a.rle is not None for a in annotations):
+        union = np.zeros((height, width), dtype=bool)
         for annotation in annotations:
-            union |= annotation.mask_at(shape)
+            union |= annotation.mask_at((height, width))
         return region_from_mask(union, grid_shape)
-    width, height = annotations[0].image_width, annotations[0].image_height
     boxes = [
         (x * scale_x, y * scale_y, w * scale_x, h * scale_y)
         for annotation in annotations

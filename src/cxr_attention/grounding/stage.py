@@ -222,7 +222,7 @@ def run_grounding(
     notes = {**CONTAMINATION, **(contamination or {})}
     sizes = _source_sizes(preprocess_csvs)
     annotations = [
-        a.with_size(*sizes[a.image_id]) if a.image_width <= 0 and a.image_id in sizes else a
+        a.sized_as(*sizes[a.image_id]) if a.image_id in sizes else a
         for a in load_annotations(annotation_files)
     ]
     maps = read_maps(maps_csv)
