@@ -29,6 +29,7 @@ __all__ = [
     "read_table",
     "write_csv",
     "write_failures",
+    "write_html",
     "write_json",
     "write_npz",
     "write_png",
@@ -138,6 +139,12 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
 def write_json(data: Any, path: str | os.PathLike) -> None:
     with atomic_path(path, ".json") as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_html(page: str, path: str | os.PathLike) -> None:
+    """Write an HTML page (a report page or section) atomically, UTF-8."""
+    with atomic_path(path, ".html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
 
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_attention.faithfulness.similarity import abs_spearman
-from cxr_attention.io import InputError, atomic_path, read_table, write_csv
+from cxr_attention.io import InputError, read_table, write_csv, write_html
 from cxr_attention.known_answer.benchmark import QUESTIONS
 from cxr_attention.known_answer.scores import lesion_map_scores
 from cxr_attention.maps.registry import METHODS
@@ -506,6 +506,5 @@ def run_method_ranking(
     )
     write_csv(samples, out_samples)
     write_csv(ranking, out_ranking)
-    with atomic_path(out_section, ".html") as tmp:
-        tmp.write_text(render_ranking_section(ranking), encoding="utf-8")
+    write_html(render_ranking_section(ranking), out_section)
     return ranking

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_attention.io import atomic_path, read_table
+from cxr_attention.io import read_table, write_html
 from cxr_attention.report._html import html_page, html_table
 
 __all__ = ["FAITHFULNESS_READING", "RELIANCE_READING", "write_tables_page"]
@@ -74,6 +74,5 @@ def write_tables_page(
             else "<p>No rows.</p>\n"
         )
     out_html = Path(out_html)
-    with atomic_path(out_html, ".html") as tmp:
-        Path(tmp).write_text(html_page(title, "".join(body)), encoding="utf-8")
+    write_html(html_page(title, "".join(body)), out_html)
     return out_html

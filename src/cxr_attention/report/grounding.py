@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_attention.io import atomic_path, read_table
+from cxr_attention.io import read_table, write_html
 from cxr_attention.maps.registry import METHOD_LABELS
 from cxr_attention.report._html import format_number, html_page, html_table
 
@@ -93,6 +93,5 @@ def write_grounding_page(summary_csv: str | os.PathLike, out_html: str | os.Path
         if column in summary:
             summary[column] = pd.to_numeric(summary[column], errors="coerce")
     out_html = Path(out_html)
-    with atomic_path(out_html, ".html") as tmp:
-        Path(tmp).write_text(render_grounding_page(summary), encoding="utf-8")
+    write_html(render_grounding_page(summary), out_html)
     return out_html

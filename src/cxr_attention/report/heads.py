@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from cxr_attention.io import ConfigError, atomic_path, read_table
+from cxr_attention.io import ConfigError, read_table, write_html
 from cxr_attention.maps.methods.head_selected import (
     HEAD_COLUMNS,
     head_picks,
@@ -144,6 +144,5 @@ def write_heads_page(
         top=top,
     )
     out_html = Path(out_html)
-    with atomic_path(out_html, ".html") as tmp:
-        Path(tmp).write_text(page, encoding="utf-8")
+    write_html(page, out_html)
     return out_html

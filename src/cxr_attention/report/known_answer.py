@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr_attention.io import atomic_path, read_table, write_csv
+from cxr_attention.io import read_table, write_csv, write_html
 from cxr_attention.known_answer.scores import (
     ACCURACY_TARGETS,
     answer_scores,
@@ -155,8 +155,7 @@ def write_known_answer(
     write_csv(answer_rows, out_dir / "answers.csv")
     write_csv(map_rows, out_dir / "maps.csv")
     write_csv(summary, out_dir / "summary.csv")
-    with atomic_path(out_dir / "section.html", ".html") as tmp:
-        tmp.write_text(render_known_answer_section(summary), encoding="utf-8")
+    write_html(render_known_answer_section(summary), out_dir / "section.html")
     # One map per film and method in the hit figures: the answer map over all layers, from the
     # decision rows (an attention answer's per-layer and all-rows maps would repeat the film).
     headline = statistics_maps(maps)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from cxr_attention.io import ConfigError, atomic_path, read_table
+from cxr_attention.io import ConfigError, read_table, write_html
 from cxr_attention.metrics.paper import COMPARISON_COLUMNS, agreement_sentence
 from cxr_attention.reference.shard import REFERENCE_COMPAT_COLUMNS
 from cxr_attention.report._html import as_float, format_number, html_page, html_table
@@ -144,8 +144,7 @@ def write_paper_comparison_page(
     compat = _read_reference_compat(reference_compat_csvs) if reference_compat_csvs else None
     page = render_paper_comparison(table, sentence=sentence, note=note, reference_compat=compat)
     out_html = Path(out_html)
-    with atomic_path(out_html, ".html") as tmp:
-        tmp.write_text(page, "utf-8")
+    write_html(page, out_html)
     return out_html
 
 

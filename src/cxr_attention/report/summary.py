@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cxr_attention.io import atomic_path, read_table
+from cxr_attention.io import read_table, write_html
 from cxr_attention.report._html import as_float, format_number, html_page, html_table
 from cxr_attention.report.quality import quality_targets
 from cxr_attention.report.statistics import statistics_sections
@@ -353,8 +353,7 @@ def write_run_summary(
     )
     summary["first_section"] = first_section
     out_html = Path(out_html)
-    with atomic_path(out_html, ".html") as tmp:
-        tmp.write_text(render_run_summary(summary), encoding="utf-8")
+    write_html(render_run_summary(summary), out_html)
     return out_html
 
 

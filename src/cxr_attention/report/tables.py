@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_attention.io import atomic_path, read_table
+from cxr_attention.io import read_table, write_html
 from cxr_attention.report._html import html_page, html_table
 
 __all__ = ["MAX_PAGE_BYTES", "MAX_ROWS", "render_table_page", "write_table_page"]
@@ -84,6 +84,5 @@ def write_table_page(
         table, title=title or Path(csv_path).name, csv_name=f"{Path(csv_path).as_posix()}"
     )
     out_html = Path(out_html)
-    with atomic_path(out_html, ".html") as tmp:
-        Path(tmp).write_text(page, encoding="utf-8")
+    write_html(page, out_html)
     return out_html
